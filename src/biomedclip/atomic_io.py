@@ -1,0 +1,63 @@
+"""Atomic outputs: a file or a folder appears complete or not at all.
+
+Every stage writes through these two functions, so a run killed at any point (SIGKILL
+included) leaves either the previous output or nothing, never a half-written one, and the
+next run starts clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stale_siblings(final: Path) -> list[Path]:
+    return sorted(final.parent.glob(f".{final.name}.partial-*")) + sorted(
+        final.parent.glob(f".{final.name}.old-*")
+    )
+
+
+@contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a fresh staging folder; on success it replaces `final` in one rename.
+
+    Leftovers of a killed earlier run (`.NAME.partial-*`, `.NAME.old-*`) are removed first.
+    If the block raises, the staging folder is deleted and `final` is untouched.
+    """
+    final = final.absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale_siblings(final):
+        log.info("removing leftover of an interrupted run: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)

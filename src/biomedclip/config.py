@@ -1,0 +1,194 @@
+"""`params.yaml` → frozen, validated config objects.
+
+The file is read once, at the entry point, by `load_params`. Every section is a pydantic model
+with `extra="forbid"` and strict scalar types, so a typo'd key or a wrong type fails at start-up
+with the file and the dotted key in the message, before any work is done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Self, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+
+# Paths and dates arrive from YAML as strings: they are the only fields coerced.
+PathValue = Annotated[Path, Field(strict=False)]
+DateValue = Annotated[dt.date, Field(strict=False)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used; the message names the file and every bad key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class IntRange(Section):
+    min: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class NoiseRates(Section):
+    """How often each kind of real-PMC mess appears in the demo corpus.
+
+    Article-level rates are per article; figure-level rates are per figure. Kinds that are
+    alternatives of one another (an image has one encoding; a graphic has one condition) are
+    drawn from one categorical choice, so their rates must sum to at most 1.
+    """
+
+    # Article level.
+    non_commercial_license: Rate = 0.08
+    non_cc_license: Rate = 0.03
+    retracted: Rate = 0.015
+    multiple_versions: Rate = 0.05
+    floats_group: Rate = 0.1
+    no_figures: Rate = 0.03
+    supplementary_material: Rate = 0.15
+    # Figure structure.
+    composite: Rate = 0.2
+    fig_group: Rate = 0.03
+    multiple_graphics: Rate = 0.03
+    alternatives: Rate = 0.03
+    back_matter: Rate = 0.02
+    no_caption: Rate = 0.02
+    duplicate_image: Rate = 0.03
+    thumbnail: Rate = 0.03
+    # Caption content.
+    mathml: Rate = 0.05
+    inline_graphic: Rate = 0.03
+    citation: Rate = 0.15
+    # Graphic condition (one of; the rest are fine).
+    missing_media: Rate = 0.015
+    corrupt_image: Rate = 0.015
+    tiny_image: Rate = 0.01
+    huge_image: Rate = 0.005
+    # Image encoding (one of; the rest are the figure type's usual JPEG or PNG).
+    cmyk_jpeg: Rate = 0.02
+    greyscale: Rate = 0.03
+    palette_png: Rate = 0.03
+    png16: Rate = 0.015
+    rgba_png: Rate = 0.02
+    tiff: Rate = 0.02
+    gif: Rate = 0.02
+
+    CONDITIONS: ClassVar[tuple[str, ...]] = ("missing_media", "corrupt_image", "tiny_image", "huge_image")
+    ENCODINGS: ClassVar[tuple[str, ...]] = ("cmyk_jpeg", "greyscale", "palette_png", "png16", "rgba_png", "tiff", "gif")
+
+    @model_validator(mode="after")
+    def _exclusive_groups_fit(self) -> Self:
+        for group in (self.CONDITIONS, self.ENCODINGS):
+            total = sum(getattr(self, name) for name in group)
+            if total > 1.0:
+                raise ValueError(f"rates of {', '.join(group)} sum to {total:.3f} > 1")
+        return self
+
+
+class BenchmarkParams(Section):
+    """The labelled zero-shot benchmark written beside the demo corpus."""
+
+    name: Slug = "pmc-figure-types"
+    out: PathValue = Path("data/benchmarks")
+    per_class: Annotated[int, Field(ge=1)] = 20
+    seed: Annotated[int, Field(ge=0)] = 1
+    image_side: IntRange = IntRange(min=160, max=320)
+
+
+class DemoParams(Section):
+    """`biomedclip demo-data`: a synthetic corpus in PMC's own layouts."""
+
+    out: PathValue = Path("data/raw")
+    articles: Annotated[int, Field(ge=1)] = 600
+    seed: Annotated[int, Field(ge=0)] = 0
+    first_pmcid: Annotated[int, Field(ge=1)] = 11_000_000
+    snapshot_date: DateValue = dt.date(2026, 11, 1)
+    legacy_out: PathValue | None = None
+    figures_per_article: IntRange = IntRange(min=1, max=6)
+    image_side: IntRange = IntRange(min=160, max=560)
+    noise: NoiseRates = NoiseRates()
+    benchmark: BenchmarkParams = BenchmarkParams()
+
+
+class Params(Section):
+    """The whole `params.yaml`: one section per stage."""
+
+    demo: DemoParams = DemoParams()
+
+
+S = TypeVar("S", bound=Section)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {error['msg']} (got {error['input']!r})"
+
+
+def parse_params(data: Any, *, source: str = "params") -> Params:
+    """Validate an already-loaded mapping; `source` names it in error messages."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        lines = "\n".join(f"  {_describe(err)}" for err in exc.errors())
+        raise ConfigError(f"{source}: invalid configuration\n{lines}") from None
+
+
+def load_params(path: Path = DEFAULT_PARAMS_PATH) -> Params:
+    """Read and validate a params file. Raises `ConfigError` naming the file and bad keys."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(data, source=str(path))
+
+
+def override(section: S, **changes: Any) -> S:
+    """A copy of `section` with the non-None `changes` applied and validated again."""
+    updates = {key: value for key, value in changes.items() if value is not None}
+    if not updates:
+        return section
+    merged = {**section.model_dump(), **updates}
+    try:
+        return type(section).model_validate(merged, strict=False)
+    except ValidationError as exc:
+        lines = "\n".join(f"  {_describe(err)}" for err in exc.errors())
+        raise ConfigError(f"command-line options: invalid value\n{lines}") from None

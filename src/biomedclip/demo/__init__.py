@@ -1,0 +1,6 @@
+"""A synthetic PMC corpus that looks like the real one: the pipeline's embedded default data."""
+
+from biomedclip.demo.benchmark import BenchmarkReport, generate_benchmark
+from biomedclip.demo.corpus import CorpusReport, generate_corpus
+
+__all__ = ["BenchmarkReport", "CorpusReport", "generate_benchmark", "generate_corpus"]

@@ -1,0 +1,173 @@
+"""Turn article plans into article versions: images encoded, captions written, truth recorded.
+
+The truth is what a perfect ingest would conclude about each figure graphic (its caption text,
+its media file, the noise it carries); tests of the demo corpus and of the ingest compare
+against it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from biomedclip.demo import prose
+from biomedclip.demo.article import JOURNALS, ArticleVersion, Figure, Supplement
+from biomedclip.demo.captions import Caption, describe
+from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode
+from biomedclip.demo.figures import Attrs, compose, render
+from biomedclip.demo.plan import ArticlePlan, FigurePlan, GraphicPlan, Planner
+
+
+@dataclass(frozen=True)
+class RenderedGraphic:
+    data: bytes | None  # None: the media file is missing
+    kinds: list[str]
+    attrs: list[Attrs]
+    damage: str = ""  # how a corrupt image was damaged
+    thumbnail: bytes | None = None
+
+
+def render_graphic(g: GraphicPlan) -> RenderedGraphic:
+    """Draw, compose and encode one graphic; identical plans give identical bytes."""
+    drawn = [render(p.kind, p.seed, p.width, p.height) for p in g.panels]
+    images = [img for img, _ in drawn]
+    attrs = [a for _, a in drawn]
+    kinds = [p.kind for p in g.panels]
+    img = images[0] if len(images) == 1 else compose(images, g.columns)
+    rng = np.random.default_rng(g.encode_seed)
+    if g.condition == "missing_media":
+        return RenderedGraphic(None, kinds, attrs)
+    if g.condition == "huge_image":
+        side = int(13_000 + rng.integers(11_000))
+        return RenderedGraphic(bomb_png(side, side + int(rng.integers(2_000))), kinds, attrs)
+    if g.condition == "tiny_image":
+        img = img.resize((int(6 + rng.integers(18)), int(6 + rng.integers(18))),
+                         Image.Resampling.BILINEAR)
+    data = encode(img, g.encoding, rng)
+    damage = ""
+    if g.condition == "corrupt_image":
+        data, damage = corrupt(data, rng)
+    thumb = None
+    if g.thumbnail:
+        small = img.resize((100, max(1, 100 * img.height // img.width)), Image.Resampling.BILINEAR)
+        thumb = encode(small, "gif", np.random.default_rng(g.encode_seed + 1))
+    return RenderedGraphic(data, kinds, attrs, damage, thumb)
+
+
+def figure_caption(fig: FigurePlan, rendered: list[RenderedGraphic], inline_href: str) -> Caption | None:
+    if fig.no_caption:
+        return None
+    return describe(rendered[0].kinds, rendered[0].attrs, fig.caption_style,
+                    np.random.default_rng(fig.caption_seed), inline_href)
+
+
+class ArticleBuilder:
+    """Builds every version of planned articles, with the truth rows of the newest one."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+        self.params = planner.params
+
+    def _names(self, plan: ArticlePlan) -> dict[str, Any]:
+        year = plan.pub_date.year
+        return {"key": f"{plan.key:06d}", "year": year, "yy": year % 1000, "vol": year - 2008,
+                "check": plan.key % 10}
+
+    def build(self, plan: ArticlePlan) -> tuple[list[ArticleVersion], dict[str, Any]]:
+        """All versions of the article (oldest first) and the truth about the newest."""
+        journal = JOURNALS[plan.journal]
+        names = self._names(plan)
+        rng = np.random.default_rng(plan.text_seed)
+        figures: list[Figure] = []
+        media: dict[str, bytes] = {}
+        truth: list[dict[str, Any]] = []
+        cited: list[tuple[str, str]] = []
+        groups: dict[int, list[Figure]] = {}
+        number = 0
+        for position, fig in enumerate(plan.figures):
+            if not fig.group or fig.group not in groups:
+                number += 1
+            member = chr(ord("A") + len(groups.get(fig.group, []))) if fig.group else ""
+            fig_id = journal.fig_id.format(n=number, **names) + member.lower()
+            label = journal.label.format(n=number) + member
+            rendered = [render_graphic(g) for g in fig.graphics]
+            inline_href = journal.inline.format(n=position + 1, **names)
+            caption = figure_caption(fig, rendered, inline_href)
+            hrefs = []
+            for k, (g, r) in enumerate(zip(fig.graphics, rendered, strict=True)):
+                part = member.lower() + ("" if len(fig.graphics) == 1 else chr(ord("a") + k))
+                stem = journal.media.format(n=number, part=part, **names)
+                hrefs.append(stem)
+                filename = stem + EXTENSIONS[g.encoding]
+                if r.data is not None:
+                    media[filename] = r.data
+                if r.thumbnail is not None:
+                    media[stem + ".gif"] = r.thumbnail
+                truth.append({
+                    "figure": position, "fig_id": fig_id, "label": label, "href": stem,
+                    "media_file": filename if r.data is not None else None,
+                    "caption": caption.plain() if caption else None,
+                    "kinds": r.kinds, "panels": len(r.kinds), "condition": g.condition,
+                    "encoding": g.encoding, "damage": r.damage, "placement": fig.placement,
+                    "group": fig.group, "duplicate_of": g.duplicate_of,
+                    "noise": sorted(fig.noise),
+                })
+            if caption and fig.caption_style.inline_graphic:
+                glyph = Image.new("RGB", (18, 12), (255, 255, 255))
+                ImageDraw.Draw(glyph).polygon([(2, 10), (9, 1), (16, 10)], fill=(0, 0, 0))
+                media[inline_href + ".gif"] = encode(glyph, "gif", rng)
+            record = Figure(fig_id, label, caption, hrefs, fig.empty_caption_element,
+                            fig.in_alternatives, fig.placement)
+            if fig.group:
+                group_id = journal.fig_id.format(n=number, **names) + "-group"
+                record.group_id = group_id
+                if fig.group not in groups:
+                    groups[fig.group] = []
+                    cited.append((group_id, journal.label.format(n=number)))
+                    record.group_caption = Caption(title=[f"{journal.label.format(n=number)} overview."])
+                groups[fig.group].append(record)
+            else:
+                cited.append((fig_id, label))
+            figures.append(record)
+        supplements = []
+        for s in range(1, plan.supplements + 1):
+            filename = journal.supplement.format(n=s, **names) + ".csv"
+            rows = "\n".join(f"{i},{rng.integers(1000)},{rng.integers(1000)}" for i in range(20))
+            media[filename] = f"id,value_a,value_b\n{rows}\n".encode()
+            supplements.append(Supplement(f"S{s}", f"Supplementary Table S{s}",
+                                          "Source data for the figures.", filename))
+        pmcid = f"PMC{plan.pmcid}"
+        doi = journal.doi.format(**names)
+        days_to_update = int(rng.integers(1, 25))
+        newest = ArticleVersion(
+            pmcid=pmcid, version=plan.versions, pmid=plan.pmid,
+            doi=doi, publisher_id=doi.split("/", 1)[1],
+            journal=journal, title=prose.title(rng, plan.topic), article_type=plan.article_type,
+            license_code=plan.license_code, retracted=plan.retracted, pub_date=plan.pub_date,
+            last_updated=dt.datetime.combine(plan.pub_date, dt.time(3, 0))
+            + dt.timedelta(days=days_to_update, seconds=int(rng.integers(86_400))),
+            volume=names["vol"], authors=prose.authors(rng), abstract=prose.abstract(rng, plan.topic),
+            sections=prose.sections(rng, plan.topic, cited), figures=figures,
+            supplements=supplements, references=prose.references(rng, 12), media=media,
+        )
+        versions = [self._older(newest, v) for v in range(1, plan.versions)] + [newest]
+        article_truth = {
+            "index": plan.index, "pmcid": pmcid, "version": plan.versions, "pmid": plan.pmid,
+            "license_code": plan.license_code, "retracted": plan.retracted,
+            "figures": len(plan.figures), "noise": sorted(plan.noise), "graphics": truth,
+        }
+        return versions, article_truth
+
+    @staticmethod
+    def _older(newest: ArticleVersion, version: int) -> ArticleVersion:
+        """An earlier version: one figure fewer (added on revision), updated earlier."""
+        figures = newest.figures[:-1] if len(newest.figures) > 1 else newest.figures
+        removed = {href for f in newest.figures[len(figures):] for href in f.hrefs}
+        media = {name: data for name, data in newest.media.items()
+                 if name.rsplit(".", 1)[0] not in removed}
+        return replace(newest, version=version, figures=figures, media=media,
+                       last_updated=newest.last_updated - dt.timedelta(days=30 * (newest.version - version)))

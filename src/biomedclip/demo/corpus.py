@@ -1,0 +1,119 @@
+"""`biomedclip demo-data`: generate the demo PMC corpus, optionally also in the legacy layout.
+
+Articles are built in worker processes (each from its own seed, so the order of completion does
+not matter) and written by this process in article order into a staging folder that replaces the
+output folder only when everything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+from biomedclip.atomic_io import atomic_directory
+from biomedclip.config import DemoParams
+from biomedclip.console import progress
+from biomedclip.demo.article import ArticleVersion
+from biomedclip.demo.build import ArticleBuilder
+from biomedclip.demo.layout import LegacyLayout, OpenDataLayout
+from biomedclip.demo.plan import Planner
+
+log = logging.getLogger(__name__)
+
+Built = tuple[list[ArticleVersion], dict[str, Any]]
+_BUILDERS: dict[str, ArticleBuilder] = {}
+
+
+def build_article(params: DemoParams, index: int) -> Built:
+    """Build article `index` of the corpus `params` describes (all versions + truth)."""
+    key = params.model_dump_json()
+    if key not in _BUILDERS:
+        _BUILDERS.clear()
+        _BUILDERS[key] = ArticleBuilder(Planner(params))
+    builder = _BUILDERS[key]
+    return builder.build(builder.planner.article(index))
+
+
+@dataclass
+class CorpusReport:
+    """What was generated, and the ground truth of every article's newest version."""
+
+    articles: int = 0
+    versions: int = 0
+    figures: int = 0
+    graphics: int = 0
+    files: int = 0
+    bytes: int = 0
+    truth: list[dict[str, Any]] = field(default_factory=list)
+
+    def noise_counts(self) -> Counter[str]:
+        """Articles carrying each article-level kind, figures carrying each figure-level kind."""
+        counts: Counter[str] = Counter()
+        for article in self.truth:
+            counts.update(article["noise"])
+            seen: set[int] = set()
+            for graphic in article["graphics"]:
+                if graphic["figure"] not in seen:
+                    seen.add(graphic["figure"])
+                    counts.update(graphic["noise"])
+        return counts
+
+
+    def markdown(self) -> str:
+        """A summary for people: sizes, then every noise kind with its count."""
+        lines = ["| corpus | count |", "|---|---:|"]
+        lines += [f"| {name} | {value} |" for name, value in self.sizes()]
+        lines += ["", "| noise kind | articles or figures |", "|---|---:|"]
+        lines += [f"| {kind} | {count} |" for kind, count in sorted(self.noise_counts().items())]
+        return "\n".join(lines)
+
+    def sizes(self) -> list[tuple[str, str]]:
+        return [("articles", str(self.articles)), ("article versions", str(self.versions)),
+                ("figures", str(self.figures)), ("figure graphics", str(self.graphics)),
+                ("files", str(self.files)), ("size", f"{self.bytes / 2**20:.1f} MiB")]
+
+
+def _built_articles(params: DemoParams, workers: int) -> Iterator[Built]:
+    indices = range(params.articles)
+    if workers <= 1:
+        yield from (build_article(params, i) for i in indices)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(build_article, repeat(params), indices, chunksize=8)
+
+
+def generate_corpus(params: DemoParams, *, workers: int = 1) -> CorpusReport:
+    """Write the corpus to `params.out` (and `params.legacy_out` if set), atomically."""
+    report = CorpusReport()
+    with ExitStack() as stack:
+        opendata = OpenDataLayout(stack.enter_context(atomic_directory(params.out)))
+        legacy = None
+        if params.legacy_out is not None:
+            legacy = LegacyLayout(stack.enter_context(atomic_directory(params.legacy_out)))
+        built = progress(_built_articles(params, workers), total=params.articles,
+                         description="demo articles")
+        for versions, truth in built:
+            for version in versions:
+                opendata.write(version)
+            if legacy is not None:
+                legacy.write(versions[-1])
+            report.articles += 1
+            report.versions += len(versions)
+            report.figures += truth["figures"]
+            report.graphics += len(truth["graphics"])
+            report.truth.append(truth)
+        opendata.finish(params.snapshot_date)
+        if legacy is not None:
+            legacy.finish()
+        report.files, report.bytes = opendata.files, opendata.bytes
+    log.info("wrote %d articles (%d versions, %d figures) to %s", report.articles,
+             report.versions, report.figures, params.out)
+    return report

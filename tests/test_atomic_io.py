@@ -1,0 +1,39 @@
+"""Outputs appear complete or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "sub" / "file.bin"
+    atomic_write_bytes(target, b"one")
+    atomic_write_bytes(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_directory_is_replaced_only_when_the_block_succeeds(tmp_path):
+    final = tmp_path / "out"
+    with atomic_directory(final) as staging:
+        (staging / "a.txt").write_text("first")
+    with pytest.raises(ValueError), atomic_directory(final) as staging:
+        (staging / "a.txt").write_text("second")
+        raise ValueError("killed half-way")
+    assert (final / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    with atomic_directory(final) as staging:
+        (staging / "b.txt").write_text("third")
+    assert [p.name for p in final.iterdir()] == ["b.txt"]
+
+
+def test_leftovers_of_a_killed_run_are_cleaned(tmp_path):
+    final = tmp_path / "out"
+    (tmp_path / ".out.partial-99999").mkdir()
+    (tmp_path / ".out.partial-99999" / "half.txt").write_text("x")
+    (tmp_path / ".out.old-99999").mkdir()
+    with atomic_directory(final) as staging:
+        (staging / "whole.txt").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

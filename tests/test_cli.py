@@ -1,0 +1,69 @@
+"""The `biomedclip` command line: help everywhere, clear errors, real work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from biomedclip.cli import app
+
+runner = CliRunner()
+COMMANDS = sorted(c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands)
+
+
+def test_top_level_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_installed_console_script_runs():
+    script = Path(sys.executable).parent / "biomedclip"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "demo-data" in result.stdout
+
+
+def test_bad_params_file_stops_with_the_key_named(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("demo:\n  articles: lots\n")
+    result = runner.invoke(app, ["--params", str(params), "demo-data", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "demo.articles" in result.output and str(params) in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_option_value_stops_with_the_option_named(tmp_path):
+    result = runner.invoke(app, ["--params", str(tmp_path / "none.yaml"), "demo-data"])
+    assert result.exit_code == 2 and "params file not found" in result.output
+    (tmp_path / "params.yaml").write_text("")
+    result = runner.invoke(app, ["--params", str(tmp_path / "params.yaml"), "demo-data",
+                                 "--articles", "0", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "articles" in result.output
+
+
+def test_demo_data_writes_corpus_legacy_and_benchmark_and_reports_them(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        f"demo:\n  image_side: {{min: 96, max: 160}}\n"
+        f"  benchmark: {{out: {tmp_path / 'bench'}, per_class: 2}}\n")
+    result = runner.invoke(app, [
+        "--params", str(tmp_path / "params.yaml"), "demo-data", "--out", str(tmp_path / "raw"),
+        "--articles", "6", "--legacy-out", str(tmp_path / "legacy"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "articles" in result.output and "benchmark" in result.output
+    metadata = sorted((tmp_path / "raw" / "metadata").glob("*.json"))
+    assert len({json.loads(p.read_text())["pmcid"] for p in metadata}) == 6
+    assert (tmp_path / "legacy" / "oa_file_list.csv").is_file()
+    assert len(list((tmp_path / "bench" / "pmc-figure-types" / "images").rglob("*.jpg"))) == 32

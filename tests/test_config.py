@@ -1,0 +1,102 @@
+"""params.yaml → validated, frozen config: errors name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from biomedclip.config import ConfigError, DemoParams, Params, load_params, override
+
+from .conftest import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_repository_params_file_is_valid_and_matches_the_defaults():
+    params = load_params(REPO / "params.yaml")
+    assert params == Params(), "params.yaml and the defaults in config.py drifted apart"
+
+
+def test_unknown_key_is_named_with_the_file(tmp_path):
+    path = write(tmp_path, "demo:\n  articels: 10\n")
+    with pytest.raises(ConfigError) as exc:
+        load_params(path)
+    assert str(path) in str(exc.value)
+    assert "demo.articels: unknown key" in str(exc.value)
+
+
+def test_unknown_section_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"trian: unknown key"):
+        load_params(write(tmp_path, "trian: {}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("demo:\n  articles: many\n", "demo.articles"),
+        ("demo:\n  articles: 1.5\n", "demo.articles"),
+        ("demo:\n  articles: '10'\n", "demo.articles"),  # strict: no silent str→int
+        ("demo:\n  seed: true\n", "demo.seed"),
+        ("demo:\n  noise:\n    tiff: 1.5\n", "demo.noise.tiff"),
+        ("demo:\n  snapshot_date: yesterday\n", "demo.snapshot_date"),
+        ("demo:\n  benchmark:\n    name: Has Spaces\n", "demo.benchmark.name"),
+    ],
+)
+def test_wrong_type_or_value_is_named(tmp_path, text, key):
+    with pytest.raises(ConfigError) as exc:
+        load_params(write(tmp_path, text))
+    assert f"  {key}: " in str(exc.value)
+
+
+def test_every_error_is_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_params(write(tmp_path, "demo:\n  articles: x\n  seed: y\n  bogus: 1\n"))
+    message = str(exc.value)
+    assert "demo.articles" in message and "demo.seed" in message and "demo.bogus" in message
+
+
+def test_range_and_exclusive_rate_groups_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"min \(500\) is greater than max \(100\)"):
+        load_params(write(tmp_path, "demo:\n  image_side: {min: 500, max: 100}\n"))
+    text = "demo:\n  noise:\n" + "".join(
+        f"    {name}: 0.3\n" for name in ("cmyk_jpeg", "greyscale", "palette_png", "tiff"))
+    with pytest.raises(ConfigError, match=r"gif sum to 1.255 > 1"):
+        load_params(write(tmp_path, text))
+
+
+def test_duplicate_keys_are_refused_not_silently_overwritten(tmp_path):
+    with pytest.raises(ConfigError, match="duplicate key 'articles'"):
+        load_params(write(tmp_path, "demo:\n  articles: 10\n  articles: 20\n"))
+
+
+def test_missing_file_and_bad_yaml_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(write(tmp_path, "demo: [unclosed\n"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(write(tmp_path, "- a\n- b\n"))
+
+
+def test_empty_file_means_all_defaults(tmp_path):
+    assert load_params(write(tmp_path, "")) == Params()
+
+
+def test_config_objects_are_frozen():
+    params = DemoParams()
+    with pytest.raises(pydantic.ValidationError):
+        params.articles = 5  # type: ignore[misc]
+
+
+def test_override_validates_and_ignores_none():
+    params = DemoParams()
+    assert override(params, articles=None) is params
+    assert override(params, articles=7, out="x/y").articles == 7
+    with pytest.raises(ConfigError, match="articles"):
+        override(params, articles=0)

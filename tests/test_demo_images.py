@@ -1,0 +1,132 @@
+"""Renderers, encoders and the zero-shot benchmark."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from biomedclip.config import BenchmarkParams
+from biomedclip.demo import generate_benchmark
+from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, png_bytes
+from biomedclip.demo.figures import CLASS_NAMES, RENDERERS, compose, render
+
+
+@pytest.mark.parametrize("kind", sorted(RENDERERS))
+def test_each_renderer_is_deterministic_rgb_and_sized_as_asked(kind):
+    img, attrs = render(kind, 7, 240, 180)
+    again, attrs_again = render(kind, 7, 240, 180)
+    assert img.mode == "RGB"
+    assert img.size == ((180, 180) if kind == "chest_xray" else (240, 180))
+    assert img.tobytes() == again.tobytes() and attrs == attrs_again
+    other, _ = render(kind, 8, 240, 180)
+    assert other.tobytes() != img.tobytes()
+    assert np.asarray(img).std() > 5, "a blank image teaches nothing"
+
+
+def test_figure_types_are_told_apart_by_colour_statistics():
+    """A crude classifier on mean colour separates most types: they are visually distinct."""
+    def features(kind: str, seed: int) -> np.ndarray:
+        arr = np.asarray(render(kind, seed, 160, 160)[0], dtype=np.float32) / 255
+        return np.concatenate([arr.mean((0, 1)), arr.std((0, 1))])
+
+    kinds = sorted(RENDERERS)
+    centroids = np.stack([np.mean([features(k, s) for s in range(8)], axis=0) for k in kinds])
+    correct = 0
+    for i, kind in enumerate(kinds):
+        for seed in range(100, 106):
+            correct += int(np.argmin(((centroids - features(kind, seed)) ** 2).sum(1)) == i)
+    assert correct / (6 * len(kinds)) > 0.6
+
+
+def test_composite_tiles_panels_with_letters():
+    panels = [render("bar_chart", s, 100, 80)[0] for s in range(4)]
+    sheet = compose(panels, columns=2)
+    assert sheet.size[0] >= 200 and sheet.size[1] >= 160
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 40), w=st.integers(1, 40),
+    layout=st.sampled_from(["L", "RGB", "RGBA", "I;16"]), seed=st.integers(0, 2**32 - 1),
+)
+def test_png_encoder_round_trips_exactly(h, w, layout, seed):
+    rng = np.random.default_rng(seed)
+    shape = {"L": (h, w), "RGB": (h, w, 3), "RGBA": (h, w, 4), "I;16": (h, w)}[layout]
+    dtype = np.uint16 if layout == "I;16" else np.uint8
+    pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    decoded = Image.open(io.BytesIO(png_bytes(pixels)))
+    assert decoded.mode == layout
+    assert np.array_equal(np.asarray(decoded), pixels)
+
+
+def test_palette_png_round_trips():
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, 16, (20, 30), dtype=np.uint8)
+    palette = bytes(rng.integers(0, 256, 48, dtype=np.uint8))
+    decoded = Image.open(io.BytesIO(png_bytes(indices, palette=palette)))
+    assert decoded.mode == "P" and np.array_equal(np.asarray(decoded), indices)
+    assert bytes(decoded.getpalette()[:48]) == palette
+
+
+@pytest.mark.parametrize("encoding", sorted(EXTENSIONS))
+def test_every_encoding_decodes_to_the_promised_format(encoding):
+    img, _ = render("he_histology", 1, 120, 90)
+    data = encode(img, encoding, np.random.default_rng(0))
+    decoded = Image.open(io.BytesIO(data))
+    decoded.load()
+    expected_format = {".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".gif": "GIF"}
+    assert decoded.format == expected_format[EXTENSIONS[encoding]]
+    assert decoded.size == (120, 90)
+    expected_mode = {"cmyk_jpeg": "CMYK", "greyscale": "L", "palette_png": "P", "png16": "I;16",
+                     "rgba_png": "RGBA", "gif": "P"}.get(encoding, "RGB")
+    assert decoded.mode == expected_mode
+
+
+def test_bomb_png_declares_a_huge_size_in_a_tiny_file():
+    data = bomb_png(20_000, 15_000)
+    assert len(data) < 100_000
+    with warnings.catch_warnings(), pytest.raises(Image.DecompressionBombError):
+        warnings.simplefilter("ignore")
+        Image.open(io.BytesIO(data))
+
+
+def test_corrupted_images_do_not_decode():
+    img, _ = render("ct", 3, 200, 200)
+    data = encode(img, "jpeg", np.random.default_rng(0))
+    for seed in range(12):
+        damaged, how = corrupt(data, np.random.default_rng(seed))
+        assert how in {"truncated", "zero-byte", "garbage"}
+        with pytest.raises(Exception):  # noqa: B017 - any decoder error is the point
+            Image.open(io.BytesIO(damaged)).load()
+
+
+def test_benchmark_has_one_class_per_figure_type_none_in_the_corpus(tmp_path, noisy_corpus):
+    params = BenchmarkParams(out=tmp_path, per_class=3)
+    report = generate_benchmark(params)
+    root = tmp_path / params.name
+    with open(root / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["path", "label"]
+    assert report.images == len(rows) == 3 * len(CLASS_NAMES)
+    assert sorted({r["label"] for r in rows}) == sorted(CLASS_NAMES.values())
+    hashes = set()
+    for row in rows:
+        data = (root / row["path"]).read_bytes()
+        Image.open(io.BytesIO(data)).load()
+        hashes.add(hashlib.sha256(data).hexdigest())
+    corpus_params, _ = noisy_corpus
+    corpus = {hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus_params.out.rglob("*")
+              if p.is_file()}
+    assert not hashes & corpus
+    again = tmp_path / "again"
+    generate_benchmark(params.model_copy(update={"out": again}))
+    for row in rows:
+        assert (again / params.name / row["path"]).read_bytes() == (root / row["path"]).read_bytes()
