@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from biomedclip.config import DemoParams, IntRange, NoiseRates, override
+from biomedclip.config import DemoParams, NoiseRates, SideRange, override
 from biomedclip.demo import generate_corpus
 from biomedclip.demo.corpus import CorpusReport
 
@@ -21,7 +21,7 @@ NOISY = NoiseRates(**{name: 0.12 for name in NoiseRates.model_fields}).model_cop
 
 def small_params(out: Path, *, articles: int = 40, **changes) -> DemoParams:
     """A quick corpus: few articles, small images."""
-    base = DemoParams(out=out, articles=articles, image_side=IntRange(min=96, max=200))
+    base = DemoParams(out=out, articles=articles, image_side=SideRange(min=96, max=200))
     return override(base, **changes) if changes else base
 
 

@@ -62,16 +62,27 @@ class ArticleSeen:
     pmcid: str
     versions: int
     meta: dict
-    figures: list[FigureSeen]
+    figures: list[FigureSeen]  # figures of the article proper (not the graphical abstract)
     supplementary: bool
     xml: etree._Element
+    graphical_abstract: bool = False
+    table_graphic: bool = False
+    formula_graphic: bool = False
+
+
+def local(el: etree._Element) -> str:
+    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+
+def child(el: etree._Element, name: str) -> etree._Element | None:
+    return next((c for c in el if local(c) == name), None)
 
 
 def caption_text(caption: etree._Element | None) -> str:
     """Title + paragraphs, inline graphics contribute nothing, whitespace collapsed."""
     if caption is None:
         return ""
-    parts = [" ".join(child.itertext()) for child in caption]
+    parts = [" ".join(c.itertext()) for c in caption]
     return " ".join(" ".join(parts).split())
 
 
@@ -87,7 +98,7 @@ def _inspect_graphic(folder: Path, article: str, href: str, by_stem: dict[str, l
     seen.sha256 = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # truncated files warn about EXIF; they are the point
             img = Image.open(main)
             if img.width * img.height > BOMB_PIXELS:
                 seen.huge = True
@@ -105,8 +116,8 @@ def _inspect_graphic(folder: Path, article: str, href: str, by_stem: dict[str, l
 
 def inspect_corpus(root: Path) -> list[ArticleSeen]:
     versions: dict[str, list[int]] = defaultdict(list)
-    for child in root.iterdir():
-        match = PREFIX.match(child.name)
+    for entry in root.iterdir():
+        match = PREFIX.match(entry.name)
         if match:
             versions[match.group(1)].append(int(match.group(2)))
     articles = []
@@ -120,23 +131,33 @@ def inspect_corpus(root: Path) -> list[ArticleSeen]:
             if not path.name.startswith(f"{pmcid}.{newest}."):
                 by_stem[path.stem].append(path)
         figures = []
-        for fig in xml.iter("fig"):
-            caption = fig.find("caption")
-            ancestors = {a.tag for a in fig.iterancestors()}
-            graphics = list(fig.iter("graphic"))
+        graphical_abstract = False
+        for fig in xml.iter("{*}fig"):
+            ancestors = {local(a) for a in fig.iterancestors()}
+            if "abstract" in ancestors:
+                graphical_abstract = True
+                continue
+            caption = child(fig, "caption")
+            graphics = list(fig.iter("{*}graphic"))
+            parent = fig.getparent()
             seen = FigureSeen(
                 article=pmcid, fig_id=fig.get("id"), caption=caption_text(caption),
-                in_group=fig.getparent().tag == "fig-group",
-                group_id=fig.getparent().get("id") if fig.getparent().tag == "fig-group" else "",
+                in_group=local(parent) == "fig-group",
+                group_id=parent.get("id") if local(parent) == "fig-group" else "",
                 in_back="back" in ancestors,
                 in_floats="floats-group" in ancestors,
-                in_alternatives=any(g.getparent().tag == "alternatives" for g in graphics),
+                in_alternatives=any(local(g.getparent()) == "alternatives" for g in graphics),
                 mathml=caption is not None and next(caption.iter(MML_MATH), None) is not None,
-                inline_graphic=caption is not None and next(caption.iter("inline-graphic"), None) is not None,
-                citation=caption is not None and any(x.get("ref-type") == "bibr" for x in caption.iter("xref")),
+                inline_graphic=caption is not None and next(caption.iter("{*}inline-graphic"), None) is not None,
+                citation=caption is not None and any(x.get("ref-type") == "bibr" for x in caption.iter("{*}xref")),
             )
             seen.graphics = [_inspect_graphic(folder, pmcid, g.get(XLINK_HREF), by_stem) for g in graphics]
             figures.append(seen)
-        articles.append(ArticleSeen(pmcid, len(versions[pmcid]), meta, figures,
-                                    next(xml.iter("supplementary-material"), None) is not None, xml))
+        articles.append(ArticleSeen(
+            pmcid, len(versions[pmcid]), meta, figures,
+            next(xml.iter("{*}supplementary-material"), None) is not None, xml,
+            graphical_abstract=graphical_abstract,
+            table_graphic=any(True for t in xml.iter("{*}table-wrap") if next(t.iter("{*}graphic"), None) is not None),
+            formula_graphic=any(True for f in xml.iter("{*}disp-formula") if next(f.iter("{*}graphic"), None) is not None),
+        ))
     return articles

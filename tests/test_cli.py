@@ -67,3 +67,23 @@ def test_demo_data_writes_corpus_legacy_and_benchmark_and_reports_them(tmp_path)
     assert len({json.loads(p.read_text())["pmcid"] for p in metadata}) == 6
     assert (tmp_path / "legacy" / "oa_file_list.csv").is_file()
     assert len(list((tmp_path / "bench" / "pmc-figure-types" / "images").rglob("*.jpg"))) == 32
+
+
+def test_log_level_is_validated(tmp_path):
+    result = runner.invoke(app, ["--log-level", "loud", "demo-data", "--help"])
+    assert result.exit_code == 2 and "log-level" in result.output
+
+
+def test_no_corpus_writes_only_the_benchmark_and_unmarked_folders_are_kept(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        f"demo:\n  out: {tmp_path / 'raw'}\n  benchmark: {{out: {tmp_path / 'bench'}, per_class: 1}}\n")
+    args = ["--params", str(tmp_path / "params.yaml"), "demo-data"]
+    result = runner.invoke(app, [*args, "--no-corpus"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "raw").exists()
+    assert len(list((tmp_path / "bench").rglob("*.jpg"))) == 16
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "mine.txt").write_text("not yours")
+    result = runner.invoke(app, [*args, "--articles", "2"])
+    assert result.exit_code == 2 and "refusing to replace" in result.output
+    assert (tmp_path / "raw" / "mine.txt").exists()

@@ -100,3 +100,29 @@ def test_override_validates_and_ignores_none():
     assert override(params, articles=7, out="x/y").articles == 7
     with pytest.raises(ConfigError, match="articles"):
         override(params, articles=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("demo:\n  image_side: {min: 32, max: 100}\n", "demo.image_side.min"),
+        ("demo:\n  benchmark:\n    image_side: {min: 1, max: 1}\n", "demo.benchmark.image_side.min"),
+        ("demo:\n  snapshot_date: '2015-02-01'\n", "snapshot_date must be 2015-03-01 or later"),
+        ("demo:\n  noise: {non_cc_license: 0.6, non_commercial_license: 0.6}\n", "sum to 1.200 > 1"),
+        ("demo:\n  legacy_out: data/raw/legacy\n", "out (data/raw) and legacy_out"),
+        ("demo:\n  legacy_out: ''\n", "must not contain one another"),
+    ],
+)
+def test_values_that_would_break_generation_are_refused_up_front(tmp_path, text, message):
+    with pytest.raises(ConfigError) as exc:
+        load_params(write(tmp_path, text))
+    assert message in str(exc.value)
+
+
+def test_smallest_allowed_image_sides_still_generate(tmp_path):
+    from biomedclip.config import SideRange
+    from biomedclip.demo import generate_corpus
+
+    for side in (SideRange(min=64, max=64), SideRange(min=224, max=224), SideRange(min=300, max=400)):
+        params = DemoParams(out=tmp_path / f"raw{side.min}", articles=6, image_side=side)
+        assert generate_corpus(params).articles == 6

@@ -20,7 +20,7 @@ from biomedclip.demo import generate_corpus
 from biomedclip.demo.layout import FILE_LIST_HEADER
 
 from .conftest import NOISY, small_params
-from .corpus_inspection import NON_COMMERCIAL, PARSER, inspect_corpus
+from .corpus_inspection import NON_COMMERCIAL, PARSER, inspect_corpus, local
 
 METADATA_FIELDS = ["pmcid", "version", "pmid", "doi", "title", "citation", "is_pmc_openaccess",
                    "is_manuscript", "is_historical_ocr", "is_retracted", "license_code", "xml_url",
@@ -37,7 +37,7 @@ def test_same_params_give_byte_identical_trees_whatever_the_worker_count(tmp_pat
     generate_corpus(small_params(tmp_path / "b", articles=30), workers=2)
     first, second = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
     assert first == second
-    assert len(first) == one.files + 3  # + inventory manifest, checksum and CSV.gz
+    assert len(first) == one.files + 4  # + inventory manifest, checksum, CSV.gz and marker
 
 
 def test_a_different_seed_gives_a_different_corpus(tmp_path):
@@ -115,24 +115,40 @@ def test_the_daily_inventory_lists_every_metadata_object(noisy_corpus):
 
 def test_articles_are_jats_with_pmc_ids_licences_and_extensionless_hrefs(noisy_corpus):
     params, _ = noisy_corpus
+    styles: Counter = Counter()
     for xml_path in sorted(params.out.glob("PMC*/PMC*.xml")):
         tree = etree.parse(str(xml_path), PARSER)
         assert "JATS" in tree.docinfo.doctype
         article = tree.getroot()
-        assert article.tag == "article"
-        ids = {el.get("pub-id-type"): el.text for el in article.iter("article-id")}
+        assert local(article) == "article"
+        ids = {el.get("pub-id-type"): el.text for el in article.iter("{*}article-id")}
         meta = json.loads(xml_path.with_suffix(".json").read_text())
         assert ids["pmcid"] == meta["pmcid"] and ids["pmid"] == str(meta["pmid"])
         assert ids["doi"] == meta["doi"]
-        license_ref = article.find(".//{http://www.niso.org/schemas/ali/1.0/}license_ref")
-        if meta["license_code"] == "NO-CC CODE":
-            assert license_ref is None
-        else:
-            slug = meta["license_code"].removeprefix("CC ").lower()
-            assert f"/{'zero' if slug == 'cc0' else slug}/" in license_ref.text
-        for graphic in article.iter("graphic", "inline-graphic"):
-            href = graphic.get("{http://www.w3.org/1999/xlink}href")
-            assert not re.search(r"\.(jpe?g|png|tiff?|gif)$", href, re.I), href
+        styles[_licence_statement(article, meta["license_code"])] += 1
+        for fig in article.iter("{*}fig"):
+            for graphic in fig.iter("{*}graphic", "{*}inline-graphic"):
+                href = graphic.get("{http://www.w3.org/1999/xlink}href")
+                assert not re.search(r"\.(jpe?g|png|tiff?|gif)$", href, re.I), href
+    assert set(styles) == {"ali", "xlink", "text", "none"}
+
+
+def _licence_statement(article, code: str) -> str:
+    """How <permissions> states the licence; asserts it agrees with the metadata's code."""
+    licence = next(article.iter("{*}license"), None)
+    if licence is None:
+        return "none"
+    ref = next(licence.iter("{http://www.niso.org/schemas/ali/1.0/}license_ref"), None)
+    url = ref.text if ref is not None else licence.get("{http://www.w3.org/1999/xlink}href")
+    if code == "NO-CC CODE":
+        assert url is None
+        return "text"
+    if url is None:
+        assert "Creative Commons" in " ".join(licence.itertext())
+        return "text"
+    slug = code.removeprefix("CC ").lower()
+    assert f"/{'zero' if slug == 'cc0' else slug}/" in url
+    return "ali" if ref is not None else "xlink"
 
 
 def test_truth_matches_what_the_files_show(noisy_corpus):
@@ -172,6 +188,10 @@ def observed_noise(params) -> tuple[Counter, Counter]:
             ("multiple_versions", a.versions > 1),
             ("no_figures", not a.figures),
             ("supplementary_material", a.supplementary),
+            ("graphical_abstract", a.graphical_abstract),
+            ("table_graphic", a.table_graphic),
+            ("formula_graphic", a.formula_graphic),
+            ("jats_namespace", a.xml.tag.startswith("{")),
             ("floats_group", any(f.in_floats for f in a.figures))) if on)
         groups = {f.group_id for f in a.figures if f.in_group}
         trials["article with figures"] += bool(a.figures)
@@ -215,6 +235,8 @@ def observed_noise(params) -> tuple[Counter, Counter]:
 DENOMINATORS = {
     "non_cc_license": "article", "non_commercial_license": "article", "retracted": "article",
     "multiple_versions": "article", "no_figures": "article", "supplementary_material": "article",
+    "graphical_abstract": "article", "table_graphic": "article", "formula_graphic": "article",
+    "jats_namespace": "article",
     "floats_group": "article with figures", "fig_group": "figure slot",
     "alternatives": "single figure", "no_caption": "single figure",
     "back_matter": "figure outside floats", "mathml": "captioned figure",
@@ -329,3 +351,103 @@ def test_demo_jats_uses_only_the_vocabulary_of_real_pmc_articles(noisy_corpus, s
     params, _ = noisy_corpus
     demo = set().union(*(local_names(p) for p in params.out.glob("PMC*/PMC*.xml")))
     assert demo - real == {"fig-group", "textual-form"}
+
+
+MAGIC = {".jpg": b"\xff\xd8", ".png": b"\x89PNG", ".gif": b"GIF8", ".tif": b"II*\x00"}
+
+
+def test_every_media_file_extension_matches_its_bytes(noisy_corpus):
+    params, report = noisy_corpus
+    damaged = {(a["pmcid"], g["media_file"]) for a in report.truth for g in a["graphics"]
+               if g["condition"] == "corrupt_image"}
+    checked = 0
+    for path in params.out.glob("PMC*/*"):
+        if path.suffix in MAGIC and (path.parent.name.split(".")[0], path.name) not in damaged:
+            assert path.read_bytes().startswith(MAGIC[path.suffix]), path
+            checked += 1
+    assert checked > 500
+
+
+def test_older_versions_are_consistent_and_dated_before_the_newest(noisy_corpus):
+    params, report = noisy_corpus
+    multi = [a for a in report.truth if a["version"] > 1]
+    assert multi
+    for article in multi:
+        dates = []
+        for version in range(1, article["version"] + 1):
+            folder = params.out / f"{article['pmcid']}.{version}"
+            meta = json.loads((folder / f"{folder.name}.json").read_text())
+            xml = etree.parse(str(folder / f"{folder.name}.xml"), PARSER).getroot()
+            ids = {el.get("id") for el in xml.iter() if el.get("id")}
+            for xref in xml.iter("{*}xref"):
+                if xref.get("ref-type") == "fig":
+                    assert xref.get("rid") in ids, (folder.name, xref.get("rid"))
+            hrefs = {g.get("{http://www.w3.org/1999/xlink}href") for g in xml.iter("{*}graphic", "{*}inline-graphic")}
+            hrefs |= {m.get("{http://www.w3.org/1999/xlink}href") for m in xml.iter("{*}media")}
+            for url in meta["media_urls"]:
+                name = re.search(r"/([^/?]+)\?", url).group(1)
+                stem = name.rsplit(".", 1)[0]
+                assert name in hrefs or stem in hrefs, (folder.name, name)  # nothing orphaned
+            inventory = {r[1]: r[2] for r in _inventory_rows(params.out)}
+            dates.append(inventory[f"metadata/{folder.name}.json"])
+        assert dates == sorted(dates) and len(set(dates)) == len(dates)
+
+
+def _inventory_rows(root: Path) -> list[list[str]]:
+    rows = []
+    for path in root.glob("inventory-reports/pmc-oa-opendata/metadata/data/*.csv.gz"):
+        rows += list(csv.reader(io.StringIO(gzip.decompress(path.read_bytes()).decode())))
+    return rows
+
+
+def test_captions_come_in_the_structures_real_ones_have(noisy_corpus):
+    params, _ = noisy_corpus
+    shapes: Counter = Counter()
+    for xml_path in params.out.glob("PMC*/PMC*.xml"):
+        for caption in etree.parse(str(xml_path), PARSER).getroot().iter("{*}caption"):
+            if local(caption.getparent()) != "fig":
+                continue
+            names = [local(c) for c in caption]
+            paragraphs = names.count("p")
+            shapes["title" if "title" in names else "no title"] += 1
+            shapes["several <p>" if paragraphs > 1 else "one <p>"] += 1
+            shapes["bold panel letters"] += any(local(b) == "bold" for b in caption.iter())
+    assert all(shapes[s] > 5 for s in ("title", "no title", "several <p>", "one <p>", "bold panel letters")), shapes
+
+
+def test_zero_rates_give_a_clean_corpus_and_full_rates_are_honoured(tmp_path):
+    clean = NoiseRates(**{name: 0.0 for name in NoiseRates.model_fields})
+    params = small_params(tmp_path / "clean", articles=25).model_copy(update={"noise": clean})
+    assert sum(generate_corpus(params).noise_counts().values()) == 0
+    everything_nc = clean.model_copy(update={"non_commercial_license": 1.0, "retracted": 1.0})
+    params = small_params(tmp_path / "nc", articles=10).model_copy(update={"noise": everything_nc})
+    counts = generate_corpus(params).noise_counts()
+    assert counts["non_commercial_license"] == counts["retracted"] == 10
+
+
+def test_legacy_layout_is_deterministic_too(tmp_path):
+    for name in ("a", "b"):
+        generate_corpus(small_params(tmp_path / name / "raw", articles=12,
+                                     legacy_out=tmp_path / name / "legacy"), workers=1)
+    assert tree_digest(tmp_path / "a" / "legacy") == tree_digest(tmp_path / "b" / "legacy")
+
+
+def test_outputs_are_replaced_only_when_demo_data_wrote_them(tmp_path, monkeypatch):
+    from biomedclip.atomic_io import UnsafeOutput, check_replaceable
+    from biomedclip.demo.corpus import MARKER
+
+    monkeypatch.chdir(tmp_path)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "precious.xml").write_text("a real PMC mirror")
+    with pytest.raises(UnsafeOutput, match=r"no \.biomedclip-demo marker"):
+        generate_corpus(small_params(mirror, articles=2))
+    assert (mirror / "precious.xml").exists()
+    for folder in (Path("."), tmp_path.parent, Path.home()):
+        with pytest.raises(UnsafeOutput, match="current folder"):
+            check_replaceable(folder, MARKER, force=True)
+    generate_corpus(small_params(tmp_path / "raw", articles=2))
+    generate_corpus(small_params(tmp_path / "raw", articles=3))  # its own output: replaced
+    assert len(list((tmp_path / "raw" / "metadata").iterdir())) >= 3
+    generate_corpus(small_params(mirror, articles=2), force=True)
+    assert not (mirror / "precious.xml").exists()

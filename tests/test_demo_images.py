@@ -15,8 +15,10 @@ from PIL import Image
 
 from biomedclip.config import BenchmarkParams
 from biomedclip.demo import generate_benchmark
+from biomedclip.demo.benchmark import benchmark_jobs
 from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, png_bytes
 from biomedclip.demo.figures import CLASS_NAMES, RENDERERS, compose, render
+from biomedclip.demo.plan import Planner
 
 
 @pytest.mark.parametrize("kind", sorted(RENDERERS))
@@ -46,10 +48,13 @@ def test_figure_types_are_told_apart_by_colour_statistics():
     assert correct / (6 * len(kinds)) > 0.6
 
 
-def test_composite_tiles_panels_with_letters():
-    panels = [render("bar_chart", s, 100, 80)[0] for s in range(4)]
-    sheet = compose(panels, columns=2)
-    assert sheet.size[0] >= 200 and sheet.size[1] >= 160
+def test_composite_tiles_panels_with_a_letter_in_each_corner():
+    panels = [render("fluorescence", s, 100, 80)[0] for s in range(4)]
+    sheet = np.asarray(compose(panels, columns=2).convert("L"))
+    assert sheet.shape[1] >= 200 and sheet.shape[0] >= 160
+    for y, x in ((0, 0), (0, sheet.shape[1] - 100), (sheet.shape[0] - 80, 0)):
+        corner = sheet[y:y + 10, x:x + 10]
+        assert (corner > 240).mean() > 0.3 and (corner < 60).any(), "white box with a dark letter"
 
 
 @settings(max_examples=40, deadline=None)
@@ -108,6 +113,11 @@ def test_corrupted_images_do_not_decode():
             Image.open(io.BytesIO(damaged)).load()
 
 
+def thumbnail(img: Image.Image) -> np.ndarray:
+    """32x32 grey pixels: near copies differ by little more than JPEG noise."""
+    return np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32).ravel()
+
+
 def test_benchmark_has_one_class_per_figure_type_none_in_the_corpus(tmp_path, noisy_corpus):
     params = BenchmarkParams(out=tmp_path, per_class=3)
     report = generate_benchmark(params)
@@ -123,9 +133,21 @@ def test_benchmark_has_one_class_per_figure_type_none_in_the_corpus(tmp_path, no
         Image.open(io.BytesIO(data)).load()
         hashes.add(hashlib.sha256(data).hexdigest())
     corpus_params, _ = noisy_corpus
-    corpus = {hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus_params.out.rglob("*")
-              if p.is_file()}
-    assert not hashes & corpus
+    planner = Planner(corpus_params)
+    corpus_seeds = {panel.seed for i in range(corpus_params.articles)
+                    for fig in planner.article(i).figures for g in fig.graphics for panel in g.panels}
+    assert not corpus_seeds & {seed for _, _, seed, _, _ in benchmark_jobs(params)}
+    corpus = []
+    for path in corpus_params.out.glob("PMC*/*.jpg"):
+        try:
+            corpus.append(thumbnail(Image.open(path)))
+        except Exception:
+            continue  # the corpus's deliberately broken files
+    corpus_array = np.stack(corpus)
+    for row in rows:  # textured images (micrographs, scans) are never near copies of the corpus
+        bench = thumbnail(Image.open(root / row["path"]))
+        if bench.std() > 40:
+            assert np.abs(corpus_array - bench).mean(axis=1).min() > 3, row["path"]
     again = tmp_path / "again"
     generate_benchmark(params.model_copy(update={"out": again}))
     for row in rows:

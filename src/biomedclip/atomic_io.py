@@ -17,6 +17,30 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+class UnsafeOutput(ValueError):
+    """Replacing this output folder could destroy files the command did not write."""
+
+
+def check_replaceable(final: Path, marker: str, *, force: bool = False) -> None:
+    """Refuse to replace a folder unless it is new, empty, or carries `marker` (or `force`).
+
+    Never the current folder, one of its parents, the home folder or a filesystem root, even
+    with `force`: a typo'd output path must not wipe a project.
+    """
+    here = Path.cwd()
+    target = final.absolute()
+    if target == here or target in here.parents or target == Path.home() or target == Path(target.anchor):
+        raise UnsafeOutput(f"refusing to replace {final}: it is the current folder, one of its "
+                           "parents, the home folder or a filesystem root")
+    if target.exists() and not target.is_dir():
+        raise UnsafeOutput(f"refusing to replace {final}: it exists and is not a folder")
+    if force or not target.is_dir() or (target / marker).exists():
+        return
+    if any(target.iterdir()):
+        raise UnsafeOutput(f"refusing to replace {final}: it holds files this command did not "
+                           f"write (no {marker} marker); choose a new or empty folder, or force it")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
     path.parent.mkdir(parents=True, exist_ok=True)

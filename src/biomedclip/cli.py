@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from biomedclip.atomic_io import UnsafeOutput, check_replaceable
 from biomedclip.config import DEFAULT_PARAMS_PATH, ConfigError, Params, load_params, override
 from biomedclip.console import configure_logging
 
@@ -45,14 +47,23 @@ class Context:
             raise typer.Exit(2) from None
 
 
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
     params: Annotated[Path, typer.Option("--params", "-p", help="The params file every command "
-                                         "reads its defaults from.")] = DEFAULT_PARAMS_PATH,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+                                         "reads its defaults from (give it before the command).")]
+    = DEFAULT_PARAMS_PATH,
+    log_level: Annotated[LogLevel, typer.Option(case_sensitive=False, help="How much to log.")]
+    = LogLevel.INFO,
 ) -> None:
-    configure_logging(log_level)
+    configure_logging(log_level.value)
     ctx.obj = Context(params)
 
 
@@ -75,6 +86,8 @@ def demo_data(
     benchmark: Annotated[bool, typer.Option(help="Write the zero-shot benchmark "
                                             "(demo.benchmark.out/NAME).")] = True,
     workers: Annotated[int, typer.Option(min=1, help="Processes that draw images.")] = min(2, os.cpu_count() or 1),
+    force: Annotated[bool, typer.Option(help="Replace output folders even if demo-data did not "
+                                        "write them (never the current folder or its parents).")] = False,
 ) -> None:
     """Generate the embedded demo dataset: a PMC corpus that looks like the real one.
 
@@ -85,6 +98,7 @@ def demo_data(
     dependencies, so a fresh clone regenerates exactly the version recorded in data.dvc.
     """
     from biomedclip.demo import generate_benchmark, generate_corpus
+    from biomedclip.demo.corpus import MARKER
 
     state: Context = ctx.obj
     params = state.params().demo
@@ -92,8 +106,16 @@ def demo_data(
         params = override(params, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out)
     except ConfigError as exc:
         raise _options_error(exc) from None
+    try:
+        if corpus:
+            check_replaceable(params.out, MARKER, force=force)
+        if benchmark:
+            check_replaceable(params.benchmark.out / params.benchmark.name, MARKER, force=force)
+    except UnsafeOutput as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
     if corpus:
-        report = generate_corpus(params, workers=workers)
+        report = generate_corpus(params, workers=workers, force=force)
         table = Table(title=f"demo corpus → {params.out}", show_header=False)
         for name, value in report.sizes():
             table.add_row(name, value)
@@ -106,5 +128,5 @@ def demo_data(
         if params.legacy_out is not None:
             out.print(f"legacy layout → {params.legacy_out}")
     if benchmark:
-        bench = generate_benchmark(params.benchmark)
+        bench = generate_benchmark(params.benchmark, force=force)
         out.print(f"benchmark → {bench.path} ({bench.classes} classes, {bench.images} images)")

@@ -42,6 +42,13 @@ class IntRange(Section):
         return self
 
 
+class SideRange(IntRange):
+    """Image sides in pixels: big enough for every figure type to be drawn recognisably."""
+
+    min: Annotated[int, Field(ge=64, le=4096)]
+    max: Annotated[int, Field(ge=64, le=4096)]
+
+
 class NoiseRates(Section):
     """How often each kind of real-PMC mess appears in the demo corpus.
 
@@ -58,6 +65,10 @@ class NoiseRates(Section):
     floats_group: Rate = 0.1
     no_figures: Rate = 0.03
     supplementary_material: Rate = 0.15
+    graphical_abstract: Rate = 0.04  # a <fig> in the abstract, with neither label nor caption
+    table_graphic: Rate = 0.08  # a <table-wrap> whose table is an image (not a figure)
+    formula_graphic: Rate = 0.04  # a <disp-formula> drawn as an image (not a figure)
+    jats_namespace: Rate = 0.05  # JATS in its default namespace, as OAI-PMH serves it
     # Figure structure.
     composite: Rate = 0.2
     fig_group: Rate = 0.03
@@ -85,12 +96,13 @@ class NoiseRates(Section):
     tiff: Rate = 0.02
     gif: Rate = 0.02
 
+    LICENSES: ClassVar[tuple[str, ...]] = ("non_commercial_license", "non_cc_license")
     CONDITIONS: ClassVar[tuple[str, ...]] = ("missing_media", "corrupt_image", "tiny_image", "huge_image")
     ENCODINGS: ClassVar[tuple[str, ...]] = ("cmyk_jpeg", "greyscale", "palette_png", "png16", "rgba_png", "tiff", "gif")
 
     @model_validator(mode="after")
     def _exclusive_groups_fit(self) -> Self:
-        for group in (self.CONDITIONS, self.ENCODINGS):
+        for group in (self.LICENSES, self.CONDITIONS, self.ENCODINGS):
             total = sum(getattr(self, name) for name in group)
             if total > 1.0:
                 raise ValueError(f"rates of {', '.join(group)} sum to {total:.3f} > 1")
@@ -104,7 +116,12 @@ class BenchmarkParams(Section):
     out: PathValue = Path("data/benchmarks")
     per_class: Annotated[int, Field(ge=1)] = 20
     seed: Annotated[int, Field(ge=0)] = 1
-    image_side: IntRange = IntRange(min=160, max=320)
+    image_side: SideRange = SideRange(min=160, max=320)
+
+
+def _nested(a: Path, b: Path) -> bool:
+    a, b = a.absolute(), b.absolute()
+    return a == b or a in b.parents or b in a.parents
 
 
 class DemoParams(Section):
@@ -117,9 +134,24 @@ class DemoParams(Section):
     snapshot_date: DateValue = dt.date(2026, 11, 1)
     legacy_out: PathValue | None = None
     figures_per_article: IntRange = IntRange(min=1, max=6)
-    image_side: IntRange = IntRange(min=160, max=560)
+    image_side: SideRange = SideRange(min=160, max=560)  # longer side; aspect ratios vary
     noise: NoiseRates = NoiseRates()
     benchmark: BenchmarkParams = BenchmarkParams()
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.snapshot_date < dt.date(2015, 3, 1):
+            raise ValueError("snapshot_date must be 2015-03-01 or later (articles date from 2015)")
+        outputs = {"out": self.out, "benchmark.out/name": self.benchmark.out / self.benchmark.name}
+        if self.legacy_out is not None:
+            outputs["legacy_out"] = self.legacy_out
+        names = list(outputs)
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                if _nested(outputs[first], outputs[second]):
+                    raise ValueError(f"{first} ({outputs[first]}) and {second} "
+                                     f"({outputs[second]}) must not contain one another")
+        return self
 
 
 class Params(Section):
@@ -152,7 +184,10 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key"
     if error["type"] == "missing":
         return f"{key}: required key is missing"
-    return f"{key}: {error['msg']} (got {error['input']!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error["input"], dict | list | tuple):  # a whole section: its fields say enough
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {error['input']!r})"
 
 
 def parse_params(data: Any, *, source: str = "params") -> Params:

@@ -119,6 +119,11 @@ class ArticleVersion:
     supplements: list[Supplement]
     references: list[tuple[str, str]]  # (ref id, citation text)
     media: dict[str, bytes] = field(default_factory=dict)  # filename → bytes
+    license_style: str = "ali"  # <permissions>: ali:license_ref | license/@xlink:href | text | none
+    jats_namespace: bool = False  # elements in the JATS 1.3 default namespace
+    graphical_abstract: str = ""  # href of the abstract's unlabelled, uncaptioned <fig>
+    tables: list[tuple[str, str, str, str]] = field(default_factory=list)  # id, label, caption, href
+    formulas: list[tuple[str, str]] = field(default_factory=list)  # id, href (with extension)
 
     @property
     def prefix(self) -> str:

@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from biomedclip.atomic_io import atomic_directory
+from biomedclip.atomic_io import atomic_directory, check_replaceable
 from biomedclip.config import BenchmarkParams
 from biomedclip.console import progress
+from biomedclip.demo.corpus import MARKER, write_marker
 from biomedclip.demo.figures import CLASS_NAMES, render
 from biomedclip.demo.plan import BENCHMARK_STREAM, new_seed, rng_for
 
@@ -28,18 +29,29 @@ class BenchmarkReport:
     images: int
 
 
-def generate_benchmark(params: BenchmarkParams) -> BenchmarkReport:
-    """Write `params.out/params.name/` atomically; same params, same bytes."""
-    final = params.out / params.name
-    rows: list[tuple[str, str]] = []
-    jobs = [(c, kind, i) for c, kind in enumerate(CLASS_NAMES) for i in range(params.per_class)]
-    with atomic_directory(final) as staging:
-        for c, kind, i in progress(jobs, total=len(jobs), description="benchmark images"):
+def benchmark_jobs(params: BenchmarkParams) -> list[tuple[str, int, int, int, int]]:
+    """(kind, index, render seed, width, height) of every benchmark image."""
+    jobs = []
+    for c, kind in enumerate(CLASS_NAMES):
+        for i in range(params.per_class):
             rng = rng_for(params.seed, BENCHMARK_STREAM, c * 1_000_000 + i)
             side = params.image_side
             w = int(rng.integers(side.min, side.max + 1))
             h = int(rng.integers(side.min, side.max + 1))
-            img, _ = render(kind, new_seed(rng), w, h)
+            jobs.append((kind, i, new_seed(rng), w, h))
+    return jobs
+
+
+def generate_benchmark(params: BenchmarkParams, *, force: bool = False) -> BenchmarkReport:
+    """Write `params.out/params.name/` atomically; same params, same bytes."""
+    final = params.out / params.name
+    check_replaceable(final, MARKER, force=force)
+    rows: list[tuple[str, str]] = []
+    jobs = benchmark_jobs(params)
+    with atomic_directory(final) as staging:
+        write_marker(staging)
+        for kind, i, seed, w, h in progress(jobs, total=len(jobs), description="benchmark images"):
+            img, _ = render(kind, seed, w, h)
             rel = f"images/{kind}/{kind}_{i:04d}.jpg"
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             img.save(staging / rel, format="JPEG", quality=90)

@@ -17,9 +17,10 @@ from PIL import Image, ImageDraw
 from biomedclip.demo import prose
 from biomedclip.demo.article import JOURNALS, ArticleVersion, Figure, Supplement
 from biomedclip.demo.captions import Caption, describe
-from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode
+from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, huge_jpeg
 from biomedclip.demo.figures import Attrs, compose, render
-from biomedclip.demo.plan import ArticlePlan, FigurePlan, GraphicPlan, Planner
+from biomedclip.demo.figures.laboratory import formula_image, table_image
+from biomedclip.demo.plan import ArticlePlan, FigurePlan, GraphicPlan, Planner, new_seed
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ def render_graphic(g: GraphicPlan) -> RenderedGraphic:
     if g.condition == "missing_media":
         return RenderedGraphic(None, kinds, attrs)
     if g.condition == "huge_image":
-        side = int(13_000 + rng.integers(11_000))
-        return RenderedGraphic(bomb_png(side, side + int(rng.integers(2_000))), kinds, attrs)
+        width, height = int(13_000 + rng.integers(11_000)), int(13_000 + rng.integers(11_000))
+        data = bomb_png(width, height) if g.encoding == "png" else huge_jpeg(img, width, height)
+        return RenderedGraphic(data, kinds, attrs)
     if g.condition == "tiny_image":
         img = img.resize((int(6 + rng.integers(18)), int(6 + rng.integers(18))),
                          Image.Resampling.BILINEAR)
@@ -83,9 +85,9 @@ class ArticleBuilder:
         names = self._names(plan)
         rng = np.random.default_rng(plan.text_seed)
         figures: list[Figure] = []
+        fig_media: list[list[str]] = []  # media files of each figure, to drop with it
         media: dict[str, bytes] = {}
         truth: list[dict[str, Any]] = []
-        cited: list[tuple[str, str]] = []
         groups: dict[int, list[Figure]] = {}
         number = 0
         for position, fig in enumerate(plan.figures):
@@ -97,15 +99,17 @@ class ArticleBuilder:
             rendered = [render_graphic(g) for g in fig.graphics]
             inline_href = journal.inline.format(n=position + 1, **names)
             caption = figure_caption(fig, rendered, inline_href)
-            hrefs = []
+            hrefs, files = [], []
             for k, (g, r) in enumerate(zip(fig.graphics, rendered, strict=True)):
                 part = member.lower() + ("" if len(fig.graphics) == 1 else chr(ord("a") + k))
                 stem = journal.media.format(n=number, part=part, **names)
                 hrefs.append(stem)
                 filename = stem + EXTENSIONS[g.encoding]
                 if r.data is not None:
+                    files.append(filename)
                     media[filename] = r.data
                 if r.thumbnail is not None:
+                    files.append(stem + ".gif")
                     media[stem + ".gif"] = r.thumbnail
                 truth.append({
                     "figure": position, "fig_id": fig_id, "label": label, "href": stem,
@@ -119,20 +123,18 @@ class ArticleBuilder:
             if caption and fig.caption_style.inline_graphic:
                 glyph = Image.new("RGB", (18, 12), (255, 255, 255))
                 ImageDraw.Draw(glyph).polygon([(2, 10), (9, 1), (16, 10)], fill=(0, 0, 0))
+                files.append(inline_href + ".gif")
                 media[inline_href + ".gif"] = encode(glyph, "gif", rng)
             record = Figure(fig_id, label, caption, hrefs, fig.empty_caption_element,
                             fig.in_alternatives, fig.placement)
             if fig.group:
-                group_id = journal.fig_id.format(n=number, **names) + "-group"
-                record.group_id = group_id
+                record.group_id = journal.fig_id.format(n=number, **names) + "-group"
                 if fig.group not in groups:
                     groups[fig.group] = []
-                    cited.append((group_id, journal.label.format(n=number)))
                     record.group_caption = Caption(title=[f"{journal.label.format(n=number)} overview."])
                 groups[fig.group].append(record)
-            else:
-                cited.append((fig_id, label))
             figures.append(record)
+            fig_media.append(files)
         supplements = []
         for s in range(1, plan.supplements + 1):
             filename = journal.supplement.format(n=s, **names) + ".csv"
@@ -140,34 +142,70 @@ class ArticleBuilder:
             media[filename] = f"id,value_a,value_b\n{rows}\n".encode()
             supplements.append(Supplement(f"S{s}", f"Supplementary Table S{s}",
                                           "Source data for the figures.", filename))
+        extras = self._non_figure_graphics(plan, rng, media)
         pmcid = f"PMC{plan.pmcid}"
         doi = journal.doi.format(**names)
         days_to_update = int(rng.integers(1, 25))
+        published = dt.datetime.combine(plan.pub_date, dt.time(3, 0))
         newest = ArticleVersion(
             pmcid=pmcid, version=plan.versions, pmid=plan.pmid,
             doi=doi, publisher_id=doi.split("/", 1)[1],
             journal=journal, title=prose.title(rng, plan.topic), article_type=plan.article_type,
             license_code=plan.license_code, retracted=plan.retracted, pub_date=plan.pub_date,
-            last_updated=dt.datetime.combine(plan.pub_date, dt.time(3, 0))
-            + dt.timedelta(days=days_to_update, seconds=int(rng.integers(86_400))),
+            last_updated=published + dt.timedelta(days=days_to_update, seconds=int(rng.integers(86_400))),
             volume=names["vol"], authors=prose.authors(rng), abstract=prose.abstract(rng, plan.topic),
-            sections=prose.sections(rng, plan.topic, cited), figures=figures,
+            sections=prose.sections(rng, plan.topic, citations(figures)), figures=figures,
             supplements=supplements, references=prose.references(rng, 12), media=media,
+            license_style=plan.license_style, jats_namespace=plan.jats_namespace, **extras,
         )
-        versions = [self._older(newest, v) for v in range(1, plan.versions)] + [newest]
+        versions = [self._older(plan, newest, fig_media, v, published + dt.timedelta(
+            days=days_to_update * v // plan.versions, hours=v)) for v in range(1, plan.versions)]
         article_truth = {
             "index": plan.index, "pmcid": pmcid, "version": plan.versions, "pmid": plan.pmid,
             "license_code": plan.license_code, "retracted": plan.retracted,
             "figures": len(plan.figures), "noise": sorted(plan.noise), "graphics": truth,
         }
-        return versions, article_truth
+        return [*versions, newest], article_truth
 
     @staticmethod
-    def _older(newest: ArticleVersion, version: int) -> ArticleVersion:
-        """An earlier version: one figure fewer (added on revision), updated earlier."""
-        figures = newest.figures[:-1] if len(newest.figures) > 1 else newest.figures
-        removed = {href for f in newest.figures[len(figures):] for href in f.hrefs}
-        media = {name: data for name, data in newest.media.items()
-                 if name.rsplit(".", 1)[0] not in removed}
-        return replace(newest, version=version, figures=figures, media=media,
-                       last_updated=newest.last_updated - dt.timedelta(days=30 * (newest.version - version)))
+    def _non_figure_graphics(plan: ArticlePlan, rng: np.random.Generator,
+                             media: dict[str, bytes]) -> dict[str, Any]:
+        """Graphics a figure miner must not take for figures: graphical abstract, table and
+        equation images."""
+        extras: dict[str, Any] = {"graphical_abstract": "", "tables": [], "formulas": []}
+        if plan.graphical_abstract:
+            image, _ = render("diagram", new_seed(rng), 320, 200)
+            media["fx1.jpg"] = encode(image, "jpeg", rng)
+            extras["graphical_abstract"] = "fx1"
+        if plan.table_graphic:
+            media["table1.png"] = encode(table_image(rng, 360, 240), "png", rng)
+            extras["tables"] = [("tbl1", "Table 1", "Baseline characteristics of the study "
+                                 "participants by group; values are n (%) or median (IQR).", "table1")]
+        if plan.formula_graphic:
+            media["equation1.gif"] = encode(formula_image(rng, 220, 40), "gif", rng)
+            extras["formulas"] = [("E1", "equation1.gif")]
+        return extras
+
+    @staticmethod
+    def _older(plan: ArticlePlan, newest: ArticleVersion, fig_media: list[list[str]], version: int,
+               updated: dt.datetime) -> ArticleVersion:
+        """An earlier version: the last figure not yet added, text and media to match."""
+        keep = len(newest.figures) - 1 if len(newest.figures) > 1 else len(newest.figures)
+        figures = newest.figures[:keep]
+        dropped = {name for files in fig_media[keep:] for name in files}
+        media = {name: data for name, data in newest.media.items() if name not in dropped}
+        sections = prose.sections(np.random.default_rng([plan.text_seed, version]), plan.topic,
+                                  citations(figures))
+        return replace(newest, version=version, figures=figures, media=media, sections=sections,
+                       last_updated=updated)
+
+
+def citations(figures: list[Figure]) -> list[tuple[str, str]]:
+    """(rid, text) of each figure, or of each figure group once, in order of appearance."""
+    cited: list[tuple[str, str]] = []
+    for fig in figures:
+        if not fig.group_id:
+            cited.append((fig.fig_id, fig.label))
+        elif fig.group_id not in {rid for rid, _ in cited}:
+            cited.append((fig.group_id, fig.label.rstrip("ABCDEFGH")))
+    return cited

@@ -21,7 +21,7 @@ from biomedclip.demo.figures import Attrs, pick
 class Markup:
     """An inline element inside caption text.
 
-    kind: "italic" | "sup" | "sub" | "xref" | "math" | "inline_graphic"
+    kind: "italic" | "bold" | "sup" | "sub" | "xref" | "math" | "inline_graphic"
     text: the readable text (empty for inline graphics, which carry no words)
     ref: the `rid` of a citation, the href stem of an inline graphic
     math: MathML tokens as (element, text) pairs, e.g. (("mi", "p"), ("mo", "<"), ("mn", "0.05"))
@@ -38,7 +38,7 @@ Segment = str | Markup
 
 @dataclass
 class Caption:
-    title: list[Segment]
+    title: list[Segment]  # may be empty: many captions are paragraphs only
     paragraphs: list[list[Segment]] = field(default_factory=list)
 
     def plain(self) -> str:
@@ -297,6 +297,7 @@ ABBREVIATIONS = [
 class CaptionStyle:
     """Per-figure choices made by the corpus planner (so noise rates are exact per figure)."""
 
+    layout: str = "title+p"  # "title+p" | "p" (no <title>) | "panels" (one <p> per panel)
     long: bool = False
     short: bool = False
     mathml: bool = False
@@ -312,22 +313,22 @@ def describe(kinds: list[str], attrs: list[Attrs], style: CaptionStyle, rng: Gen
     `inline_href` is the stem of the inline graphic embedded when the style asks for one.
     """
     first_title, first_details = WORDING[kinds[0]](attrs[0], rng)
+    panels: list[list[Segment]] = []
     if len(kinds) == 1:
         title = first_title + "."
-        body: list[Segment] = [" ".join(first_details or [pick(rng, METHODS)])]
+        if not (style.short and len(title.split()) >= 10):  # else title-only, as many real ones are
+            panels.append([" ".join(first_details or [pick(rng, METHODS)])])
     else:
         title = sentence(rng, "{t} and associated analyses.", "{t}: multi-panel figure.",
                          "{t}.", t=first_title)
-        body = []
         for i, (kind, a) in enumerate(zip(kinds, attrs, strict=True)):
             panel_title, panel_details = WORDING[kind](a, rng)
-            letter = style.panel_style.format(chr(ord("A") + i))
-            text = f"{letter} {upper_first(panel_title)}. "
+            text = f" {upper_first(panel_title)}."
             if not style.short:
-                text += " ".join(panel_details) + " "
-            body.append(text)
-    if style.short and len(kinds) == 1 and len(title.split()) >= 10:
-        body = []  # a title-only caption, as many real ones are
+                text += " " + " ".join(panel_details)
+            letter = style.panel_style.format(chr(ord("A") + i))
+            mark: Segment = Markup("bold", text=letter) if style.layout == "panels" else letter
+            panels.append([mark, text])
     extra: list[Segment] = []
     if style.citation:
         extra += [" Adapted from reference ", Markup("xref", text="12", ref=style.citation), "."]
@@ -351,8 +352,20 @@ def describe(kinds: list[str], attrs: list[Attrs], style: CaptionStyle, rng: Gen
         extra += [" " + " ".join(CONTEXT[int(i)] for i in rng.permutation(len(CONTEXT))[:int(3 + rng.integers(5))])]
         extra += [" " + pick(rng, ABBREVIATIONS)]
         extra += [" ", Markup("sup", text="*"), "Values in the text refer to the same panels."]
-    paragraph = [seg for seg in [*body, *extra] if seg != ""]
-    if paragraph and isinstance(paragraph[0], str):
-        paragraph[0] = paragraph[0].lstrip()
-    paragraphs = [paragraph] if paragraph else []
-    return Caption(title=[title], paragraphs=paragraphs)
+    if style.layout == "panels":
+        paragraphs = [*panels, extra] if extra else panels
+        return Caption(title=[title], paragraphs=[_tidy(p) for p in paragraphs])
+    body = [seg for panel in panels for seg in [" ", *panel]] + extra
+    if style.layout == "p":
+        return Caption(title=[], paragraphs=[_tidy([title, " ", *body])])
+    return Caption(title=[title], paragraphs=[_tidy(body)] if body else [])
+
+
+def _tidy(paragraph: list[Segment]) -> list[Segment]:
+    """Drop empty strings and the leading space of a paragraph."""
+    kept = [seg for seg in paragraph if seg != ""]
+    while kept and isinstance(kept[0], str) and not kept[0].strip():
+        kept.pop(0)
+    if kept and isinstance(kept[0], str):
+        kept[0] = kept[0].lstrip()
+    return kept

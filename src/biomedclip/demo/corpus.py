@@ -15,9 +15,10 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import repeat
+from pathlib import Path
 from typing import Any
 
-from biomedclip.atomic_io import atomic_directory
+from biomedclip.atomic_io import atomic_directory, check_replaceable
 from biomedclip.config import DemoParams
 from biomedclip.console import progress
 from biomedclip.demo.article import ArticleVersion
@@ -28,6 +29,12 @@ from biomedclip.demo.plan import Planner
 log = logging.getLogger(__name__)
 
 Built = tuple[list[ArticleVersion], dict[str, Any]]
+# Marks a folder demo-data wrote, so a later run may replace it (and nothing else).
+MARKER = ".biomedclip-demo"
+
+
+def write_marker(folder: Path) -> None:
+    (folder / MARKER).write_text("Written by `biomedclip demo-data`; regenerating replaces this folder.\n")
 _BUILDERS: dict[str, ArticleBuilder] = {}
 
 
@@ -90,14 +97,26 @@ def _built_articles(params: DemoParams, workers: int) -> Iterator[Built]:
         yield from pool.map(build_article, repeat(params), indices, chunksize=8)
 
 
-def generate_corpus(params: DemoParams, *, workers: int = 1) -> CorpusReport:
-    """Write the corpus to `params.out` (and `params.legacy_out` if set), atomically."""
+def generate_corpus(params: DemoParams, *, workers: int = 1, force: bool = False) -> CorpusReport:
+    """Write the corpus to `params.out` (and `params.legacy_out` if set), atomically.
+
+    An existing output folder is replaced only if an earlier run wrote it (its `MARKER` file),
+    or with `force`. `workers > 1` starts worker processes (spawn): call from a script's
+    `if __name__ == "__main__":` block.
+    """
     report = CorpusReport()
+    folders = [params.out] + ([params.legacy_out] if params.legacy_out is not None else [])
+    for folder in folders:
+        check_replaceable(folder, MARKER, force=force)
     with ExitStack() as stack:
-        opendata = OpenDataLayout(stack.enter_context(atomic_directory(params.out)))
+        staging = stack.enter_context(atomic_directory(params.out))
+        write_marker(staging)
+        opendata = OpenDataLayout(staging)
         legacy = None
         if params.legacy_out is not None:
-            legacy = LegacyLayout(stack.enter_context(atomic_directory(params.legacy_out)))
+            legacy_staging = stack.enter_context(atomic_directory(params.legacy_out))
+            write_marker(legacy_staging)
+            legacy = LegacyLayout(legacy_staging)
         built = progress(_built_articles(params, workers), total=params.articles,
                          description="demo articles")
         for versions, truth in built:

@@ -71,6 +71,15 @@ def bomb_png(width: int, height: int) -> bytes:
     ])
 
 
+def huge_jpeg(img: Image.Image, width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) claims `width` x `height`: huge to any reader that
+    trusts the header, as decompression bombs do."""
+    data = bytearray(_pillow(img.convert("RGB"), "JPEG", quality=80))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def _pillow(img: Image.Image, fmt: str, **options: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **options)

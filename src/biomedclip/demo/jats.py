@@ -18,6 +18,7 @@ from biomedclip.demo.captions import Caption, Segment, segments_text
 XLINK = "http://www.w3.org/1999/xlink"
 MML = "http://www.w3.org/1998/Math/MathML"
 ALI = "http://www.niso.org/schemas/ali/1.0/"
+JATS_NS = "https://jats.nlm.nih.gov/ns/archiving/1.3/"
 NSMAP = {"xlink": XLINK, "mml": MML, "ali": ALI}
 
 DOCTYPES = {
@@ -72,9 +73,7 @@ def _inline(parent: etree._Element, segments: list[Segment | FigRef], ids: list[
             _append_text(parent, seg)
         elif isinstance(seg, FigRef):
             _sub(parent, "xref", seg.text, ref_type="fig", rid=seg.rid)
-        elif seg.kind == "italic":
-            _sub(parent, "italic", seg.text)
-        elif seg.kind in ("sup", "sub"):
+        elif seg.kind in ("italic", "bold") or seg.kind in ("sup", "sub"):
             _sub(parent, seg.kind, seg.text)
         elif seg.kind == "xref":
             _sub(parent, "xref", seg.text, ref_type="bibr", rid=seg.ref)
@@ -89,7 +88,8 @@ def _inline(parent: etree._Element, segments: list[Segment | FigRef], ids: list[
 
 def _caption(parent: etree._Element, caption: Caption, ids: list[int]) -> None:
     el = _sub(parent, "caption")
-    _inline(_sub(el, "title"), caption.title, ids)
+    if caption.title:
+        _inline(_sub(el, "title"), caption.title, ids)
     for paragraph in caption.paragraphs:
         _inline(_sub(el, "p"), paragraph, ids)
 
@@ -162,22 +162,52 @@ def _front(article: etree._Element, a: ArticleVersion, dialect: str, ids: list[i
     permissions = _sub(meta, "permissions")
     _sub(permissions, "copyright-statement", f"© {a.pub_date.year} The Author(s)")
     _sub(permissions, "copyright-year", str(a.pub_date.year))
-    url = LICENSES[a.license_code]
-    if url:
-        lic = _sub(permissions, "license")
-        ref = etree.SubElement(lic, f"{{{ALI}}}license_ref", {"specific-use": "textmining"})
-        ref.text = url
-        p = _sub(lic, "license-p", "This is an open access article distributed under the terms of "
-                 "the Creative Commons license ")
-        _sub(p, "ext-link", url, ext_link_type="uri", xlink__href=url)
-        _append_text(p, ".")
-    else:
-        _sub(_sub(permissions, "license", license_type="restricted"), "license-p",
-             "This article is made available for research use in the PMC Open Access Subset; "
-             "reuse terms are set by the publisher.")
+    _license(permissions, a, dialect)
     abstract = _sub(meta, "abstract")
     for text in a.abstract:
         _sub(abstract, "p", text)
+    if a.graphical_abstract:
+        graphical = _sub(meta, "abstract", abstract_type="graphical")
+        _sub(graphical, "title", "Graphical abstract")
+        fig = _sub(_sub(graphical, "p"), "fig", id="undfig1", position="anchor")
+        _sub(fig, "graphic", xlink__href=a.graphical_abstract, position="anchor")
+
+
+LICENSE_WORDS = {
+    "CC BY": "the Creative Commons Attribution License",
+    "CC0": "the Creative Commons CC0 public domain dedication",
+    "CC BY-SA": "the Creative Commons Attribution-ShareAlike License",
+    "CC BY-ND": "the Creative Commons Attribution-NoDerivatives License",
+    "CC BY-NC": "the Creative Commons Attribution-NonCommercial License",
+    "CC BY-NC-SA": "the Creative Commons Attribution-NonCommercial-ShareAlike License",
+    "CC BY-NC-ND": "the Creative Commons Attribution-NonCommercial-NoDerivatives License",
+}
+
+
+def _license(permissions: etree._Element, a: ArticleVersion, dialect: str) -> None:
+    """State the licence the way publishers do: ALI URL, xlink URL, words only, or not at all."""
+    url = LICENSES[a.license_code]
+    style = "xlink" if dialect == "legacy" and a.license_style == "ali" else a.license_style
+    if style == "none":
+        permissions.getparent().remove(permissions)
+        return
+    if not url:
+        _sub(_sub(permissions, "license", license_type="restricted"), "license-p",
+             "This article is made available for research use in the PMC Open Access Subset; "
+             "reuse terms are set by the publisher.")
+        return
+    words = f"This is an open access article distributed under the terms of {LICENSE_WORDS[a.license_code]}"
+    if style == "text":
+        _sub(_sub(permissions, "license", license_type="open-access"), "license-p", words + ".")
+        return
+    lic = _sub(permissions, "license", license_type="open-access")
+    if style == "ali":
+        etree.SubElement(lic, f"{{{ALI}}}license_ref", {"specific-use": "textmining"}).text = url
+    else:
+        lic.set(f"{{{XLINK}}}href", url)
+    p = _sub(lic, "license-p", words + " (")
+    _sub(p, "ext-link", url, ext_link_type="uri", xlink__href=url)
+    _append_text(p, ").")
 
 
 def article_xml(a: ArticleVersion, dialect: str = "opendata") -> bytes:
@@ -200,6 +230,16 @@ def article_xml(a: ArticleVersion, dialect: str = "opendata") -> bytes:
             _figures(sec, placed, ids)
             in_body = [f for f in in_body if f not in placed]
     _figures(body, in_body, ids)  # figures never cited in the text
+    for table_id, label, caption, href in a.tables:  # tables typeset as images: not figures
+        wrap = _sub(body, "table-wrap", id=table_id, position="float")
+        _sub(wrap, "label", label)
+        _sub(_sub(wrap, "caption"), "p", caption)
+        _sub(wrap, "graphic", xlink__href=href)
+    for formula_id, href in a.formulas:  # equations as images: their hrefs keep the extension
+        p = _sub(body, "p", "The model is defined as ")
+        formula = _sub(p, "disp-formula", id=formula_id)
+        _sub(formula, "graphic", xlink__href=href, position="anchor")
+        _append_text(p, " where all terms are defined in the text.")
     back = _sub(article, "back")
     appendix = [f for f in a.figures if f.placement == "back"]
     if appendix:
@@ -218,8 +258,21 @@ def article_xml(a: ArticleVersion, dialect: str = "opendata") -> bytes:
     floats = [f for f in a.figures if f.placement == "floats"]
     if floats:
         _figures(_sub(article, "floats-group"), floats, ids)
+    if a.jats_namespace:
+        for el in article.iter():
+            if isinstance(el.tag, str) and not el.tag.startswith("{"):
+                el.tag = f"{{{JATS_NS}}}{el.tag}"
+        article = _renamespaced(article)
     return etree.tostring(article, xml_declaration=True, encoding="UTF-8",
                           doctype=DOCTYPES[dialect])
+
+
+def _renamespaced(article: etree._Element) -> etree._Element:
+    """The same tree with the JATS namespace declared as the default (no ns0: prefixes)."""
+    root = etree.Element(article.tag, dict(article.attrib), nsmap={None: JATS_NS, **NSMAP})
+    root.text = article.text
+    root.extend(list(article))
+    return root
 
 
 def _paragraph_text(paragraph: Paragraph) -> str:

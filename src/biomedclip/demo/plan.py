@@ -120,10 +120,19 @@ class ArticlePlan:
     supplements: int
     text_seed: int
     figures: tuple[FigurePlan, ...]
+    license_style: str = "ali"  # how <permissions> states the licence: ali | xlink | text | none
+    graphical_abstract: bool = False
+    table_graphic: bool = False
+    formula_graphic: bool = False
+    jats_namespace: bool = False
 
     @property
     def noise(self) -> frozenset[str]:
         flags = {
+            "graphical_abstract": self.graphical_abstract,
+            "table_graphic": self.table_graphic,
+            "formula_graphic": self.formula_graphic,
+            "jats_namespace": self.jats_namespace,
             "non_cc_license": self.license_code == "NO-CC CODE",
             "non_commercial_license": self.license_code in NON_COMMERCIAL_LICENSES,
             "retracted": self.retracted,
@@ -176,6 +185,9 @@ class Planner:
         floats_group = bool(rng.random() < noise.floats_group)
         supplements = int(1 + rng.integers(2)) if rng.random() < noise.supplementary_material else 0
         no_figures = bool(rng.random() < noise.no_figures)
+        extras = {name: bool(rng.random() < getattr(noise, name)) for name in
+                  ("graphical_abstract", "table_graphic", "formula_graphic", "jats_namespace")}
+        license_style = str(rng.choice(["ali", "xlink", "text", "none"], p=[0.6, 0.15, 0.2, 0.05]))
         journal = int(rng.integers(len(JOURNALS)))
         domain = pick(rng, list(DOMAINS))
         days = (p.snapshot_date - dt.date(2015, 1, 1)).days - 30
@@ -189,7 +201,7 @@ class Planner:
             pmcid=p.first_pmcid + 3 * index + int(rng.integers(3)),
             pmid=30_000_000 + 7 * index + int(rng.integers(7)),
             journal=journal,
-            key=int(10_000 + rng.integers(890_000)),
+            key=100_000 + 17 * index + int(rng.integers(17)),  # unique: DOIs never collide
             pub_date=dt.date(2015, 1, 1) + dt.timedelta(days=int(rng.integers(days))),
             topic=pick(rng, TOPICS),
             domain=domain,
@@ -201,6 +213,8 @@ class Planner:
             supplements=supplements,
             text_seed=new_seed(rng),
             figures=tuple(figures),
+            license_style=license_style,
+            **extras,
         )
 
     # --- figures ----------------------------------------------------------------------------
@@ -209,9 +223,12 @@ class Planner:
         return pick(rng, DOMAINS[domain]) if rng.random() < 0.7 else pick(rng, KINDS)
 
     def _size(self, rng: Generator, lo: int, hi: int, kind: str) -> tuple[int, int]:
+        """(width, height) with the longer side in [lo, hi] and an aspect ratio in [0.6, 1.4]."""
         side = int(rng.integers(lo, hi + 1))
         aspect = 1.0 if kind in ("chest_xray", "mri", "ct") else 0.6 + 0.8 * rng.random()
-        return side, max(lo // 2, int(side * aspect))
+        if aspect <= 1.0:
+            return side, max(lo // 2, int(side * aspect))
+        return max(lo // 2, int(side / aspect)), side
 
     def _panels(self, rng: Generator, kind: str, composite: bool) -> tuple[tuple[PanelPlan, ...], int]:
         side = self.params.image_side
@@ -220,7 +237,8 @@ class Planner:
             return (PanelPlan(kind, new_seed(rng), w, h),), 1
         count = int(rng.choice([2, 3, 4, 6], p=[0.35, 0.25, 0.3, 0.1]))
         columns = 2 if count in (2, 4) else 3
-        lo, hi = max(64, side.min * 3 // 4), max(64, side.max // 2)
+        hi = max(64, side.max // 2)
+        lo = min(hi, max(64, side.min * 3 // 4))
         w, h = self._size(rng, lo, hi, kind)
         panels = [PanelPlan(kind, new_seed(rng), w, h)]
         for _ in range(count - 1):
@@ -234,13 +252,17 @@ class Planner:
         condition = _categorical(rng, {c: getattr(noise, c) for c in noise.CONDITIONS}, "ok")
         default = "png" if kind in CHART_KINDS and rng.random() < 0.4 else "jpeg"
         encoding = _categorical(rng, {e: getattr(noise, e) for e in noise.ENCODINGS}, default)
+        if condition == "huge_image":  # a PNG bomb, or a JPEG whose header claims huge sides
+            encoding = "png" if rng.random() < 0.5 else "jpeg"
         thumbnail = condition == "ok" and encoding != "gif" and rng.random() < noise.thumbnail
         return GraphicPlan(panels, columns, encoding, condition, new_seed(rng), thumbnail)
 
-    def _caption_style(self, rng: Generator, journal: int) -> CaptionStyle:
+    def _caption_style(self, rng: Generator, journal: int, composite: bool) -> CaptionStyle:
         noise = self.noise
         length = rng.random()
+        layout = rng.random()
         return CaptionStyle(
+            layout="panels" if composite and layout < 0.5 else ("p" if layout > 0.7 else "title+p"),
             long=length < 0.12,
             short=length > 0.85,
             mathml=bool(rng.random() < noise.mathml),
@@ -268,7 +290,7 @@ class Planner:
         if rng.random() < noise.fig_group:
             return [
                 FigurePlan((self._graphic(rng, kind, composite=False),), new_seed(rng),
-                           self._caption_style(rng, journal),
+                           self._caption_style(rng, journal, composite=False),
                            placement=placement, group=slot + 1)
                 for m in range(int(2 + rng.integers(2)))
             ]
@@ -276,7 +298,7 @@ class Planner:
         graphics = [self._graphic(rng, kind, composite)]
         if not composite and rng.random() < noise.multiple_graphics:
             graphics.append(self._graphic(rng, kind, composite=False))
-        style = self._caption_style(rng, journal)
+        style = self._caption_style(rng, journal, composite)
         caption_seed = new_seed(rng)
         no_caption = bool(rng.random() < noise.no_caption)
         empty_element = bool(no_caption and rng.random() < 0.5)

@@ -172,3 +172,37 @@ def photograph(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
             draw.line([(k, h * 0.88), (k, h * (0.92 if (k // max(4, w // 40)) % 5 else 0.95))],
                       fill=(0, 0, 0))
     return img, {"subject": subject, "ruler": ruler}
+
+
+# --- graphics that are not figures (tables and equations drawn as images) ------------------
+
+
+def table_image(rng: Generator, w: int, h: int) -> Image.Image:
+    """A table typeset as an image: header row, rule lines, dashes for cell text."""
+    rows, cols = int(4 + rng.integers(8)), int(3 + rng.integers(4))
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    row_h, col_w = h / (rows + 1), w / cols
+    draw.rectangle([0, 0, w, row_h], fill=(225, 225, 225))
+    for r in range(rows + 2):
+        draw.line([(0, r * row_h), (w, r * row_h)], fill=(0, 0, 0), width=1 + (r in (0, 1)))
+    for r in range(rows + 1):
+        for c in range(cols):
+            x = c * col_w + 4
+            draw.line([(x, (r + 0.5) * row_h), (x + col_w * (0.3 + 0.5 * rng.random()), (r + 0.5) * row_h)],
+                      fill=(40, 40, 40), width=2)
+    return img
+
+
+def formula_image(rng: Generator, w: int, h: int) -> Image.Image:
+    """An equation typeset as an image: glyph-like strokes on a line, a fraction bar."""
+    img = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    x = 4.0
+    while x < w - 10:
+        glyph = float(4 + rng.integers(8))
+        y = h / 2 + (rng.random() - 0.5) * h * 0.3
+        draw.line([(x, y - glyph), (x + glyph * 0.6, y + glyph)], fill=(0, 0, 0), width=2)
+        x += glyph + 3
+    draw.line([(w * 0.4, h * 0.5), (w * 0.8, h * 0.5)], fill=(0, 0, 0), width=1)
+    return img
