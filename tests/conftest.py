@@ -40,3 +40,23 @@ def noisy_corpus(tmp_path_factory) -> tuple[DemoParams, CorpusReport]:
     params = small_params(root / "raw", articles=160, legacy_out=root / "legacy")
     params = params.model_copy(update={"noise": NOISY})
     return params, generate_corpus(params, workers=2)
+
+
+def ingest_params(source: Path, out: Path, **changes):
+    """Ingest params writing every output under `out`."""
+    from biomedclip.config import IngestOutputs, IngestParams
+
+    outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
+                            images=out / "images", report=out / "ingest.json",
+                            state=out / "state" / "state.sqlite")
+    return IngestParams(source=str(source), outputs=outputs, **changes)
+
+
+@pytest.fixture(scope="session")
+def ingested_noisy(noisy_corpus, tmp_path_factory):
+    """The noisy demo corpus ingested with the default params."""
+    from biomedclip.ingest.run import run_ingest
+
+    corpus_params, truth = noisy_corpus
+    params = ingest_params(corpus_params.out, tmp_path_factory.mktemp("ingest"))
+    return params, run_ingest(params), truth

@@ -130,3 +130,74 @@ def demo_data(
     if benchmark:
         bench = generate_benchmark(params.benchmark, force=force)
         out.print(f"benchmark → {bench.path} ({bench.classes} classes, {bench.images} images)")
+
+
+@app.command("inspect")
+def inspect(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JATS article: PMC "
+                                         "XML, an OAI-PMH GetRecord response, or a publisher .nxml.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the article as JSON (pmcid, pmid, "
+                                          "license, figures with caption and graphics).")] = False,
+) -> None:
+    """Show one article as the ingest sees it: ids, licence, every figure and its caption."""
+    import json
+
+    from biomedclip.ingest.jats import JatsError, parse_article
+
+    try:
+        article = parse_article(file.read_bytes())
+    except JatsError as exc:
+        err.print(f"[bold red]{exc.reason.value}:[/] {file}: {exc.detail}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(article.to_json(), indent=2, ensure_ascii=False))
+        return
+    out.print(f"[bold]{article.pmcid or '(no PMCID)'}[/]  PMID {article.pmid or '-'}  "
+              f"licence {article.license.code or 'unknown'}  {article.title}", highlight=False)
+    table = Table("fig_id", "label", "graphics", "panels", "caption", show_lines=True)
+    for fig in article.figures:
+        table.add_row(fig.fig_id, fig.label, "\n".join(fig.graphics), str(fig.panels),
+                      fig.caption or "[red](no caption)[/]")
+    out.print(table)
+
+
+@app.command("ingest")
+def ingest(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Option(help="Folder or s3://bucket/prefix. (default: ingest.source)")] = None,
+    layout: Annotated[str | None, typer.Option(help="opendata or legacy. (default: ingest.layout)")] = None,
+    listing: Annotated[str | None, typer.Option(help="prefix or inventory. (default: ingest.listing)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N articles.")] = None,
+    pmcids: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                help="Only the PMCIDs listed in this file.")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Threads. (default: ingest.workers)")] = None,
+) -> None:
+    """Mine figure–caption pairs from PMC articles into the pairs manifest (the PMC-15M stage).
+
+    Reads the source (today's s3://pmc-oa-opendata layout on S3 or on disk, or legacy oa_package
+    tarballs), keeps licensed figures with their captions, stores verified, resized JPEGs by
+    content hash, removes duplicates, splits by article, and writes pairs.parquet,
+    rejects.parquet and the report. Re-runs only re-read new or changed articles.
+    """
+    from biomedclip.ingest.report import reject_rows, summary_rows
+    from biomedclip.ingest.run import run_ingest
+
+    state: Context = ctx.obj
+    params = state.params().ingest
+    try:
+        params = override(params, source=source, layout=layout, listing=listing, limit=limit,
+                          pmcids=pmcids, workers=workers)
+    except ConfigError as exc:
+        raise _options_error(exc) from None
+    try:
+        report = run_ingest(params)
+    except (FileNotFoundError, ValueError) as exc:  # a source that cannot be listed at all
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"ingest → {params.outputs.pairs}", show_header=False)
+    for name, value in summary_rows(report):
+        table.add_row(name, value)
+    reasons = Table("reject reason", "count", title="rejects (rejects.parquet)")
+    for reason, n in reject_rows(report):
+        reasons.add_row(reason, n)
+    out.print(table, reasons)

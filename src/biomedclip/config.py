@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -154,10 +154,101 @@ class DemoParams(Section):
         return self
 
 
+class S3Params(Section):
+    """How to reach an S3 (or S3-compatible) source; credentials come from the usual AWS chain."""
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO / moto
+    region: str = "us-east-1"
+    unsigned: bool = False  # anonymous access, as the public s3://pmc-oa-opendata allows
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 10  # retries with backoff: throttling, 5xx
+
+
+class LicenseParams(Section):
+    allowed: Annotated[tuple[str, ...], Field(strict=False)] = ("CC0", "CC BY", "CC BY-SA", "CC BY-ND", "PD")
+    allow_non_commercial: bool = False  # adds CC BY-NC, CC BY-NC-SA, CC BY-NC-ND
+
+    @model_validator(mode="after")
+    def _known_codes(self) -> Self:
+        from biomedclip.ingest.licenses import CODES
+
+        unknown = sorted(set(self.allowed) - set(CODES))
+        if unknown:
+            raise ValueError(f"unknown licence codes {unknown}; known: {', '.join(CODES)}")
+        return self
+
+
+class CaptionParams(Section):
+    min_words: Annotated[int, Field(ge=1)] = 5
+    max_words: Annotated[int, Field(ge=1)] = 1000
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) is greater than max_words ({self.max_words})")
+        return self
+
+
+class ImageParams(Section):
+    max_pixels: Annotated[int, Field(ge=1)] = 50_000_000  # refuse beyond: decompression bombs
+    min_side: Annotated[int, Field(ge=1)] = 32
+    max_side: Annotated[int, Field(ge=16)] = 512  # longer side resized down to this
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 90
+
+
+class DedupParams(Section):
+    near: bool = True  # also drop perceptually identical images with the same caption
+    max_distance: Annotated[int, Field(ge=0, le=16)] = 4  # Hamming distance of 64-bit pHashes
+
+
+class SplitParams(Section):
+    """Fractions of articles per split; an article's split is a hash of its PMCID and `salt`."""
+
+    train: Rate = 0.85
+    val: Rate = 0.05
+    test: Rate = 0.10
+    salt: str = "biomedclip-v1"
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Self:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class IngestOutputs(Section):
+    pairs: PathValue = Path("data/ingest/pairs.parquet")
+    rejects: PathValue = Path("data/ingest/rejects.parquet")
+    images: PathValue = Path("data/ingest/images")
+    report: PathValue = Path("metrics/ingest.json")
+    state: PathValue = Path("data/ingest-state/state.sqlite")
+
+
+class IngestParams(Section):
+    """`biomedclip ingest`: PMC articles → the figure-caption pairs manifest."""
+
+    source: str = "data/raw"  # a folder or s3://bucket/prefix
+    layout: Literal["opendata", "legacy"] = "opendata"
+    listing: Literal["prefix", "inventory"] = "prefix"  # opendata: list folders or read the inventory
+    s3: S3Params = S3Params()
+    limit: Annotated[int, Field(ge=1)] | None = None  # first N articles (by PMCID) only
+    pmcids: PathValue | None = None  # a file with one PMCID per line: only those
+    licenses: LicenseParams = LicenseParams()
+    caption: CaptionParams = CaptionParams()
+    image: ImageParams = ImageParams()
+    dedup: DedupParams = DedupParams()
+    split: SplitParams = SplitParams()
+    batch_size: Annotated[int, Field(ge=1)] = 16  # articles per task
+    workers: Annotated[int, Field(ge=1)] = 2
+    task_runner: Literal["threads", "dask"] = "threads"  # the Prefect flow's fan-out
+    outputs: IngestOutputs = IngestOutputs()
+
+
 class Params(Section):
     """The whole `params.yaml`: one section per stage."""
 
     demo: DemoParams = DemoParams()
+    ingest: IngestParams = IngestParams()
 
 
 S = TypeVar("S", bound=Section)

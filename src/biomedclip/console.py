@@ -51,9 +51,14 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def progress(
-    items: Iterable[T], *, total: int, description: str, every_percent: int = 10
+    items: Iterable[T], *, total: int | None, description: str, every_percent: int = 10,
+    every_items: int = 100,
 ) -> Iterator[T]:
-    """Yield `items`, showing progress on stderr (a bar in a terminal, log lines otherwise)."""
+    """Yield `items`, showing progress on stderr (a bar in a terminal, log lines otherwise).
+
+    With `total=None` (a streamed listing) the bar counts without an end, and log lines come
+    every `every_items` items.
+    """
     if stderr_is_terminal():
         columns = (
             TextColumn("[bold]{task.description}"),
@@ -69,6 +74,14 @@ def progress(
                 bar.advance(task)
         return
     start = time.monotonic()
+    if total is None:
+        done = 0
+        for done, item in enumerate(items, start=1):
+            yield item
+            if done % every_items == 0:
+                log.info("%s: %d (%.1fs)", description, done, time.monotonic() - start)
+        log.info("%s: %d done (%.1fs)", description, done, time.monotonic() - start)
+        return
     next_report = every_percent
     for done, item in enumerate(items, start=1):
         yield item

@@ -1,0 +1,184 @@
+"""From the per-article state to the stage outputs: dedup, split, Parquet, report, image GC.
+
+Exact duplicates (same stored image bytes, same caption) keep the pair of the lowest PMCID and
+become rejects pointing at it; near-duplicates (64-bit pHash within `max_distance`, same caption)
+likewise. The dedup runs inside SQLite (window functions, on-disk sorts), so memory stays flat.
+Outputs are written to temp files and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.config import IngestParams
+from biomedclip.ingest.rejects import LEVEL_OF, Reason
+from biomedclip.ingest.split import SPLITS, split_of
+from biomedclip.ingest.state import IngestState
+
+log = logging.getLogger(__name__)
+
+PAIRS_SCHEMA = pa.schema([
+    ("pair_id", pa.string()), ("pmcid", pa.string()), ("pmid", pa.string()),
+    ("version", pa.int32()), ("fig_id", pa.string()), ("label", pa.string()),
+    ("caption", pa.string()), ("panels", pa.int16()), ("image_key", pa.string()),
+    ("image_sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("phash", pa.int64()), ("license", pa.string()), ("split", pa.string()),
+    ("source_uri", pa.string()),
+])
+REJECTS_SCHEMA = pa.schema([
+    ("level", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
+    ("pmcid", pa.string()), ("version", pa.int32()), ("fig_id", pa.string()),
+    ("href", pa.string()), ("source_uri", pa.string()),
+])
+ROWS_PER_GROUP = 50_000
+
+
+def _mark_duplicates(state: IngestState, params: IngestParams) -> None:
+    """Fill temp table `dup(pair_id, reason, of)` with the pairs dedup drops."""
+    db = state.db
+    db.execute("DROP TABLE IF EXISTS temp.dup")
+    db.execute("CREATE TEMP TABLE dup (pair_id TEXT PRIMARY KEY, reason TEXT, of TEXT)")
+    db.execute("""
+        INSERT INTO temp.dup
+        SELECT pair_id, ?, first FROM (
+            SELECT p.pair_id,
+                   FIRST_VALUE(p.pair_id) OVER w AS first,
+                   ROW_NUMBER() OVER w AS rank
+            FROM pairs p JOIN articles a ON a.pmcid = p.pmcid
+            WHERE a.seen_run = ?
+            WINDOW w AS (PARTITION BY p.image_sha256, p.caption_sha256
+                         ORDER BY p.number, p.ordinal))
+        WHERE rank > 1""", (Reason.DUPLICATE_EXACT.value, state.run))
+    if not params.dedup.near:
+        return
+    limit = params.dedup.max_distance
+    group: str | None = None
+    kept: list[tuple[int, str]] = []
+    near: list[tuple[str, str, str]] = []
+    rows = db.execute("""
+        SELECT p.caption_sha256, p.phash, p.pair_id FROM pairs p
+        JOIN articles a ON a.pmcid = p.pmcid
+        WHERE a.seen_run = ? AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup)
+        ORDER BY p.caption_sha256, p.number, p.ordinal""", (state.run,))
+    for caption, phash, pair in rows:  # pairs sharing a caption are few: compare them all
+        if caption != group:
+            group, kept = caption, []
+        match = next((first for h, first in kept if (h ^ phash).bit_count() <= limit), None)
+        if match is None:
+            kept.append((phash, pair))
+        else:
+            near.append((pair, Reason.DUPLICATE_NEAR.value, match))
+    db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", near)
+
+
+def _batches(rows: Iterator[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == ROWS_PER_GROUP:
+            yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+            chunk = []
+    if chunk:
+        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+
+
+def _write_parquet(path: Path, rows: Iterator[dict[str, Any]], schema: pa.Schema) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for batch in _batches(rows, schema):
+                writer.write_batch(batch, row_group_size=ROWS_PER_GROUP)
+                count += batch.num_rows
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -> dict[str, Any]:
+    """Write pairs, rejects, the report; drop store images no pair references. Returns the report."""
+    out = params.outputs
+    db = state.db
+    _mark_duplicates(state, params)
+    db.execute("DROP TABLE IF EXISTS temp.kept")
+    db.execute("CREATE TEMP TABLE kept (image_key TEXT PRIMARY KEY)")
+    # Keep the images of duplicates too: if the pair they duplicate leaves the corpus, they
+    # are back in the manifest without their article being read again.
+    db.execute("INSERT INTO temp.kept SELECT DISTINCT p.image_key FROM pairs p JOIN articles a "
+               "ON a.pmcid = p.pmcid WHERE a.seen_run = ?", (state.run,))
+    splits: Counter[str] = Counter()
+
+    def kept_pairs() -> Iterator[dict[str, Any]]:
+        cursor = db.execute(
+            "SELECT p.* FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
+            "AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup) ORDER BY p.number, p.ordinal",
+            (state.run,))
+        names = [d[0] for d in cursor.description]
+        for values in cursor:
+            pair = dict(zip(names, values, strict=True))
+            pair["split"] = split_of(pair["pmcid"], params.split)
+            splits[pair["split"]] += 1
+            yield pair
+
+    total_pairs = _write_parquet(out.pairs, kept_pairs(), PAIRS_SCHEMA)
+    rejects: Counter[str] = Counter()
+
+    def all_rejects() -> Iterator[dict[str, Any]]:
+        for row in state.rejects():
+            rejects[row["reason"]] += 1
+            yield row
+        cursor = db.execute(
+            "SELECT d.reason, d.of, p.pmcid, p.version, p.fig_id, p.source_uri FROM temp.dup d "
+            "JOIN pairs p ON p.pair_id = d.pair_id ORDER BY p.number, p.ordinal")
+        for reason, of, pmcid, version, fig_id, uri in cursor:
+            rejects[reason] += 1
+            yield {"level": LEVEL_OF[Reason(reason)], "reason": reason,
+                   "detail": f"same image and caption as pair {of}", "pmcid": pmcid,
+                   "version": version, "fig_id": fig_id, "href": "", "source_uri": uri}
+
+    total_rejects = _write_parquet(out.rejects, all_rejects(), REJECTS_SCHEMA)
+    stored, removed = _collect_garbage(out.images, db)
+    totals = state.totals()
+    by_level = Counter({level: 0 for level in ("article", "figure", "image", "corpus")})
+    for reason, n in rejects.items():
+        by_level[LEVEL_OF[Reason(reason)]] += n
+    attempted = total_pairs + by_level["figure"] + by_level["image"] + by_level["corpus"]
+    report = {
+        "articles": {"listed": counts["listed"], "processed": counts["processed"],
+                     "unchanged": counts["unchanged"], "in_manifest": totals["articles"]},
+        "figures": totals["figures"],
+        "graphics": totals["graphics"],
+        "pairs": {"total": total_pairs, **{s: splits[s] for s in SPLITS}},
+        "rejects": {"total": total_rejects, "by_level": dict(sorted(by_level.items())),
+                    "by_reason": {r.value: rejects[r.value] for r in Reason}},
+        "reject_rate": round(1 - total_pairs / attempted, 6) if attempted else 0.0,
+        "images": {"stored": stored, "removed_unreferenced": removed},
+    }
+    atomic_write_bytes(out.report, (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def _collect_garbage(root: Path, db: Any) -> tuple[int, int]:
+    """Delete store images no pair of the current articles references (articles that left the
+    corpus or changed their images; files of a killed run)."""
+    stored = removed = 0
+    for path in sorted(root.rglob("*.jpg")) if root.exists() else []:
+        key = path.relative_to(root).as_posix()
+        if db.execute("SELECT 1 FROM temp.kept WHERE image_key = ?", (key,)).fetchone():
+            stored += 1
+        else:
+            path.unlink()
+            removed += 1
+    return stored, removed

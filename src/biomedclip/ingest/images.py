@@ -1,0 +1,130 @@
+"""Images as training wants them: verified, RGB, bounded in size, re-encoded, content-addressed.
+
+`normalise_image` decodes whatever PMC serves (JPEG, CMYK JPEG, PNG in any mode including
+16-bit and palette with transparency, TIFF, multi-frame GIF), refuses what is unreadable, too
+large (checked from the header, before decoding: decompression bombs) or too small, flattens
+alpha onto white, resizes the long side down to `max_side`, and re-encodes as JPEG. The same
+input bytes always give the same output bytes, so exact duplicates stay exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.config import ImageParams
+from biomedclip.ingest.rejects import Reason
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a reject, not a grey half-image
+
+
+class ImageRejected(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class NormalisedImage:
+    jpeg: bytes
+    width: int
+    height: int
+    phash: int  # 64-bit DCT perceptual hash, as a signed int64
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.jpeg).hexdigest()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max() if img.mode == "I" else 65535.0
+        img = Image.fromarray((arr * (255.0 / max(peak, 1.0))).round().clip(0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        img = Image.fromarray(((arr - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")  # CMYK (Adobe-inverted handled by Pillow), L, 1, P, YCbCr, LAB
+
+
+def phash(img: Image.Image) -> int:
+    """DCT perceptual hash: 32x32 grey, 2-D DCT-II, the 8x8 low frequencies against their median."""
+    grey = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    n = np.arange(32)
+    basis = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / 64)  # (k, n)
+    low = (basis @ grey @ basis.T)[:8, :8].ravel()
+    bits = low > np.median(low[1:])
+    value = int(sum(1 << i for i, bit in enumerate(bits) if bit))
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def normalise_image(data: bytes, params: ImageParams) -> NormalisedImage:
+    """Decode, check, convert and re-encode one image; raises `ImageRejected`."""
+    if not data:
+        raise ImageRejected(Reason.IMAGE_UNREADABLE, "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # corrupt EXIF and the like: the pixels still decode
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > params.max_pixels:
+                raise ImageRejected(Reason.IMAGE_TOO_LARGE,
+                                    f"{width}x{height} = {width * height:,} pixels > {params.max_pixels:,}")
+            img.seek(0)  # multi-frame GIF/TIFF: the first frame
+            img.load()
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(Reason.IMAGE_TOO_LARGE, str(exc)) from None
+    except Exception as exc:  # Pillow raises many types for bad data: all mean unreadable
+        raise ImageRejected(Reason.IMAGE_UNREADABLE, f"{type(exc).__name__}: {exc}") from None
+    if min(width, height) < params.min_side:
+        raise ImageRejected(Reason.IMAGE_TOO_SMALL, f"{width}x{height} < {params.min_side} px")
+    rgb = _to_rgb(img)
+    scale = params.max_side / max(width, height)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=params.jpeg_quality)
+    return NormalisedImage(buf.getvalue(), rgb.width, rgb.height, phash(rgb))
+
+
+def image_key(sha256: str) -> str:
+    """Where an image lives in the content-addressed store: `ab/abcdef....jpg`."""
+    return f"{sha256[:2]}/{sha256}.jpg"
+
+
+class ImageStore:
+    """A folder of JPEGs named by the SHA-256 of their bytes; writes are atomic and idempotent."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, image: NormalisedImage) -> str:
+        key = image_key(image.sha256)
+        path = self.root / key
+        if not path.exists():
+            atomic_write_bytes(path, image.jpeg)
+        return key
+
+    def path(self, key: str) -> Path:
+        return self.root / key

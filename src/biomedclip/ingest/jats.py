@@ -1,0 +1,268 @@
+"""Read a JATS article the way the ingest sees it: ids, licence, and every figure with its caption.
+
+Safe on hostile XML: no DTD loading, no entity resolution, no network; a document that declares
+entities in an internal DTD subset (XXE, "billion laughs") is refused outright. Namespace-blind:
+PMC-normalised JATS (no namespace), OAI-PMH envelopes (default JATS namespace, unwrapped here)
+and publisher JATS all parse the same way.
+
+The traps pubmed_parser falls into are handled on purpose: every `<fig>` anywhere (body, back
+matter, `<floats-group>`, each member of a `<fig-group>`); every `<graphic>` of a figure, including
+inside `<alternatives>`; captions built per figure from that figure's own `<caption>` only, so a
+figure without one is reported as such, never given its neighbour's text; MathML rendered as
+readable text; inline graphics dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from biomedclip.ingest.licenses import License, license_from_xml
+from biomedclip.ingest.rejects import Reason
+
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                          huge_tree=False, remove_comments=True, remove_pis=True)
+
+# Elements whose text a reader does not see in a caption.
+_DROPPED = {"inline-graphic", "graphic", "media", "object-id", "label", "fn", "alt-text",
+            "long-desc", "attrib", "permissions"}
+# Block elements: their text is separated from the neighbours'.
+_BLOCKS = {"title", "p", "list", "list-item", "def-list", "def-item", "disp-quote", "table-wrap",
+           "disp-formula", "boxed-text", "sec"}
+# MathML operators written with spaces around them ("p < 0.05", not "p<0.05").
+_SPACED_OPERATORS = set("=<>≤≥≈≠±∓+−×÷·→←↔∝∼") | {"-"}
+
+
+class JatsError(Exception):
+    """An article that cannot be read; `reason` is the reject code."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Figure:
+    fig_id: str
+    label: str
+    caption: str  # "" when the figure has no caption text
+    graphics: tuple[str, ...]  # <graphic xlink:href> values, document order, unique
+    panels: int  # panel letters named in the caption (composite figures), at least 1
+    group_id: str = ""  # the enclosing <fig-group>'s id, if any
+
+
+@dataclass(frozen=True)
+class Article:
+    pmcid: str | None
+    pmid: str | None
+    doi: str | None
+    title: str
+    article_type: str
+    license: License
+    figures: tuple[Figure, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `biomedclip inspect --json` contract (DESIGN.md)."""
+        return {
+            "pmcid": self.pmcid,
+            "pmid": self.pmid,
+            "license": {"code": self.license.code, "url": self.license.url},
+            "figures": [{"fig_id": f.fig_id, "label": f.label, "caption": f.caption,
+                         "graphics": list(f.graphics)} for f in self.figures],
+        }
+
+
+def local(el: etree._Element) -> str:
+    tag = el.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def normalise_space(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _math_text(el: etree._Element) -> str:
+    name = local(el)
+    if name == "mo":
+        op = normalise_space(el.text or "")
+        return f" {op} " if op in _SPACED_OPERATORS else op
+    if name in ("mi", "mn", "mtext", "ms"):
+        return el.text or ""
+    if name == "annotation" or name == "annotation-xml":
+        return ""
+    children = [_math_text(child) for child in el if isinstance(child.tag, str)]
+    if name == "mfrac" and len(children) == 2:
+        return f"{children[0]}/{children[1]}"
+    if name in ("msqrt", "mroot") and children:
+        return f"√({children[0]})"
+    if name == "semantics" and children:
+        return children[0]
+    return "".join(children)
+
+
+def render_text(el: etree._Element) -> str:
+    """Readable text of an element: inline markup flattened, MathML rendered, noise dropped."""
+    parts = [el.text or ""]
+    for child in el:
+        name = local(child)
+        if not name:  # comments, processing instructions (already removed; defensive)
+            pass
+        elif name == "math":
+            parts.append(_math_text(child))
+        elif name in ("inline-formula", "disp-formula"):
+            math = next(child.iter("{*}math"), None)
+            if math is not None:
+                parts.append(_math_text(math))
+            else:
+                tex = next(child.iter("{*}tex-math"), None)
+                parts.append((tex.text or "").strip("$ ") if tex is not None else render_text(child))
+        elif name in _DROPPED:
+            pass
+        elif name in _BLOCKS:
+            parts += [" ", render_text(child), " "]
+        else:
+            parts.append(render_text(child))
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+_PANEL_PAREN = re.compile(r"\(\s*([A-Ha-h])\s*(?:(?:[–\-,&]|and)\s*([A-Ha-h])\s*)?\)")
+_PANEL_LEAD = re.compile(r"(?:^|[.;]\s+)([A-Ha-h])(?:\s*,\s*([A-Ha-h]))?\s+(?=[A-Z])")
+
+
+def count_panels(caption: str) -> int:
+    """Panels a caption names: "(A) ... (B)", "(A–C)", "(G and H)", "a Schematic ... b Plot".
+
+    A heuristic (captions name panels in many ways); at least 1.
+    """
+    letters: set[int] = set()
+    for pattern in (_PANEL_PAREN, _PANEL_LEAD):
+        for match in pattern.finditer(caption):
+            first = ord(match.group(1).lower()) - ord("a")
+            last = ord(match.group(2).lower()) - ord("a") if match.group(2) else first
+            letters.update(range(first, max(first, last) + 1))
+    return len(letters) if 0 in letters else 1
+
+
+def _strip_label(text: str, label: str) -> str:
+    """Drop a leading copy of the label ("Figure 2. ...") that some publishers repeat."""
+    bare = label.rstrip(".: ")
+    if bare and text.lower().startswith(bare.lower()):
+        rest = text[len(bare):]
+        if not rest[:1].isalnum():
+            return rest.lstrip(".:|—–- ")
+    return text
+
+
+def caption_of(fig: etree._Element, label: str) -> str:
+    caption = next((child for child in fig if local(child) == "caption"), None)
+    if caption is None:
+        return ""
+    blocks = []
+    for child in caption:
+        name = local(child)
+        if not name or name in _DROPPED:
+            continue
+        text = normalise_space(render_text(child))
+        if text:
+            blocks.append(text)
+    for i, text in enumerate(blocks[:-1]):
+        # A title (or title-like first <p>) without a full stop would run into the next
+        # sentence; not when it was cut mid-phrase (an open parenthesis).
+        if text[-1] not in ".!?:;" and text.count("(") <= text.count(")"):
+            blocks[i] = text + "."
+    loose = normalise_space(caption.text or "")  # text directly inside <caption>, rare
+    text = " ".join(([loose] if loose else []) + blocks)
+    return _strip_label(text, label)
+
+
+def _graphics(fig: etree._Element) -> tuple[str, ...]:
+    hrefs: list[str] = []
+    for graphic in fig.iter("{*}graphic"):
+        if any(local(a) == "caption" for a in graphic.iterancestors()):
+            continue
+        href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
+        if href and href not in hrefs:
+            hrefs.append(href)
+    return tuple(hrefs)
+
+
+def _figures(article: etree._Element) -> tuple[Figure, ...]:
+    figures = []
+    for fig in article.iter("{*}fig"):
+        label_el = next((child for child in fig if local(child) == "label"), None)
+        label = normalise_space(render_text(label_el)) if label_el is not None else ""
+        caption = caption_of(fig, label)
+        parent = fig.getparent()
+        group = parent.get("id", "") if parent is not None and local(parent) == "fig-group" else ""
+        figures.append(Figure(fig_id=fig.get("id") or "", label=label, caption=caption,
+                              graphics=_graphics(fig), panels=count_panels(caption), group_id=group))
+    return tuple(figures)
+
+
+def _article_ids(article: etree._Element) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    meta = next(article.iter("{*}article-meta"), None)
+    for el in (meta if meta is not None else article).iter("{*}article-id"):
+        kind = el.get("pub-id-type") or ""
+        if kind and kind not in ids and (el.text or "").strip():
+            ids[kind] = el.text.strip()
+    return ids
+
+
+def normalise_pmcid(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = re.fullmatch(r"(?:PMC)?(\d+)(?:\.\d+)?", value.strip(), flags=re.I)
+    return f"PMC{match.group(1)}" if match else None
+
+
+def parse_document(data: bytes) -> etree._Element:
+    """Parse bytes into the JATS <article> element, refusing what is unsafe or not JATS."""
+    if not data.strip():
+        raise JatsError(Reason.XML_MALFORMED, "empty document")
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise JatsError(Reason.XML_MALFORMED, f"not well-formed XML: {exc}") from None
+    dtd = root.getroottree().docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        names = ", ".join(sorted(e.name for e in dtd.iterentities())[:5])
+        raise JatsError(Reason.XML_ENTITIES, f"internal DTD declares entities ({names}); refused")
+    if local(root) == "article":
+        return root
+    article = next(root.iter("{*}article"), None)  # OAI-PMH GetRecord envelope
+    if article is None:
+        error = next(root.iter("{*}error"), None)
+        detail = f"OAI-PMH error: {normalise_space(error.text or '')} ({error.get('code')})" \
+            if error is not None else f"root element <{local(root)}> holds no <article>"
+        raise JatsError(Reason.NOT_AN_ARTICLE, detail)
+    return article
+
+
+def parse_article(data: bytes) -> Article:
+    """Parse one JATS article (PMC, OAI-PMH or publisher flavour). Raises `JatsError`."""
+    article = parse_document(data)
+    ids = _article_ids(article)
+    pmcid = normalise_pmcid(ids.get("pmcid") or ids.get("pmc") or ids.get("accession")
+                            or ids.get("pmc-uid"))
+    if pmcid is None:  # the OAI-PMH header carries it: oai:pubmedcentral.nih.gov:10821037
+        envelope = article.getroottree().getroot()
+        header_id = next(envelope.iter("{*}identifier"), None)
+        if header_id is not None and header_id.text:
+            pmcid = normalise_pmcid(header_id.text.rpartition(":")[2])
+    title_el = next(article.iter("{*}article-title"), None)
+    return Article(
+        pmcid=pmcid,
+        pmid=ids.get("pmid"),
+        doi=ids.get("doi"),
+        title=normalise_space(render_text(title_el)) if title_el is not None else "",
+        article_type=article.get("article-type") or "",
+        license=license_from_xml(article),
+        figures=_figures(article),
+    )

@@ -1,0 +1,90 @@
+"""Licences, read from wherever PMC states them, as one canonical code.
+
+Codes: "CC0", "CC BY", "CC BY-SA", "CC BY-ND", "CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND", "PD"
+(public domain, e.g. US-government works) and "NO-CC CODE" (PMC's own code for articles in the
+Open Access Subset under a non-Creative-Commons licence). Sources, most authoritative first: the
+new layout's JSON `license_code`, the legacy `oa_file_list.csv` License column, the article's
+`<permissions>` (licence URL, then the licence text).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lxml import etree
+
+CODES = ("CC0", "CC BY", "CC BY-SA", "CC BY-ND", "CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND", "PD",
+         "NO-CC CODE")
+COMMERCIAL_USE = ("CC0", "CC BY", "CC BY-SA", "CC BY-ND", "PD")
+NON_COMMERCIAL = ("CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND")
+
+_URL = re.compile(r"creativecommons\.org/(?:licenses/(by(?:-nc)?(?:-sa|-nd)?)|publicdomain/(zero|mark))",
+                  re.I)
+# Text patterns, most specific first.
+_TEXT = [
+    (re.compile(r"attribution[- ]non-?commercial[- ]no-?deriv", re.I), "CC BY-NC-ND"),
+    (re.compile(r"attribution[- ]non-?commercial[- ]share-?alike", re.I), "CC BY-NC-SA"),
+    (re.compile(r"attribution[- ]non-?commercial", re.I), "CC BY-NC"),
+    (re.compile(r"attribution[- ]share-?alike", re.I), "CC BY-SA"),
+    (re.compile(r"attribution[- ]no-?deriv", re.I), "CC BY-ND"),
+    (re.compile(r"\bCC0\b|public domain dedication", re.I), "CC0"),
+    (re.compile(r"creative commons attribution|\bCC[- ]BY\b", re.I), "CC BY"),
+    (re.compile(r"public domain", re.I), "PD"),
+]
+
+
+@dataclass(frozen=True)
+class License:
+    code: str | None  # one of CODES, None when nothing says
+    url: str | None = None
+
+
+def from_code(value: str | None) -> str | None:
+    """Canonical code of a PMC `license_code` / file-list value ("CC BY-NC-ND", "cc0", "CC-BY")."""
+    if not value:
+        return None
+    text = " ".join(value.replace("_", " ").split()).upper()
+    if text in ("NO-CC CODE", "NO CC CODE"):
+        return "NO-CC CODE"
+    text = re.sub(r"^CC[- ]?BY", "CC BY", text)
+    text = re.sub(r"\s+\d(\.\d)?$", "", text)  # "CC BY 4.0"
+    return text if text in CODES else None
+
+
+def from_url(url: str | None) -> str | None:
+    match = _URL.search(url or "")
+    if not match:
+        return None
+    if match.group(2):
+        return "CC0" if match.group(2).lower() == "zero" else "PD"
+    return "CC " + match.group(1).upper()
+
+
+def from_text(text: str) -> str | None:
+    for pattern, code in _TEXT:
+        if pattern.search(text):
+            return code
+    return None
+
+
+def license_from_xml(article: etree._Element) -> License:
+    """The licence stated in <permissions>: its URL if there is one, else its words."""
+    for lic in article.iter("{*}license"):
+        urls = [lic.get("{http://www.w3.org/1999/xlink}href") or ""]
+        urls += [(ref.text or "").strip() for ref in lic.iter("{*}license_ref")]
+        urls += [link.get("{http://www.w3.org/1999/xlink}href") or "" for link in lic.iter("{*}ext-link")]
+        for url in urls:
+            if code := from_url(url):
+                return License(code, url)
+        words = " ".join(" ".join(lic.itertext()).split())
+        if code := from_text(words) or from_code(lic.get("license-type")):
+            return License(code, None)
+    for statement in article.iter("{*}copyright-statement"):
+        if code := from_text(" ".join(statement.itertext())):
+            return License(code, None)
+    return License(None, None)
+
+
+def allowed_codes(allowed: tuple[str, ...], allow_non_commercial: bool) -> frozenset[str]:
+    return frozenset(allowed) | (frozenset(NON_COMMERCIAL) if allow_non_commercial else frozenset())

@@ -1,0 +1,140 @@
+"""`run_ingest`: list → fan out over article batches → record → assemble.
+
+The fan-out is pluggable: a bounded thread pool by default (`thread_map`), Prefect tasks on any
+task runner (threads, Dask) from `flows/ingest.py`. Whatever runs the batches, the results are
+recorded in the state by this process and the outputs are assembled in PMCID order, so the
+manifest is the same. At most `window` batches are in flight: memory does not grow with the
+corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+from biomedclip.config import IngestParams
+from biomedclip.console import progress
+from biomedclip.ingest.assemble import assemble
+from biomedclip.ingest.extract import ArticleResult, extract_article
+from biomedclip.ingest.images import ImageStore
+from biomedclip.ingest.sources import VersionRef, list_articles
+from biomedclip.ingest.state import IngestState, params_digest
+from biomedclip.ingest.storage import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), known digests
+BatchMap = Callable[[Callable[[Batch], list[ArticleResult]], Iterator[Batch]], Iterator[list[ArticleResult]]]
+_STORES: dict[str, ObjectStore] = {}
+
+
+def read_pmcids(path: Path) -> set[str]:
+    """One PMCID per line (with or without the PMC prefix); blank lines and # comments ignored."""
+    ids = set()
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        digits = text.upper().removeprefix("PMC")
+        if not digits.isdigit():
+            raise ValueError(f"{path}:{number}: {text!r} is not a PMCID")
+        ids.add(f"PMC{int(digits)}")
+    return ids
+
+
+def store_for(params: IngestParams) -> ObjectStore:
+    """One store per source and process (S3 clients are reused, not re-created per batch)."""
+    key = params.model_dump_json(include={"source", "s3"})
+    if key not in _STORES:
+        _STORES[key] = open_store(params.source, params.s3)
+    return _STORES[key]
+
+
+def selected_articles(params: IngestParams) -> Iterator[list[VersionRef]]:
+    articles = list_articles(store_for(params), params.layout, params.listing)
+    if params.pmcids is not None:
+        wanted = read_pmcids(params.pmcids)
+        articles = (versions for versions in articles if versions[-1].pmcid in wanted)
+    if params.limit is not None:
+        articles = islice(articles, params.limit)
+    return articles
+
+
+def process_batch(params: IngestParams, batch: Batch) -> list[ArticleResult]:
+    """Extract every article of a batch; safe to run in any thread or process."""
+    articles, known = batch
+    store = store_for(params)
+    images = ImageStore(params.outputs.images)
+    return [extract_article(store, versions, params, images, known.get(versions[-1].pmcid))
+            for versions in articles]
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def thread_map(workers: int, window: int | None = None) -> BatchMap:
+    """Ordered, bounded map over a thread pool: at most `window` batches submitted at once."""
+    limit = window or 2 * workers
+
+    def run(fn: Callable[[Batch], list[ArticleResult]], batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+            pending: list[Future[list[ArticleResult]]] = []
+            for batch in batches:
+                pending.append(pool.submit(fn, batch))
+                if len(pending) >= limit:
+                    yield pending.pop(0).result()
+            for future in pending:
+                yield future.result()
+
+    return run
+
+
+def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> dict[str, Any]:
+    """Ingest the configured source into the pairs manifest; returns the stage report."""
+    start = time.monotonic()
+    state = IngestState(params.outputs.state, params_digest(params))
+    if state.reset:
+        log.info("ingest params changed since the last run: every article is processed again")
+    counts: Counter[str] = Counter(listed=0, processed=0, unchanged=0)
+
+    def batches(articles: Iterable[list[VersionRef]], counted: bool) -> Iterator[Batch]:
+        for chunk in chunked(articles, params.batch_size):
+            counts["listed"] += len(chunk) if counted else 0
+            yield chunk, state.known_digests(versions[-1].pmcid for versions in chunk)
+
+    mapper = batch_map or thread_map(params.workers)
+
+    def process(articles: Iterable[list[VersionRef]], counted: bool = True) -> None:
+        results = mapper(lambda batch: process_batch(params, batch), batches(articles, counted))
+        for batch_results in progress(results, total=None, description="ingest batches",
+                                      every_items=10):
+            state.record(batch_results)
+            for result in batch_results:
+                counts["unchanged" if result.unchanged else "processed"] += 1
+
+    try:
+        process(selected_articles(params))
+        missing = state.articles_missing_images(params.outputs.images)
+        if missing:  # images removed behind our back (e.g. `dvc checkout`): read those again
+            log.warning("%d articles lost stored images; reading them again", len(missing))
+            state.forget(missing)
+            counts["unchanged"] -= len(missing)
+            wanted = set(missing)
+            process((v for v in selected_articles(params) if v[-1].pmcid in wanted), counted=False)
+        report = assemble(state, params, counts)
+    finally:
+        state.close()
+    log.info("ingest: %d articles (%d processed, %d unchanged), %d pairs, %d rejects in %.1fs",
+             counts["listed"], counts["processed"], counts["unchanged"], report["pairs"]["total"],
+             report["rejects"]["total"], time.monotonic() - start)
+    return report

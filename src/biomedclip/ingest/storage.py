@@ -1,0 +1,183 @@
+"""One object-store interface over a local folder and any S3-compatible bucket.
+
+A folder whose tree mirrors the bucket keys and the bucket itself are read by the same code:
+`list_dirs`, `list`, `get`. Keys are POSIX paths relative to the store root; a key that would
+escape the root (absolute, `..`, a link out of the tree) is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from biomedclip.config import S3Params
+
+log = logging.getLogger(__name__)
+
+
+class MissingObject(LookupError):
+    """The key does not exist in the store."""
+
+
+class UnsafeKey(ValueError):
+    """The key would escape the store's root."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+def check_key(key: str) -> str:
+    path = PurePosixPath(key)
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key or ".." in path.parts:
+        raise UnsafeKey(f"unsafe object key {key!r}")
+    return key
+
+
+class ObjectStore(Protocol):
+    uri: str
+
+    def list_dirs(self, prefix: str = "") -> Iterator[str]:
+        """Immediate sub-folders of `prefix` (without trailing slash), in lexicographic order."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under `prefix`, recursively, in lexicographic key order."""
+        ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def uri_of(self, key: str) -> str: ...
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        if not root.is_dir():
+            raise FileNotFoundError(f"source folder {root} does not exist")
+        self.root = root
+        self._real_root = root.resolve()
+        self.uri = str(root)
+
+    def _path(self, key: str) -> Path:
+        path = self.root / check_key(key)
+        real = path.resolve()
+        if real != self._real_root and self._real_root not in real.parents:
+            raise UnsafeKey(f"object key {key!r} resolves outside {self.root}")
+        return path
+
+    def list_dirs(self, prefix: str = "") -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        names = sorted(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
+        yield from (f"{prefix.rstrip('/')}/{n}".lstrip("/") for n in names)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.exists():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    continue
+                yield ObjectInfo(path.relative_to(self.root).as_posix(), path.stat().st_size)
+
+    def get(self, key: str) -> bytes:
+        path = self._path(key)
+        if path.is_symlink() or not path.is_file():
+            raise MissingObject(f"{self.uri_of(key)} does not exist")
+        return path.read_bytes()
+
+    def uri_of(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+
+class S3Store:
+    """A bucket (and optional key prefix) through boto3, with adaptive retries and backoff."""
+
+    def __init__(self, uri: str, params: S3Params) -> None:
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {uri!r}")
+        self.bucket, self.prefix, self.uri = bucket, prefix.strip("/"), uri.rstrip("/")
+        self.max_attempts = params.max_attempts
+        config = Config(
+            retries={"max_attempts": params.max_attempts, "mode": "adaptive"},
+            signature_version=UNSIGNED if params.unsigned else None,
+            connect_timeout=10, read_timeout=60,
+        )
+        self.client = boto3.client("s3", endpoint_url=params.endpoint_url,
+                                   region_name=params.region, config=config)
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _strip(self, full: str) -> str:
+        return full[len(self.prefix) + 1:] if self.prefix else full
+
+    def _base(self, prefix: str) -> str:
+        base = self._key(prefix.rstrip("/")) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
+        return base
+
+    def list_dirs(self, prefix: str = "") -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._base(prefix), Delimiter="/"):
+            for entry in page.get("CommonPrefixes", []):
+                yield self._strip(entry["Prefix"].rstrip("/"))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._base(prefix)):
+            for entry in page.get("Contents", []):
+                yield ObjectInfo(self._strip(entry["Key"]), int(entry["Size"]))
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes. botocore retries failed requests (throttling, 5xx, connection
+        errors) with adaptive backoff; a body cut off mid-read is fetched again here."""
+        from botocore.exceptions import (
+            ClientError,
+            ConnectionError,
+            IncompleteReadError,
+            ResponseStreamingError,
+        )
+
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return response["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    raise MissingObject(f"{self.uri_of(key)} does not exist") from None
+                raise
+            except (ConnectionError, IncompleteReadError, ResponseStreamingError) as exc:
+                if attempt == self.max_attempts:
+                    raise
+                delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+                log.warning("reading %s failed (%s); retry %d in %.1fs", self.uri_of(key), exc,
+                            attempt, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def uri_of(self, key: str) -> str:
+        return f"{self.uri}/{key}"
+
+
+def open_store(source: str, s3: S3Params) -> ObjectStore:
+    """`s3://bucket/prefix` → S3Store; anything else is a local folder."""
+    if source.startswith("s3://"):
+        return S3Store(source, s3)
+    return LocalStore(Path(source))
