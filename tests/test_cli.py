@@ -87,3 +87,21 @@ def test_no_corpus_writes_only_the_benchmark_and_unmarked_folders_are_kept(tmp_p
     result = runner.invoke(app, [*args, "--articles", "2"])
     assert result.exit_code == 2 and "refusing to replace" in result.output
     assert (tmp_path / "raw" / "mine.txt").exists()
+
+
+def test_ingest_command_runs_and_explains_bad_sources(tmp_path, noisy_corpus):
+    import yaml
+
+    from .conftest import ingest_params
+
+    corpus, _ = noisy_corpus
+    params = ingest_params(corpus.out, tmp_path / "out", limit=10)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": params.model_dump(mode="json")}))
+    args = ["--params", str(tmp_path / "params.yaml"), "ingest"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "pairs" in result.output and params.outputs.pairs.is_file()
+    result = runner.invoke(app, [*args, "--layout", "ftp"])
+    assert result.exit_code == 2 and "layout" in result.output
+    result = runner.invoke(app, [*args, "--source", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "does not exist" in result.output

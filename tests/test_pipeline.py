@@ -74,13 +74,21 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert ("demo-data",) in artifacts
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
 
+    report = json.loads((project / "metrics" / "ingest.json").read_text())
+    assert report["pairs"]["total"] > 1000
+    assert min(report["pairs"]["val"], report["pairs"]["test"]) > 20
     again = sh(project, "dvc", "repro")
     assert "Running stage" not in again
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["demo"]["noise"]["tiff"] = 0.05  # the corpus's knob: the benchmark does not read it
+    params["ingest"]["workers"] = 1  # how the ingest runs, not what it produces
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+    params["ingest"]["caption"]["min_words"] = 6
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = sh(project, "dvc", "status")
+    assert "ingest" in status and "demo_benchmark" not in status
     params["demo"]["benchmark"]["per_class"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "demo_benchmark" in sh(project, "dvc", "status")

@@ -23,7 +23,7 @@ from biomedclip.console import configure_logging
 
 log = logging.getLogger("biomedclip")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # paths in messages stay copy-pastable
 
 app = typer.Typer(
     name="biomedclip",
@@ -171,6 +171,11 @@ def ingest(
     pmcids: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
                                                 help="Only the PMCIDs listed in this file.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Threads. (default: ingest.workers)")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint (MinIO, ...). "
+                                                     "(default: ingest.s3.endpoint_url)")] = None,
+    unsigned: Annotated[bool | None, typer.Option("--unsigned/--signed", help="Anonymous S3 access, "
+                                                  "as the public s3://pmc-oa-opendata allows. "
+                                                  "(default: ingest.s3.unsigned)")] = None,
 ) -> None:
     """Mine figure–caption pairs from PMC articles into the pairs manifest (the PMC-15M stage).
 
@@ -185,8 +190,9 @@ def ingest(
     state: Context = ctx.obj
     params = state.params().ingest
     try:
+        s3 = override(params.s3, endpoint_url=endpoint_url, unsigned=unsigned)
         params = override(params, source=source, layout=layout, listing=listing, limit=limit,
-                          pmcids=pmcids, workers=workers)
+                          pmcids=pmcids, workers=workers, s3=s3.model_dump())
     except ConfigError as exc:
         raise _options_error(exc) from None
     try:

@@ -160,7 +160,7 @@ class S3Params(Section):
     endpoint_url: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO / moto
     region: str = "us-east-1"
     unsigned: bool = False  # anonymous access, as the public s3://pmc-oa-opendata allows
-    max_attempts: Annotated[int, Field(ge=1, le=50)] = 10  # retries with backoff: throttling, 5xx
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 10  # attempts per request: throttling, 5xx, resets
 
 
 class LicenseParams(Section):

@@ -94,6 +94,8 @@ def _batches(rows: Iterator[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.R
 
 def _write_parquet(path: Path, rows: Iterator[dict[str, Any]], schema: pa.Schema) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = 0
     try:
@@ -155,9 +157,8 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     for reason, n in rejects.items():
         by_level[LEVEL_OF[Reason(reason)]] += n
     attempted = total_pairs + by_level["figure"] + by_level["image"] + by_level["corpus"]
-    report = {
-        "articles": {"listed": counts["listed"], "processed": counts["processed"],
-                     "unchanged": counts["unchanged"], "in_manifest": totals["articles"]},
+    report = {  # a function of the data and params only: the same after any run history
+        "articles": {"listed": counts["listed"], "in_manifest": totals["articles"]},
         "figures": totals["figures"],
         "graphics": totals["graphics"],
         "pairs": {"total": total_pairs, **{s: splits[s] for s in SPLITS}},
@@ -167,6 +168,8 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
         "images": {"stored": stored, "removed_unreferenced": removed},
     }
     atomic_write_bytes(out.report, (json.dumps(report, indent=2) + "\n").encode())
+    # How this run got there (read vs. reused from the state) is for logs and people, not metrics.
+    report["articles"] |= {"processed": counts["processed"], "unchanged": counts["unchanged"]}
     return report
 
 
@@ -174,7 +177,12 @@ def _collect_garbage(root: Path, db: Any) -> tuple[int, int]:
     """Delete store images no pair of the current articles references (articles that left the
     corpus or changed their images; files of a killed run)."""
     stored = removed = 0
-    for path in sorted(root.rglob("*.jpg")) if root.exists() else []:
+    for path in sorted(root.rglob("*")) if root.exists() else []:
+        if not path.is_file():
+            continue
+        if path.name.startswith("."):  # a temp file of a write a killed run never finished
+            path.unlink()
+            continue
         key = path.relative_to(root).as_posix()
         if db.execute("SELECT 1 FROM temp.kept WHERE image_key = ?", (key,)).fetchone():
             stored += 1

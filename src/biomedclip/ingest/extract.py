@@ -165,6 +165,9 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         except MissingObject as exc:
             reject(Reason.MEDIA_MISSING, str(exc), uri=uri, **where)
             continue
+        except UnsafeKey as exc:  # e.g. a media file that is a link out of the source tree
+            reject(Reason.MEDIA_NAME_UNSAFE, f"{name}: {exc}", uri=uri, **where)
+            continue
         except ImageRejected as exc:
             reject(exc.reason, f"{name}: {exc.detail}", uri=uri, **where)
             continue

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import ImageParams
@@ -93,9 +94,13 @@ def normalise_image(data: bytes, params: ImageParams) -> NormalisedImage:
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(Reason.IMAGE_TOO_LARGE, str(exc)) from None
+        raise ImageRejected(Reason.IMAGE_TOO_LARGE, f"decompression bomb: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(Reason.IMAGE_UNREADABLE, "not an image format Pillow can read") from None
     except Exception as exc:  # Pillow raises many types for bad data: all mean unreadable
-        raise ImageRejected(Reason.IMAGE_UNREADABLE, f"{type(exc).__name__}: {exc}") from None
+        # Messages must be reproducible (they end up in rejects.parquet): no object addresses.
+        detail = re.sub(r" at 0x[0-9a-f]+", "", f"{type(exc).__name__}: {exc}")
+        raise ImageRejected(Reason.IMAGE_UNREADABLE, detail) from None
     if min(width, height) < params.min_side:
         raise ImageRejected(Reason.IMAGE_TOO_SMALL, f"{width}x{height} < {params.min_side} px")
     rgb = _to_rgb(img)

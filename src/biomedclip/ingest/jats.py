@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from lxml import etree
 
@@ -24,8 +24,9 @@ from biomedclip.ingest.licenses import License, license_from_xml
 from biomedclip.ingest.rejects import Reason
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+MATHML = "http://www.w3.org/1998/Math/MathML"
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                          huge_tree=False, remove_comments=True, remove_pis=True)
+                          huge_tree=False)
 
 # Elements whose text a reader does not see in a caption.
 _DROPPED = {"inline-graphic", "graphic", "media", "object-id", "label", "fn", "alt-text",
@@ -37,6 +38,10 @@ _BLOCKS = {"title", "p", "list", "list-item", "def-list", "def-item", "disp-quot
 _SPACED_OPERATORS = set("=<>≤≥≈≠±∓+−×÷·→←↔∝∼") | {"-"}
 
 
+_ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^\[>]*\[.*?<!ENTITY", re.DOTALL)
+_ENTITY_NAME = re.compile(rb"<!ENTITY\s+(?:%\s+)?([\w.-]+)")
+
+
 class JatsError(Exception):
     """An article that cannot be read; `reason` is the reject code."""
 
@@ -46,8 +51,7 @@ class JatsError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Figure:
+class Figure(NamedTuple):  # a NamedTuple: immutable and cheap to build, millions of them
     fig_id: str
     label: str
     caption: str  # "" when the figure has no caption text
@@ -77,12 +81,23 @@ class Article:
         }
 
 
+_LOCAL_NAMES: dict[Any, str] = {}
+
+
 def local(el: etree._Element) -> str:
+    """Local name of an element ("" for comments and processing instructions); memoised."""
     tag = el.tag
-    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+    try:
+        return _LOCAL_NAMES[tag]
+    except KeyError:
+        name = tag.rpartition("}")[2] if isinstance(tag, str) else ""
+        if len(_LOCAL_NAMES) < 10_000:  # hostile documents cannot grow it without bound
+            _LOCAL_NAMES[tag] = name
+        return name
 
 
 def normalise_space(text: str) -> str:
+    """Collapse runs of any Unicode whitespace (incl. no-break spaces) to one space, trim."""
     return " ".join(text.split())
 
 
@@ -107,6 +122,8 @@ def _math_text(el: etree._Element) -> str:
 
 def render_text(el: etree._Element) -> str:
     """Readable text of an element: inline markup flattened, MathML rendered, noise dropped."""
+    if not len(el):  # the common case: plain text
+        return el.text or ""
     parts = [el.text or ""]
     for child in el:
         name = local(child)
@@ -131,8 +148,12 @@ def render_text(el: etree._Element) -> str:
     return "".join(parts)
 
 
+# Each pattern starts with a literal, so the regex engine skips ahead instead of trying every
+# position: (A), (A–C), (G and H) | ". a Schematic ...", "; a, b Mice ..." | a caption's start.
 _PANEL_PAREN = re.compile(r"\(\s*([A-Ha-h])\s*(?:(?:[–\-,&]|and)\s*([A-Ha-h])\s*)?\)")
-_PANEL_LEAD = re.compile(r"(?:^|[.;]\s+)([A-Ha-h])(?:\s*,\s*([A-Ha-h]))?\s+(?=[A-Z])")
+_PANEL_LEAD = re.compile(r"[.;]\s+([A-Ha-h])(?:\s*,\s*([A-Ha-h]))?\s+(?=[A-Z])")
+_LETTER = {c: i % 8 for i, c in enumerate("ABCDEFGHabcdefgh")}
+_PANEL_START = re.compile(r"([A-Ha-h])(?:\s*,\s*([A-Ha-h]))?\s+(?=[A-Z])")
 
 
 def count_panels(caption: str) -> int:
@@ -141,11 +162,13 @@ def count_panels(caption: str) -> int:
     A heuristic (captions name panels in many ways); at least 1.
     """
     letters: set[int] = set()
-    for pattern in (_PANEL_PAREN, _PANEL_LEAD):
-        for match in pattern.finditer(caption):
-            first = ord(match.group(1).lower()) - ord("a")
-            last = ord(match.group(2).lower()) - ord("a") if match.group(2) else first
-            letters.update(range(first, max(first, last) + 1))
+    matches = [*(_PANEL_PAREN.finditer(caption) if "(" in caption else ()),
+               *_PANEL_LEAD.finditer(caption)]
+    if start := _PANEL_START.match(caption):
+        matches.append(start)
+    for first, last in (m.group(1, 2) for m in matches):
+        a, b = _LETTER[first], _LETTER[last or first]
+        letters.update(range(a, max(a, b) + 1))
     return len(letters) if 0 in letters else 1
 
 
@@ -159,8 +182,8 @@ def _strip_label(text: str, label: str) -> str:
     return text
 
 
-def caption_of(fig: etree._Element, label: str) -> str:
-    caption = next((child for child in fig if local(child) == "caption"), None)
+def caption_of(caption: etree._Element | None, label: str, ns: str = "") -> str:
+    """Title and paragraphs of a figure's own <caption>, as one normalised string."""
     if caption is None:
         return ""
     blocks = []
@@ -168,7 +191,7 @@ def caption_of(fig: etree._Element, label: str) -> str:
         name = local(child)
         if not name or name in _DROPPED:
             continue
-        text = normalise_space(render_text(child))
+        text = render_text(child).strip()
         if text:
             blocks.append(text)
     for i, text in enumerate(blocks[:-1]):
@@ -176,15 +199,16 @@ def caption_of(fig: etree._Element, label: str) -> str:
         # sentence; not when it was cut mid-phrase (an open parenthesis).
         if text[-1] not in ".!?:;" and text.count("(") <= text.count(")"):
             blocks[i] = text + "."
-    loose = normalise_space(caption.text or "")  # text directly inside <caption>, rare
-    text = " ".join(([loose] if loose else []) + blocks)
+    loose = (caption.text or "").strip()  # text directly inside <caption>, rare
+    text = normalise_space(" ".join([loose, *blocks] if loose else blocks))
     return _strip_label(text, label)
 
 
-def _graphics(fig: etree._Element) -> tuple[str, ...]:
+def _graphics(fig: etree._Element, caption: etree._Element | None, ns: str) -> tuple[str, ...]:
     hrefs: list[str] = []
-    for graphic in fig.iter("{*}graphic"):
-        if any(local(a) == "caption" for a in graphic.iterancestors()):
+    in_caption = set(caption.iter(ns + "graphic")) if caption is not None else set()
+    for graphic in fig.iter(ns + "graphic"):
+        if graphic in in_caption:
             continue
         href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
         if href and href not in hrefs:
@@ -192,23 +216,25 @@ def _graphics(fig: etree._Element) -> tuple[str, ...]:
     return tuple(hrefs)
 
 
-def _figures(article: etree._Element) -> tuple[Figure, ...]:
+def _figures(article: etree._Element, ns: str) -> tuple[Figure, ...]:
+    """Every <fig> of the article; `ns` is the document's JATS namespace ("{...}" or "")."""
     figures = []
-    for fig in article.iter("{*}fig"):
-        label_el = next((child for child in fig if local(child) == "label"), None)
+    for fig in article.iter(ns + "fig"):
+        label_el = fig.find(ns + "label")
         label = normalise_space(render_text(label_el)) if label_el is not None else ""
-        caption = caption_of(fig, label)
+        caption_el = fig.find(ns + "caption")
+        caption = caption_of(caption_el, label, ns)
         parent = fig.getparent()
-        group = parent.get("id", "") if parent is not None and local(parent) == "fig-group" else ""
+        group = parent.get("id", "") if parent is not None and parent.tag == ns + "fig-group" else ""
         figures.append(Figure(fig_id=fig.get("id") or "", label=label, caption=caption,
-                              graphics=_graphics(fig), panels=count_panels(caption), group_id=group))
+                              graphics=_graphics(fig, caption_el, ns), panels=count_panels(caption),
+                              group_id=group))
     return tuple(figures)
 
 
-def _article_ids(article: etree._Element) -> dict[str, str]:
+def _article_ids(meta: etree._Element, ns: str) -> dict[str, str]:
     ids: dict[str, str] = {}
-    meta = next(article.iter("{*}article-meta"), None)
-    for el in (meta if meta is not None else article).iter("{*}article-id"):
+    for el in meta.iter(ns + "article-id"):
         kind = el.get("pub-id-type") or ""
         if kind and kind not in ids and (el.text or "").strip():
             ids[kind] = el.text.strip()
@@ -229,6 +255,10 @@ def parse_document(data: bytes) -> etree._Element:
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
+        if _ENTITY_DECLARATION.search(data[:65_536]):  # libxml2 gave up on an entity bomb
+            names = ", ".join(n.decode(errors="replace") for n in _ENTITY_NAME.findall(data[:65_536])[:5])
+            raise JatsError(Reason.XML_ENTITIES,
+                            f"internal DTD declares entities ({names}); refused: {exc}") from None
         raise JatsError(Reason.XML_MALFORMED, f"not well-formed XML: {exc}") from None
     dtd = root.getroottree().docinfo.internalDTD
     if dtd is not None and any(True for _ in dtd.iterentities()):
@@ -248,7 +278,11 @@ def parse_document(data: bytes) -> etree._Element:
 def parse_article(data: bytes) -> Article:
     """Parse one JATS article (PMC, OAI-PMH or publisher flavour). Raises `JatsError`."""
     article = parse_document(data)
-    ids = _article_ids(article)
+    ns = article.tag[: article.tag.index("}") + 1] if article.tag.startswith("{") else ""
+    meta = article.find(f"{ns}front/{ns}article-meta")
+    if meta is None:
+        meta = article
+    ids = _article_ids(meta, ns)
     pmcid = normalise_pmcid(ids.get("pmcid") or ids.get("pmc") or ids.get("accession")
                             or ids.get("pmc-uid"))
     if pmcid is None:  # the OAI-PMH header carries it: oai:pubmedcentral.nih.gov:10821037
@@ -256,13 +290,13 @@ def parse_article(data: bytes) -> Article:
         header_id = next(envelope.iter("{*}identifier"), None)
         if header_id is not None and header_id.text:
             pmcid = normalise_pmcid(header_id.text.rpartition(":")[2])
-    title_el = next(article.iter("{*}article-title"), None)
+    title_el = next(meta.iter(ns + "article-title"), None)
     return Article(
         pmcid=pmcid,
         pmid=ids.get("pmid"),
         doi=ids.get("doi"),
         title=normalise_space(render_text(title_el)) if title_el is not None else "",
         article_type=article.get("article-type") or "",
-        license=license_from_xml(article),
-        figures=_figures(article),
+        license=license_from_xml(meta, ns),
+        figures=_figures(article, ns),
     )

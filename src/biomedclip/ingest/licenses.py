@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+ALI_LICENSE_REF = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
 CODES = ("CC0", "CC BY", "CC BY-SA", "CC BY-ND", "CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND", "PD",
          "NO-CC CODE")
 COMMERCIAL_USE = ("CC0", "CC BY", "CC BY-SA", "CC BY-ND", "PD")
@@ -40,9 +42,9 @@ class License:
     url: str | None = None
 
 
-def from_code(value: str | None) -> str | None:
+def from_code(value: object) -> str | None:
     """Canonical code of a PMC `license_code` / file-list value ("CC BY-NC-ND", "cc0", "CC-BY")."""
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     text = " ".join(value.replace("_", " ").split()).upper()
     if text in ("NO-CC CODE", "NO CC CODE"):
@@ -68,19 +70,22 @@ def from_text(text: str) -> str | None:
     return None
 
 
-def license_from_xml(article: etree._Element) -> License:
-    """The licence stated in <permissions>: its URL if there is one, else its words."""
-    for lic in article.iter("{*}license"):
-        urls = [lic.get("{http://www.w3.org/1999/xlink}href") or ""]
-        urls += [(ref.text or "").strip() for ref in lic.iter("{*}license_ref")]
-        urls += [link.get("{http://www.w3.org/1999/xlink}href") or "" for link in lic.iter("{*}ext-link")]
+def license_from_xml(meta: etree._Element, ns: str = "") -> License:
+    """The licence stated in <article-meta>'s <permissions>: its URL if any, else its words.
+
+    `ns` is the document's JATS namespace ("{...}" or ""), so lookups use exact tags.
+    """
+    for lic in meta.iter(ns + "license"):
+        urls = [lic.get(XLINK_HREF) or ""]
+        urls += [(ref.text or "").strip() for ref in lic.iter(ALI_LICENSE_REF, ns + "license_ref")]
+        urls += [link.get(XLINK_HREF) or "" for link in lic.iter(ns + "ext-link")]
         for url in urls:
             if code := from_url(url):
                 return License(code, url)
         words = " ".join(" ".join(lic.itertext()).split())
         if code := from_text(words) or from_code(lic.get("license-type")):
             return License(code, None)
-    for statement in article.iter("{*}copyright-statement"):
+    for statement in meta.iter(ns + "copyright-statement"):
         if code := from_text(" ".join(statement.itertext())):
             return License(code, None)
     return License(None, None)

@@ -30,7 +30,8 @@ from urllib.parse import urlparse
 from biomedclip.ingest.rejects import Reason
 from biomedclip.ingest.storage import MissingObject, ObjectStore, UnsafeKey
 
-VERSION_PREFIX = re.compile(r"^(PMC\d+)\.(\d+)$")
+VERSION_PREFIX = re.compile(r"^(PMC[0-9]{1,12})\.([0-9]{1,6})$")  # ASCII digits, sane sizes
+MAX_PACKAGE_BYTES = 2**30  # a legacy package that inflates beyond this is refused (gzip bombs)
 INVENTORY_ROOT = "inventory-reports/pmc-oa-opendata/metadata"
 FILE_LIST = "oa_file_list.csv"
 FILE_LIST_HEADER = ["File", "Article Citation", "Accession ID",
@@ -107,7 +108,7 @@ def _from_inventory(store: ObjectStore) -> Iterator[VersionRef]:
     for entry in manifest["files"]:
         text = gzip.decompress(store.get(entry["key"])).decode()
         for row in csv.reader(io.StringIO(text)):
-            match = re.fullmatch(r"metadata/(PMC\d+)\.(\d+)\.json", row[1])
+            match = re.fullmatch(r"metadata/(PMC[0-9]{1,12})\.([0-9]{1,6})\.json", row[1])
             if match:
                 versions[match.group(1)].add(int(match.group(2)))
     for pmcid in sorted(versions, key=_numeric):
@@ -123,7 +124,7 @@ def _from_file_list(store: ObjectStore) -> Iterator[VersionRef]:
         raise ValueError(f"{store.uri_of(FILE_LIST)}: unexpected header {header}")
     rows: dict[str, list[dict[str, str]]] = defaultdict(list)
     for values in reader:
-        if len(values) >= 6 and re.fullmatch(r"PMC\d+", values[2]):
+        if len(values) >= 6 and re.fullmatch(r"PMC[0-9]{1,12}", values[2]):
             rows[values[2]].append(dict(zip(["file", "citation", "pmcid", "updated", "pmid",
                                              "license"], values, strict=False)))
     for pmcid in sorted(rows, key=_numeric):
@@ -162,12 +163,17 @@ def read_opendata(store: ObjectStore, ref: VersionRef) -> ArticleFiles:
         raw = store.get(f"{prefix}/{prefix}.json")
     except MissingObject:
         raise ArticleRejected(Reason.METADATA_INVALID, f"no {prefix}.json") from None
+    except UnsafeKey as exc:
+        raise ArticleRejected(Reason.METADATA_INVALID, f"{prefix}.json refused: {exc}") from None
     try:
         meta = json.loads(raw)
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
         if f"{meta['pmcid']}.{meta['version']}" != prefix:
             raise ValueError(f"describes {meta['pmcid']}.{meta['version']}, not {prefix}")
+        for name, kinds in (("license_code", (str, type(None))), ("is_retracted", (bool, type(None)))):
+            if not isinstance(meta.get(name), kinds):
+                raise ValueError(f"{name} is a {type(meta.get(name)).__name__}")
         urls = meta.get("media_urls")
         if urls is None:  # not stated: what the prefix holds
             names = [o.key.rpartition("/")[2] for o in store.list(prefix)]
@@ -175,7 +181,7 @@ def read_opendata(store: ObjectStore, ref: VersionRef) -> ArticleFiles:
             names = [_media_name(str(u), prefix) for u in urls]
         else:
             raise ValueError("media_urls is not a list")
-    except (ValueError, KeyError, TypeError, UnsafeKey) as exc:
+    except (ValueError, KeyError, TypeError, UnsafeKey, RecursionError) as exc:
         reason = Reason.MEDIA_NAME_UNSAFE if isinstance(exc, UnsafeKey) else Reason.METADATA_INVALID
         raise ArticleRejected(reason, f"{prefix}.json: {exc}") from None
     own = {f"{prefix}.xml", f"{prefix}.txt", f"{prefix}.json", f"{prefix}.pdf"}
@@ -195,8 +201,22 @@ def _xml_loader(store: ObjectStore, prefix: str) -> Callable[[], bytes]:
             return store.get(f"{prefix}/{prefix}.xml")
         except MissingObject:
             raise ArticleRejected(Reason.XML_MISSING, f"no {prefix}.xml") from None
+        except UnsafeKey as exc:
+            raise ArticleRejected(Reason.XML_MISSING, f"{prefix}.xml refused: {exc}") from None
 
     return load
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Inflate a whole gzip member, checking its CRC-32 and length (tarfile alone stops at the
+    tar end-of-archive block and never reads the trailer) and refusing gzip bombs."""
+    inflater = zlib.decompressobj(wbits=31)
+    payload = inflater.decompress(data, MAX_PACKAGE_BYTES + 1)
+    if len(payload) > MAX_PACKAGE_BYTES:
+        raise ArticleRejected(Reason.ARCHIVE_CORRUPT, f"inflates beyond {MAX_PACKAGE_BYTES:,} bytes")
+    if not inflater.eof:
+        raise EOFError("gzip stream ends before its trailer (truncated)")
+    return payload
 
 
 def read_legacy(store: ObjectStore, ref: VersionRef) -> ArticleFiles:
@@ -209,7 +229,8 @@ def read_legacy(store: ObjectStore, ref: VersionRef) -> ArticleFiles:
         raise ArticleRejected(Reason.ARCHIVE_UNSAFE, str(exc)) from None
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        payload = _gunzip(data) if data[:2] == b"\x1f\x8b" else data
+        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as tar:
             for member in tar:
                 name = member.name
                 parts = PurePosixPath(name).parts

@@ -102,7 +102,7 @@ class LocalStore:
 
 
 class S3Store:
-    """A bucket (and optional key prefix) through boto3, with adaptive retries and backoff."""
+    """A bucket (and optional key prefix) through boto3, with retries and backoff."""
 
     def __init__(self, uri: str, params: S3Params) -> None:
         import boto3
@@ -115,7 +115,9 @@ class S3Store:
         self.bucket, self.prefix, self.uri = bucket, prefix.strip("/"), uri.rstrip("/")
         self.max_attempts = params.max_attempts
         config = Config(
-            retries={"max_attempts": params.max_attempts, "mode": "adaptive"},
+            # "standard": exponential backoff with jitter per request. ("adaptive" also throttles
+            # the whole client after one SlowDown, stalling every worker thread sharing it.)
+            retries={"max_attempts": params.max_attempts, "mode": "standard"},
             signature_version=UNSIGNED if params.unsigned else None,
             connect_timeout=10, read_timeout=60,
         )
@@ -147,7 +149,7 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         """The object's bytes. botocore retries failed requests (throttling, 5xx, connection
-        errors) with adaptive backoff; a body cut off mid-read is fetched again here."""
+        errors) with exponential backoff; a body cut off mid-read is fetched again here."""
         from botocore.exceptions import (
             ClientError,
             ConnectionError,
