@@ -17,13 +17,12 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from biomedclip.config import IngestParams, load_params
 from biomedclip.ingest.extract import ArticleResult
 from biomedclip.ingest.report import markdown
-from biomedclip.ingest.run import Batch, process_batch, run_ingest
+from biomedclip.ingest.run import Batch, in_order_window, process_batch, run_ingest
 
 
 @task(name="ingest-batch", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE)
@@ -35,13 +34,7 @@ def prefect_map(params: IngestParams, window: int):
     """Submit batches as tasks, at most `window` in flight, results in submission order."""
 
     def run(_: Callable, batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
-        pending: list[PrefectFuture] = []
-        for batch in batches:
-            pending.append(ingest_batch.submit(params, batch))
-            if len(pending) >= window:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+        return in_order_window(lambda batch: ingest_batch.submit(params, batch), batches, window)
 
     return run
 

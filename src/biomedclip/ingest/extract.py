@@ -18,9 +18,9 @@ from typing import Any
 from biomedclip.config import IngestParams
 from biomedclip.ingest import licenses
 from biomedclip.ingest.images import IMAGE_SUFFIXES, ImageRejected, ImageStore, normalise_image
-from biomedclip.ingest.jats import Figure, JatsError, parse_article
-from biomedclip.ingest.rejects import Reason, Reject
-from biomedclip.ingest.sources import ArticleFiles, ArticleRejected, VersionRef, read_version
+from biomedclip.ingest.jats import Figure, parse_article
+from biomedclip.ingest.rejects import Reason, Reject, Rejected
+from biomedclip.ingest.sources import ArticleFiles, VersionRef, read_version
 from biomedclip.ingest.storage import MissingObject, ObjectStore, UnsafeKey
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def extract_article(store: ObjectStore, versions: list[VersionRef], params: Inge
             reject(Reason.LICENSE_NOT_ALLOWED, f"licence {code} is not in the allowed set")
             return result
         article = parse_article(files.xml())
-    except (ArticleRejected, JatsError) as exc:
+    except Rejected as exc:  # ArticleRejected, JatsError
         reject(exc.reason, exc.detail)
         return result
     code = code or article.license.code

@@ -21,17 +21,14 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import ImageParams
-from biomedclip.ingest.rejects import Reason
+from biomedclip.ingest.rejects import Reason, Rejected
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a reject, not a grey half-image
 
 
-class ImageRejected(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class ImageRejected(Rejected):
+    """An image that cannot become a training image; `reason` is the reject code."""
 
 
 @dataclass(frozen=True)

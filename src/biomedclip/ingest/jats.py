@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from lxml import etree
 
 from biomedclip.ingest.licenses import License, license_from_xml
-from biomedclip.ingest.rejects import Reason
+from biomedclip.ingest.rejects import Reason, Rejected
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 MATHML = "http://www.w3.org/1998/Math/MathML"
@@ -42,13 +42,8 @@ _ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^\[>]*\[.*?<!ENTITY", re.DOTALL)
 _ENTITY_NAME = re.compile(rb"<!ENTITY\s+(?:%\s+)?([\w.-]+)")
 
 
-class JatsError(Exception):
+class JatsError(Rejected):
     """An article that cannot be read; `reason` is the reject code."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 class Figure(NamedTuple):  # a NamedTuple: immutable and cheap to build, millions of them

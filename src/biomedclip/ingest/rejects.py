@@ -56,6 +56,15 @@ LEVELS = {
 LEVEL_OF = {reason: level for level, reasons in LEVELS.items() for reason in reasons}
 
 
+class Rejected(Exception):
+    """Raised inside a stage for one bad input; caught and turned into a `Reject` row."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class Reject:
     reason: Reason

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,19 +82,26 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def in_order_window(submit: Callable[[Batch], Any], batches: Iterator[Batch],
+                    window: int) -> Iterator[list[ArticleResult]]:
+    """Submit batches (`submit` returns anything with `.result()`), at most `window` in flight,
+    and yield their results in submission order."""
+    pending: deque[Any] = deque()
+    for batch in batches:
+        pending.append(submit(batch))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def thread_map(workers: int, window: int | None = None) -> BatchMap:
     """Ordered, bounded map over a thread pool: at most `window` batches submitted at once."""
-    limit = window or 2 * workers
 
     def run(fn: Callable[[Batch], list[ArticleResult]], batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-            pending: list[Future[list[ArticleResult]]] = []
-            for batch in batches:
-                pending.append(pool.submit(fn, batch))
-                if len(pending) >= limit:
-                    yield pending.pop(0).result()
-            for future in pending:
-                yield future.result()
+            yield from in_order_window(lambda batch: pool.submit(fn, batch), batches,
+                                       window or 2 * workers)
 
     return run
 

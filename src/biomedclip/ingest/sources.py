@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from biomedclip.ingest.rejects import Reason
+from biomedclip.ingest.rejects import Reason, Rejected
 from biomedclip.ingest.storage import MissingObject, ObjectStore, UnsafeKey
 
 VERSION_PREFIX = re.compile(r"^(PMC[0-9]{1,12})\.([0-9]{1,6})$")  # ASCII digits, sane sizes
@@ -38,11 +38,8 @@ FILE_LIST_HEADER = ["File", "Article Citation", "Accession ID",
                     "Last Updated (YYYY-MM-DD HH:MM:SS)", "PMID", "License"]
 
 
-class ArticleRejected(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class ArticleRejected(Rejected):
+    """An article version whose files cannot be used; `reason` is the reject code."""
 
 
 @dataclass(frozen=True)
