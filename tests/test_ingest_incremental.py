@@ -127,3 +127,17 @@ def test_fan_out_settings_do_not_change_the_result(tmp_path, noisy_corpus, inges
     other = ingest_params(corpus.out, tmp_path, **{knob: 1 if knob == "workers" else 5})
     run_ingest(other)
     assert_same_outputs(reference, other)
+
+
+def test_a_change_to_the_extraction_code_reprocesses_every_article(tmp_path, monkeypatch):
+    """Editing the code under test is simulated by changing the digest of that code (the real
+    digest is a hash of the extraction modules' source files)."""
+    from biomedclip.ingest import state
+
+    corpus = tmp_path / "raw"
+    generate_corpus(small_params(corpus, articles=6))
+    params = ingest_params(corpus, tmp_path / "out")
+    run_ingest(params)
+    assert run_ingest(params)["articles"]["processed"] == 0
+    monkeypatch.setattr(state, "code_digest", lambda: "a different jats.py")
+    assert run_ingest(params)["articles"]["processed"] == 6

@@ -47,10 +47,25 @@ CREATE INDEX IF NOT EXISTS rejects_article ON rejects (article);
 """
 
 
+# The modules whose code decides per-article results: a change to any of them is a change of
+# results, so stored articles are read again (as a run from scratch would).
+EXTRACTION_CODE = ("extract.py", "images.py", "jats.py", "licenses.py", "rejects.py", "sources.py",
+                   "storage.py")
+
+
+def code_digest() -> str:
+    digest = hashlib.sha256()
+    for name in EXTRACTION_CODE:
+        digest.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
+
+
 def params_digest(params: IngestParams) -> str:
-    """What per-article results depend on. Split, dedup and outputs are applied at assembly."""
+    """What per-article results depend on: the code and the params that shape them (split,
+    dedup and outputs are applied at assembly)."""
     shaping = params.model_dump(include={"layout", "licenses", "caption", "image"}, mode="json")
-    return hashlib.sha256(json.dumps([SCHEMA_VERSION, shaping], sort_keys=True).encode()).hexdigest()
+    blob = json.dumps([SCHEMA_VERSION, code_digest(), shaping], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class IngestState:
