@@ -51,8 +51,12 @@ class Figure(NamedTuple):  # a NamedTuple: immutable and cheap to build, million
     label: str
     caption: str  # "" when the figure has no caption text
     graphics: tuple[str, ...]  # <graphic xlink:href> values, document order, unique
-    panels: int  # panel letters named in the caption (composite figures), at least 1
     group_id: str = ""  # the enclosing <fig-group>'s id, if any
+
+    @property
+    def panels(self) -> int:
+        """Panel letters the caption names (composite figures), at least 1; computed on use."""
+        return count_panels(self.caption)
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def _strip_label(text: str, label: str) -> str:
     return text
 
 
-def caption_of(caption: etree._Element | None, label: str, ns: str = "") -> str:
+def caption_of(caption: etree._Element | None, label: str) -> str:
     """Title and paragraphs of a figure's own <caption>, as one normalised string."""
     if caption is None:
         return ""
@@ -199,31 +203,32 @@ def caption_of(caption: etree._Element | None, label: str, ns: str = "") -> str:
     return _strip_label(text, label)
 
 
-def _graphics(fig: etree._Element, caption: etree._Element | None, ns: str) -> tuple[str, ...]:
+def _graphics(fig: etree._Element, ns: str) -> tuple[str, ...]:
+    """Hrefs of the figure's <graphic>s (also inside <alternatives>), not of its caption's."""
     hrefs: list[str] = []
-    in_caption = set(caption.iter(ns + "graphic")) if caption is not None else set()
-    for graphic in fig.iter(ns + "graphic"):
-        if graphic in in_caption:
+    caption_tag, graphic_tag = ns + "caption", ns + "graphic"
+    for child in fig:
+        if child.tag == caption_tag:
             continue
-        href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
-        if href and href not in hrefs:
-            hrefs.append(href)
+        for graphic in child.iter(graphic_tag):
+            href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
+            if href and href not in hrefs:
+                hrefs.append(href)
     return tuple(hrefs)
 
 
 def _figures(article: etree._Element, ns: str) -> tuple[Figure, ...]:
     """Every <fig> of the article; `ns` is the document's JATS namespace ("{...}" or "")."""
     figures = []
+    label_tag, caption_tag, group_tag = ns + "label", ns + "caption", ns + "fig-group"
     for fig in article.iter(ns + "fig"):
-        label_el = fig.find(ns + "label")
+        label_el = fig.find(label_tag)
         label = normalise_space(render_text(label_el)) if label_el is not None else ""
-        caption_el = fig.find(ns + "caption")
-        caption = caption_of(caption_el, label, ns)
+        caption = caption_of(fig.find(caption_tag), label)
         parent = fig.getparent()
-        group = parent.get("id", "") if parent is not None and parent.tag == ns + "fig-group" else ""
+        group = parent.get("id", "") if parent is not None and parent.tag == group_tag else ""
         figures.append(Figure(fig_id=fig.get("id") or "", label=label, caption=caption,
-                              graphics=_graphics(fig, caption_el, ns), panels=count_panels(caption),
-                              group_id=group))
+                              graphics=_graphics(fig, ns), group_id=group))
     return tuple(figures)
 
 
