@@ -234,7 +234,7 @@ def _figures(article: etree._Element, ns: str) -> tuple[Figure, ...]:
 
 def _article_ids(meta: etree._Element, ns: str) -> dict[str, str]:
     ids: dict[str, str] = {}
-    for el in meta.iter(ns + "article-id"):
+    for el in meta.iterfind(ns + "article-id"):  # children of <article-meta>
         kind = el.get("pub-id-type") or ""
         if kind and kind not in ids and (el.text or "").strip():
             ids[kind] = el.text.strip()
@@ -290,7 +290,7 @@ def parse_article(data: bytes) -> Article:
         header_id = next(envelope.iter("{*}identifier"), None)
         if header_id is not None and header_id.text:
             pmcid = normalise_pmcid(header_id.text.rpartition(":")[2])
-    title_el = next(meta.iter(ns + "article-title"), None)
+    title_el = meta.find(f"{ns}title-group/{ns}article-title")
     return Article(
         pmcid=pmcid,
         pmid=ids.get("pmid"),

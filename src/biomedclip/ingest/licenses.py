@@ -75,7 +75,10 @@ def license_from_xml(meta: etree._Element, ns: str = "") -> License:
 
     `ns` is the document's JATS namespace ("{...}" or ""), so lookups use exact tags.
     """
-    for lic in meta.iter(ns + "license"):
+    # <permissions> is a child of <article-meta>: look there, not through the whole abstract.
+    permissions = meta.find(ns + "permissions")
+    scope = permissions if permissions is not None else meta
+    for lic in scope.iter(ns + "license"):
         urls = [lic.get(XLINK_HREF) or ""]
         urls += [(ref.text or "").strip() for ref in lic.iter(ALI_LICENSE_REF, ns + "license_ref")]
         urls += [link.get(XLINK_HREF) or "" for link in lic.iter(ns + "ext-link")]
@@ -85,7 +88,7 @@ def license_from_xml(meta: etree._Element, ns: str = "") -> License:
         words = " ".join(" ".join(lic.itertext()).split())
         if code := from_text(words) or from_code(lic.get("license-type")):
             return License(code, None)
-    for statement in meta.iter(ns + "copyright-statement"):
+    for statement in scope.iter(ns + "copyright-statement"):
         if code := from_text(" ".join(statement.itertext())):
             return License(code, None)
     return License(None, None)
