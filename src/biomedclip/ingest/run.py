@@ -29,7 +29,6 @@ from biomedclip.ingest.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-R = TypeVar("R")
 Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), known digests
 BatchMap = Callable[[Callable[[Batch], list[ArticleResult]], Iterator[Batch]], Iterator[list[ArticleResult]]]
 _STORES: dict[str, ObjectStore] = {}
