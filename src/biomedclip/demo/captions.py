@@ -46,9 +46,6 @@ class Caption:
         parts = [segments_text(self.title)] + [segments_text(p) for p in self.paragraphs]
         return " ".join(" ".join(p.split()) for p in parts if p.strip())
 
-    def word_count(self) -> int:
-        return len(self.plain().split())
-
 
 def segments_text(segments: list[Segment]) -> str:
     out = []

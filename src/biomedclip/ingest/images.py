@@ -127,6 +127,3 @@ class ImageStore:
         if not path.exists():
             atomic_write_bytes(path, image.jpeg)
         return key
-
-    def path(self, key: str) -> Path:
-        return self.root / key
