@@ -36,6 +36,8 @@ _BLOCKS = {"title", "p", "list", "list-item", "def-list", "def-item", "disp-quot
            "disp-formula", "boxed-text", "sec"}
 # MathML operators written with spaces around them ("p < 0.05", not "p<0.05").
 _SPACED_OPERATORS = set("=<>≤≥≈≠±∓+−×÷·→←↔∝∼") | {"-"}
+# Everything render_text treats other than as inline markup ("": comments and PIs).
+_SPECIAL = _DROPPED | _BLOCKS | {"", "math", "inline-formula", "disp-formula"}
 
 
 _ENTITY_DECLARATION = re.compile(rb"<!DOCTYPE[^\[>]*\[.*?<!ENTITY", re.DOTALL)
@@ -95,8 +97,14 @@ def local(el: etree._Element) -> str:
         return name
 
 
+# Whitespace other than a single space (`\s` is str.isspace(): no-break spaces included).
+_UNNORMAL_SPACE = re.compile(r"[^\S ]|  ")
+
+
 def normalise_space(text: str) -> str:
     """Collapse runs of any Unicode whitespace (incl. no-break spaces) to one space, trim."""
+    if _UNNORMAL_SPACE.search(text) is None:  # already normal: no split into words and back
+        return text.strip(" ")
     return " ".join(text.split())
 
 
@@ -125,24 +133,22 @@ def render_text(el: etree._Element) -> str:
         return el.text or ""
     parts = [el.text or ""]
     for child in el:
-        name = local(child)
-        if not name:  # comments, processing instructions (already removed; defensive)
+        name = _LOCAL_NAMES.get(child.tag) or local(child)
+        if name not in _SPECIAL:  # inline markup (<italic>, <xref>, ...): one set lookup
+            parts.append((child.text or "") if not len(child) else render_text(child))
+        elif not name or name in _DROPPED:  # comments, processing instructions; noise
             pass
         elif name == "math":
             parts.append(_math_text(child))
-        elif name in ("inline-formula", "disp-formula"):
+        elif name in _BLOCKS:
+            parts += [" ", render_text(child), " "]
+        else:  # inline-formula, disp-formula
             math = next(child.iter("{*}math"), None)
             if math is not None:
                 parts.append(_math_text(math))
             else:
                 tex = next(child.iter("{*}tex-math"), None)
                 parts.append((tex.text or "").strip("$ ") if tex is not None else render_text(child))
-        elif name in _DROPPED:
-            pass
-        elif name in _BLOCKS:
-            parts += [" ", render_text(child), " "]
-        else:
-            parts.append(render_text(child))
         parts.append(child.tail or "")
     return "".join(parts)
 
@@ -174,7 +180,7 @@ def count_panels(caption: str) -> int:
 def _strip_label(text: str, label: str) -> str:
     """Drop a leading copy of the label ("Figure 2. ...") that some publishers repeat."""
     bare = label.rstrip(".: ")
-    if bare and text.lower().startswith(bare.lower()):
+    if bare and text[: len(bare)].lower() == bare.lower():
         rest = text[len(bare):]
         if not rest[:1].isalnum():
             return rest.lstrip(".:|—–- ")
@@ -185,50 +191,57 @@ def caption_of(caption: etree._Element | None, label: str) -> str:
     """Title and paragraphs of a figure's own <caption>, as one normalised string."""
     if caption is None:
         return ""
-    blocks = []
+    blocks = [caption.text or ""]  # text directly inside <caption>, rare
+    previous = ""  # the block before, stripped
     for child in caption:
-        name = local(child)
+        name = _LOCAL_NAMES.get(child.tag) or local(child)
         if not name or name in _DROPPED:
             continue
         text = render_text(child).strip()
-        if text:
-            blocks.append(text)
-    for i, text in enumerate(blocks[:-1]):
-        # A title (or title-like first <p>) without a full stop would run into the next
-        # sentence; not when it was cut mid-phrase (an open parenthesis).
-        if text[-1] not in ".!?:;" and text.count("(") <= text.count(")"):
-            blocks[i] = text + "."
-    loose = (caption.text or "").strip()  # text directly inside <caption>, rare
-    text = normalise_space(" ".join([loose, *blocks] if loose else blocks))
-    return _strip_label(text, label)
+        if not text:
+            continue
+        if previous and previous[-1] not in ".!?:;" and previous.count("(") <= previous.count(")"):
+            # A title (or title-like first <p>) without a full stop would run into the next
+            # sentence; not when it was cut mid-phrase (an open parenthesis).
+            blocks[-1] += "."
+        blocks.append(text)
+        previous = text
+    return _strip_label(normalise_space(" ".join(blocks)), label)
 
 
-def _graphics(fig: etree._Element, ns: str) -> tuple[str, ...]:
+def _graphics(fig: etree._Element, graphic_tag: str, caption_tag: str) -> tuple[str, ...]:
     """Hrefs of the figure's <graphic>s (also inside <alternatives>), not of its caption's."""
     hrefs: list[str] = []
-    caption_tag, graphic_tag = ns + "caption", ns + "graphic"
-    for child in fig:
-        if child.tag == caption_tag:
+    for graphic in fig.iter(graphic_tag):
+        parent = graphic.getparent()
+        while parent is not fig and parent.tag != caption_tag:
+            parent = parent.getparent()
+        if parent is not fig:  # inside the caption
             continue
-        for graphic in child.iter(graphic_tag):
-            href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
-            if href and href not in hrefs:
-                hrefs.append(href)
+        href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
+        if href and href not in hrefs:
+            hrefs.append(href)
     return tuple(hrefs)
 
 
 def _figures(article: etree._Element, ns: str) -> tuple[Figure, ...]:
     """Every <fig> of the article; `ns` is the document's JATS namespace ("{...}" or "")."""
     figures = []
-    label_tag, caption_tag, group_tag = ns + "label", ns + "caption", ns + "fig-group"
+    label_tag, caption_tag, graphic_tag = ns + "label", ns + "caption", ns + "graphic"
+    group_tag = ns + "fig-group"
     for fig in article.iter(ns + "fig"):
-        label_el = fig.find(label_tag)
+        label_el = caption_el = None
+        for child in fig:  # one pass over the children instead of a find() per element
+            tag = child.tag
+            if tag == caption_tag:
+                caption_el = child if caption_el is None else caption_el
+            elif tag == label_tag:
+                label_el = child if label_el is None else label_el
         label = normalise_space(render_text(label_el)) if label_el is not None else ""
-        caption = caption_of(fig.find(caption_tag), label)
         parent = fig.getparent()
         group = parent.get("id", "") if parent is not None and parent.tag == group_tag else ""
-        figures.append(Figure(fig_id=fig.get("id") or "", label=label, caption=caption,
-                              graphics=_graphics(fig, ns), group_id=group))
+        figures.append(Figure(fig.get("id") or "", label, caption_of(caption_el, label),
+                              _graphics(fig, graphic_tag, caption_tag), group))
     return tuple(figures)
 
 
@@ -241,16 +254,19 @@ def _article_ids(meta: etree._Element, ns: str) -> dict[str, str]:
     return ids
 
 
+_PMCID = re.compile(r"(?:PMC)?(\d+)(?:\.\d+)?", re.I)
+
+
 def normalise_pmcid(value: str | None) -> str | None:
     if not value:
         return None
-    match = re.fullmatch(r"(?:PMC)?(\d+)(?:\.\d+)?", value.strip(), flags=re.I)
+    match = _PMCID.fullmatch(value.strip())
     return f"PMC{match.group(1)}" if match else None
 
 
 def parse_document(data: bytes) -> etree._Element:
     """Parse bytes into the JATS <article> element, refusing what is unsafe or not JATS."""
-    if not data.strip():
+    if not data or data.isspace():  # isspace() stops at the first byte; strip() would copy
         raise JatsError(Reason.XML_MALFORMED, "empty document")
     try:
         root = etree.fromstring(data, _PARSER)

@@ -79,8 +79,10 @@ def license_from_xml(meta: etree._Element, ns: str = "") -> License:
     permissions = meta.find(ns + "permissions")
     scope = permissions if permissions is not None else meta
     for lic in scope.iter(ns + "license"):
-        urls = [lic.get(XLINK_HREF) or ""]
-        urls += [(ref.text or "").strip() for ref in lic.iter(ALI_LICENSE_REF, ns + "license_ref")]
+        href = lic.get(XLINK_HREF)
+        if code := from_url(href):  # the common case: no need to look inside
+            return License(code, href)
+        urls = [(ref.text or "").strip() for ref in lic.iter(ALI_LICENSE_REF, ns + "license_ref")]
         urls += [link.get(XLINK_HREF) or "" for link in lic.iter(ns + "ext-link")]
         for url in urls:
             if code := from_url(url):
