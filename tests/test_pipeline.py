@@ -77,6 +77,13 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     report = json.loads((project / "metrics" / "ingest.json").read_text())
     assert report["pairs"]["total"] > 1000
     assert min(report["pairs"]["val"], report["pairs"]["test"]) > 20
+    assert ("validate", "COMPLETED") in runs and ("shard", "COMPLETED") in runs
+    assert {("validation-report",), ("shard-report",)} <= set(artifacts)
+    assert json.loads((project / "metrics" / "validate.json").read_text())["success"] is True
+    assert (project / "reports" / "validation" / "index.html").is_file()
+    for split in ("train", "val", "test"):
+        sizes = json.loads((project / "data" / "shards" / split / "sizes.json").read_text())
+        assert sum(sizes.values()) == report["pairs"][split]
     again = sh(project, "dvc", "repro")
     assert "Running stage" not in again
 
@@ -85,6 +92,10 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     params["ingest"]["workers"] = 1  # how the ingest runs, not what it produces
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+    params["shard"]["samples_per_shard"] = 100  # re-runs shard (and what follows) only
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = sh(project, "dvc", "status")
+    assert "shard:" in status and "validate:" not in status and "ingest:" not in status
     params["ingest"]["caption"]["min_words"] = 6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = sh(project, "dvc", "status")
@@ -94,3 +105,18 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert "demo_benchmark" in sh(project, "dvc", "status")
     assert "Running stage 'demo_benchmark'" in sh(project, "dvc", "repro")
     assert len(labels.read_text().splitlines()) == 1 + 16 * 3
+
+
+def test_a_failing_critical_check_stops_dvc_repro_before_shard(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["validate"]["min_pairs"] = 10**9
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PREFECT_HOME", None)
+    result = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "min_pairs" in output and "critical expectation(s) failed" in output
+    assert "Running stage 'shard'" not in output
+    assert json.loads((project / "metrics" / "validate.json").read_text())["success"] is False

@@ -207,3 +207,73 @@ def ingest(
     for reason, n in reject_rows(report):
         reasons.add_row(reason, n)
     out.print(table, reasons)
+
+
+@app.command("validate")
+def validate(
+    ctx: typer.Context,
+    manifest: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="The pairs manifest. "
+                                                  "(default: ingest.outputs.pairs)")] = None,
+) -> None:
+    """Check the pairs manifest with Great Expectations before it costs GPU hours.
+
+    Columns and types, nulls, unique pair ids, caption and image bounds, split names, fractions
+    and leakage, licences, the last ingest's reject rate, and distributions that catch a broken
+    parser. Writes the result JSON (DVC metrics) and Data Docs HTML; exits 1 naming each failed
+    critical check with sample rows. Checks listed in `validate.warn_only` only warn.
+    """
+    from biomedclip.validate import ValidationFailed, ValidationInputError, validate_manifest
+    from biomedclip.validate.gate import observed_text
+
+    state: Context = ctx.obj
+    params = state.params()
+    ingest = params.ingest
+    if manifest is not None:
+        ingest = override(ingest, outputs=override(ingest.outputs, pairs=manifest).model_dump())
+    try:
+        result = validate_manifest(ingest, params.validate_)
+    except ValidationInputError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except ValidationFailed as exc:
+        err.print(f"[bold red]validation failed:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table("check", "column", "severity", "result", "observed",
+                  title=f"validation of {result['manifest']}: {result['rows']} pairs")
+    for row in result["checks"]:
+        table.add_row(row["check"], row["column"] or "", row["severity"],
+                      "[green]pass[/]" if row["success"] else "[yellow]warn[/]", observed_text(row))
+    out.print(table)
+    out.print(f"Data Docs: {params.validate_.outputs.data_docs / 'index.html'}")
+
+
+@app.command("shard")
+def shard(
+    ctx: typer.Context,
+    samples_per_shard: Annotated[int | None, typer.Option(min=1, help="Samples per tar shard. "
+                                                          "(default: shard.samples_per_shard)")] = None,
+) -> None:
+    """Write the validated manifest as WebDataset tar shards per split (open_clip's layout).
+
+    `shards/{train,val,test}/NNNNNN.tar` with `<pair_id>.jpg/.txt/.json` samples, a sizes.json per
+    split and a shard manifest (samples, bytes, sha256 per shard). Byte-reproducible; a killed
+    run resumes where it stopped.
+    """
+    from biomedclip.shard import ShardInputError, write_shards
+
+    state: Context = ctx.obj
+    params = state.params()
+    try:
+        config = override(params.shard, samples_per_shard=samples_per_shard)
+    except ConfigError as exc:
+        raise _options_error(exc) from None
+    try:
+        report = write_shards(params.ingest, config)
+    except ShardInputError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table("split", "samples", "shards", "MiB", title=f"shards → {config.outputs.shards}")
+    for split in ("train", "val", "test"):
+        row = report[split]
+        table.add_row(split, str(row["samples"]), str(row["shards"]), f"{row['bytes'] / 2**20:.1f}")
+    out.print(table)

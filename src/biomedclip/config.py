@@ -31,15 +31,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class IntRange(Section):
-    min: Annotated[int, Field(ge=1)]
-    max: Annotated[int, Field(ge=1)]
+class _Range(Section):
+    """A closed interval: subclasses give `min` and `max` their types and bounds."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.min > self.max:  # type: ignore[attr-defined]
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")  # type: ignore[attr-defined]
         return self
+
+
+class IntRange(_Range):
+    min: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1)]
 
 
 class SideRange(IntRange):
@@ -244,11 +248,77 @@ class IngestParams(Section):
     outputs: IngestOutputs = IngestOutputs()
 
 
+VALIDATION_CHECKS = (
+    "required_columns", "column_types", "not_null", "unique_pair_id", "min_pairs",
+    "caption_words", "image_size", "split_values", "license_allowed", "split_leakage",
+    "split_fractions", "reject_rate", "caption_words_median", "figures_per_article_median",
+)
+
+
+class MedianRange(_Range):
+    min: Annotated[float, Field(ge=0, strict=False)]
+    max: Annotated[float, Field(ge=0, strict=False)]
+
+
+class ValidateOutputs(Section):
+    result: PathValue = Path("metrics/validate.json")  # per check: success, observed value
+    data_docs: PathValue = Path("reports/validation")  # Great Expectations Data Docs (HTML)
+
+
+class ValidateParams(Section):
+    """`biomedclip validate`: the quality gate between ingest and shard.
+
+    Bounds on single values (caption words, image sides, licences, split names and fractions)
+    come from the `ingest` section, so the gate checks what the ingest was asked to produce.
+    """
+
+    min_pairs: Annotated[int, Field(ge=1)] = 100
+    split_tolerance: Annotated[float, Field(gt=0, le=0.5)] = 0.03  # |article fraction - target|
+    max_reject_rate: Rate = 0.3  # of the last ingest (rejected / (rejected + kept))
+    # Distribution checks that catch a silently broken parser (captions cut, figures merged).
+    caption_words_median: MedianRange = MedianRange(min=8, max=250)
+    figures_per_article_median: MedianRange = MedianRange(min=1, max=15)
+    warn_only: Annotated[tuple[str, ...], Field(strict=False)] = (
+        "caption_words_median", "figures_per_article_median")  # reported, never fatal
+    batch_rows: Annotated[int, Field(ge=1000)] = 50_000  # manifest rows staged per batch
+    outputs: ValidateOutputs = ValidateOutputs()
+
+    @model_validator(mode="after")
+    def _known_checks(self) -> Self:
+        unknown = sorted(set(self.warn_only) - set(VALIDATION_CHECKS))
+        if unknown:
+            raise ValueError(f"unknown checks {unknown} in warn_only; known: {', '.join(VALIDATION_CHECKS)}")
+        return self
+
+
+class ShardOutputs(Section):
+    shards: PathValue = Path("data/shards")  # {train,val,test}/NNNNNN.tar + sizes.json
+    manifest: PathValue = Path("data/shards/manifest.json")  # shard -> samples, bytes, sha256
+    report: PathValue = Path("metrics/shard.json")
+
+
+class ShardParams(Section):
+    """`biomedclip shard`: the validated manifest → WebDataset tar shards per split."""
+
+    samples_per_shard: Annotated[int, Field(ge=1)] = 256  # PMC-15M: 10000 (about 1 GB a shard)
+    seed: Annotated[int, Field(ge=0)] = 0  # the train order's shuffle
+    outputs: ShardOutputs = ShardOutputs()
+
+    @model_validator(mode="after")
+    def _manifest_inside(self) -> Self:
+        if self.outputs.manifest.parent != self.outputs.shards:
+            raise ValueError(f"outputs.manifest ({self.outputs.manifest}) must sit directly in "
+                             f"outputs.shards ({self.outputs.shards})")
+        return self
+
+
 class Params(Section):
     """The whole `params.yaml`: one section per stage."""
 
     demo: DemoParams = DemoParams()
     ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    shard: ShardParams = ShardParams()
 
 
 S = TypeVar("S", bound=Section)

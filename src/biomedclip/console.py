@@ -42,12 +42,19 @@ def configure_logging(level: str = "INFO") -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+    # Libraries that are chatty at INFO: warnings only. A filter on the handler, not levels on
+    # their loggers, because some (great_expectations) set their own levels when imported.
+    handler.addFilter(_quiet_libraries)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Libraries that are chatty at INFO.
-    for noisy in ("PIL", "urllib3", "botocore", "s3transfer", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+_NOISY = ("PIL.", "urllib3.", "botocore.", "s3transfer.", "filelock.", "great_expectations.")
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not (record.name + ".").startswith(_NOISY)
 
 
 def progress(

@@ -1,0 +1,210 @@
+"""Write `shards/{train,val,test}/NNNNNN.tar`, a `sizes.json` per split and a shard manifest.
+
+Order: train is shuffled with a seeded, keyed hash of `pair_id` (the same seed and pairs give the
+same order on any machine), val and test are in a stable (PMCID, pair_id) order. The order is
+computed by an on-disk SQLite sort, so memory stays flat at PMC-15M's size.
+
+Each sample is `<pair_id>.jpg` (the image store's bytes, unchanged and checked against
+`image_sha256`), `<pair_id>.txt` (the caption, UTF-8) and `<pair_id>.json` (the pair's metadata).
+
+Atomic and resumable: a shard is written to a temp file and renamed into place, and the shard
+list is saved after each one with a digest of the inputs. A killed run, re-run on the same inputs,
+keeps the shards already written and writes the rest (a finished run on the same inputs writes
+nothing); on other inputs it starts over. Shards are byte-identical either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from biomedclip.atomic_io import atomic_write_bytes, atomic_writer
+from biomedclip.config import IngestParams, ShardParams
+from biomedclip.console import progress
+from biomedclip.ingest.split import SPLITS
+from biomedclip.shard.tar import add_sample, sample_tar
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the shard layout changes: old shards are then rewritten
+STATE_FILE = ".shard-state.json"
+METADATA = ("pair_id", "pmcid", "pmid", "fig_id", "label", "panels", "image_key", "image_sha256",
+            "width", "height", "license", "split", "source_uri")
+READ_COLUMNS = (*METADATA, "caption")
+BATCH_ROWS = 20_000
+
+
+class ShardInputError(ValueError):
+    """The manifest or the image store does not match what sharding needs (names the item)."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def order_key(split: str, pair_id: str, pmcid: str, seed: int) -> str:
+    """Sort key of a pair within its split: a keyed hash for train, (PMCID, pair_id) otherwise."""
+    if split == "train":
+        return hashlib.sha256(f"{seed}:{pair_id}".encode()).hexdigest()[:24]
+    return f"{pmcid.removeprefix('PMC').zfill(12)}:{pair_id}"
+
+
+def _stage(pairs: Path, db: sqlite3.Connection, seed: int) -> dict[str, int]:
+    try:
+        parquet = pq.ParquetFile(pairs)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ShardInputError(f"{pairs}: cannot read the pairs manifest: {exc}") from None
+    missing = sorted(set(READ_COLUMNS) - set(parquet.schema_arrow.names))
+    if missing:
+        raise ShardInputError(f"{pairs}: the manifest lacks columns {missing}")
+    db.execute("CREATE TABLE samples (split TEXT, key TEXT, pair_id TEXT, image_key TEXT, "
+               "image_sha256 TEXT, caption TEXT, meta TEXT)")
+    counts = dict.fromkeys(SPLITS, 0)
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(READ_COLUMNS)):
+        rows = []
+        for pair in batch.to_pylist():
+            split = pair["split"]
+            if split not in counts:
+                raise ShardInputError(f"{pairs}: pair {pair['pair_id']} has split {split!r}, not one "
+                                      f"of {SPLITS} (run the validate stage first)")
+            counts[split] += 1
+            meta = json.dumps({k: pair[k] for k in METADATA}, sort_keys=True, ensure_ascii=False)
+            rows.append((split, order_key(split, pair["pair_id"], pair["pmcid"], seed), pair["pair_id"],
+                         pair["image_key"], pair["image_sha256"], pair["caption"], meta))
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("CREATE INDEX samples_order ON samples (split, key)")
+    db.commit()
+    return counts
+
+
+def _sample(images: Path, pair_id: str, image_key: str, image_sha256: str, caption: str,
+            meta: str) -> dict[str, bytes]:
+    path = images / image_key
+    try:
+        jpeg = path.read_bytes()
+    except OSError as exc:
+        raise ShardInputError(f"pair {pair_id}: image {path} cannot be read ({exc.strerror}); "
+                              "re-run the ingest stage to restore the image store") from None
+    if hashlib.sha256(jpeg).hexdigest() != image_sha256:
+        raise ShardInputError(f"pair {pair_id}: image {path} does not match its image_sha256 "
+                              "(the image store was modified); re-run the ingest stage")
+    return {"jpg": jpeg, "txt": caption.encode("utf-8"), "json": meta.encode("utf-8")}
+
+
+def _load_state(root: Path, manifest: Path, digest: str) -> dict[str, dict[str, Any]]:
+    """Shards already written for the same inputs (by a killed run, or a finished one), still
+    present; for other inputs, wipe the split folders and return nothing.
+
+    Shards appear only by atomic rename, so a shard present at its recorded size is the one
+    written; re-hashing every shard is `biomedclip lineage --verify`'s job, not a resume's.
+    """
+    state = None
+    for source in (root / STATE_FILE, manifest):  # the run in progress, else the finished one
+        try:
+            state = json.loads(source.read_text())
+        except (OSError, ValueError):
+            continue
+        if source == manifest and isinstance(state, dict):
+            state = {"inputs": state.get("inputs"),
+                     "shards": {s["path"]: {k: s[k] for k in ("samples", "bytes", "sha256")}
+                                for split in state.get("splits", {}).values() for s in split["shards"]}}
+        break
+    if not isinstance(state, dict) or state.get("inputs") != digest:
+        if any((root / split).exists() for split in SPLITS):
+            log.info("%s holds shards of other inputs: writing all shards", root)
+        for split in SPLITS:
+            shutil.rmtree(root / split, ignore_errors=True)
+        return {}
+    kept = {name: entry for name, entry in state["shards"].items()
+            if (root / name).is_file() and (root / name).stat().st_size == entry["bytes"]}
+    log.info("%d shards already written for these inputs", len(kept))
+    return kept
+
+
+def _inputs_digest(pairs: Path, params: ShardParams) -> str:
+    spec = {"format": FORMAT, "manifest_sha256": file_sha256(pairs),
+            "samples_per_shard": params.samples_per_shard, "seed": params.seed}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def write_shards(ingest: IngestParams, params: ShardParams, *, scratch: Path | None = None) -> dict[str, Any]:
+    """Shard the manifest at `ingest.outputs.pairs`; returns the report (also written as metrics)."""
+    pairs, images, root = ingest.outputs.pairs, ingest.outputs.images, params.outputs.shards
+    root.mkdir(parents=True, exist_ok=True)
+    digest = _inputs_digest(pairs, params)
+    written = _load_state(root, params.outputs.manifest, digest)
+    per = params.samples_per_shard
+    with tempfile.TemporaryDirectory(prefix=".shard-", dir=scratch or root.parent) as tmp_name:
+        db = sqlite3.connect(Path(tmp_name) / "order.sqlite")
+        try:
+            counts = _stage(pairs, db, params.seed)
+            plan = [(split, i) for split in SPLITS for i in range(-(-counts[split] // per))]
+            todo = sum(f"{split}/{index:06d}.tar" not in written for split, index in plan)
+            for (split, index), rows in progress(_iter_missing(db, plan, written, per), total=todo,
+                                                 description="writing shards"):
+                name = f"{split}/{index:06d}.tar"
+                path = root / name
+                with atomic_writer(path) as fh, sample_tar(fh) as tar:
+                    for row in rows:
+                        add_sample(tar, row[0], _sample(images, *row))
+                written[name] = {"samples": len(rows), "bytes": path.stat().st_size,
+                                 "sha256": file_sha256(path)}
+                atomic_write_bytes(root / STATE_FILE, json.dumps(
+                    {"inputs": digest, "shards": written}, sort_keys=True).encode())
+        finally:
+            db.close()
+    return _finish(root, params, digest, counts, written, plan)
+
+
+def _iter_missing(db: sqlite3.Connection, plan: list[tuple[str, int]], written: dict, per: int):
+    """(split, shard index) and the rows of each shard not yet written, in order: one sorted scan
+    per split (an index range scan, no OFFSET), skipping the shards a killed run already wrote."""
+    for split in SPLITS:
+        cursor = db.execute("SELECT pair_id, image_key, image_sha256, caption, meta FROM samples "
+                            "WHERE split = ? ORDER BY key", (split,))
+        for index in (i for s, i in plan if s == split):
+            rows = cursor.fetchmany(per)
+            if f"{split}/{index:06d}.tar" not in written:
+                yield (split, index), rows
+
+
+def _finish(root: Path, params: ShardParams, digest: str, counts: dict[str, int],
+            written: dict[str, dict[str, Any]], plan: list[tuple[str, int]]) -> dict[str, Any]:
+    """sizes.json per split, the shard manifest, stale shards removed; returns the report."""
+    names = {f"{split}/{index:06d}.tar" for split, index in plan}
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        folder = root / split
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob("*.tar"):
+            if f"{split}/{stale.name}" not in names:
+                stale.unlink()
+        shards = [{"path": name, **written[name]} for name in sorted(names) if name.startswith(split + "/")]
+        atomic_write_bytes(folder / "sizes.json", json.dumps(
+            {Path(s["path"]).name: s["samples"] for s in shards}, indent=2, sort_keys=True).encode())
+        splits[split] = {"samples": counts[split], "shards": shards,
+                         "bytes": sum(s["bytes"] for s in shards)}
+    manifest = {"format": FORMAT, "inputs": digest, "samples_per_shard": params.samples_per_shard,
+                "seed": params.seed, "splits": splits}
+    atomic_write_bytes(params.outputs.manifest, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    (root / STATE_FILE).unlink(missing_ok=True)
+    report = {split: {"samples": v["samples"], "shards": len(v["shards"]), "bytes": v["bytes"]}
+              for split, v in splits.items()}
+    report["manifest_sha256"] = file_sha256(params.outputs.manifest)
+    atomic_write_bytes(params.outputs.report, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    log.info("shards: %s", ", ".join(f"{s} {report[s]['samples']} samples in {report[s]['shards']} shards"
+                                     for s in SPLITS))
+    return report
