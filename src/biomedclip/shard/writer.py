@@ -20,7 +20,6 @@ import json
 import logging
 import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the shard layout changes: old shards are then rewritten
 STATE_FILE = ".shard-state.json"
+SCRATCH = ".scratch"
 METADATA = ("pair_id", "pmcid", "pmid", "fig_id", "label", "panels", "image_key", "image_sha256",
             "width", "height", "license", "split", "source_uri")
 READ_COLUMNS = (*METADATA, "caption")
+NOT_NULL = ("pair_id", "pmcid", "split", "image_key", "image_sha256", "caption")
 BATCH_ROWS = 20_000
 
 
@@ -76,6 +77,9 @@ def _stage(pairs: Path, db: sqlite3.Connection, seed: int) -> dict[str, int]:
     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(READ_COLUMNS)):
         rows = []
         for pair in batch.to_pylist():
+            if nulls := [c for c in NOT_NULL if pair[c] is None]:
+                raise ShardInputError(f"{pairs}: pair {pair['pair_id']} has no {', '.join(nulls)} "
+                                      "(run the validate stage first)")
             split = pair["split"]
             if split not in counts:
                 raise ShardInputError(f"{pairs}: pair {pair['pair_id']} has split {split!r}, not one "
@@ -125,6 +129,10 @@ def _load_state(root: Path, manifest: Path, digest: str) -> dict[str, dict[str, 
     if not isinstance(state, dict) or state.get("inputs") != digest:
         if any((root / split).exists() for split in SPLITS):
             log.info("%s holds shards of other inputs: writing all shards", root)
+        # Claim the folder for these inputs before deleting anything, so a run killed in between
+        # can never take the old shards (or the old manifest) for this run's.
+        manifest.unlink(missing_ok=True)
+        _save_state(root, digest, {})
         for split in SPLITS:
             shutil.rmtree(root / split, ignore_errors=True)
         return {}
@@ -134,21 +142,37 @@ def _load_state(root: Path, manifest: Path, digest: str) -> dict[str, dict[str, 
     return kept
 
 
+def _save_state(root: Path, digest: str, written: dict[str, dict[str, Any]]) -> None:
+    atomic_write_bytes(root / STATE_FILE, json.dumps({"inputs": digest, "shards": written},
+                                                     sort_keys=True).encode())
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Temp files of shards a killed run was writing, and its scratch folder."""
+    for split in SPLITS:
+        for tmp in (root / split).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    shutil.rmtree(root / SCRATCH, ignore_errors=True)
+
+
 def _inputs_digest(pairs: Path, params: ShardParams) -> str:
     spec = {"format": FORMAT, "manifest_sha256": file_sha256(pairs),
             "samples_per_shard": params.samples_per_shard, "seed": params.seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def write_shards(ingest: IngestParams, params: ShardParams, *, scratch: Path | None = None) -> dict[str, Any]:
+def write_shards(ingest: IngestParams, params: ShardParams) -> dict[str, Any]:
     """Shard the manifest at `ingest.outputs.pairs`; returns the report (also written as metrics)."""
     pairs, images, root = ingest.outputs.pairs, ingest.outputs.images, params.outputs.shards
     root.mkdir(parents=True, exist_ok=True)
     digest = _inputs_digest(pairs, params)
+    _remove_leftovers(root)
     written = _load_state(root, params.outputs.manifest, digest)
     per = params.samples_per_shard
-    with tempfile.TemporaryDirectory(prefix=".shard-", dir=scratch or root.parent) as tmp_name:
-        db = sqlite3.connect(Path(tmp_name) / "order.sqlite")
+    scratch = root / SCRATCH  # the on-disk sort; removed at the end, or by the next run if killed
+    scratch.mkdir()
+    try:
+        db = sqlite3.connect(scratch / "order.sqlite")
         try:
             counts = _stage(pairs, db, params.seed)
             plan = [(split, i) for split in SPLITS for i in range(-(-counts[split] // per))]
@@ -162,10 +186,11 @@ def write_shards(ingest: IngestParams, params: ShardParams, *, scratch: Path | N
                         add_sample(tar, row[0], _sample(images, *row))
                 written[name] = {"samples": len(rows), "bytes": path.stat().st_size,
                                  "sha256": file_sha256(path)}
-                atomic_write_bytes(root / STATE_FILE, json.dumps(
-                    {"inputs": digest, "shards": written}, sort_keys=True).encode())
+                _save_state(root, digest, written)
         finally:
             db.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return _finish(root, params, digest, counts, written, plan)
 
 

@@ -89,7 +89,6 @@ def _run_checkpoints(db_path: Path, found: list[Check], docs_dir: Path) -> dict[
         by_id = {r.expectation_config.id: r for r in validation.results}
         for i in positions:
             results[i] = by_id[found[i].expectation.id]
-    context.build_data_docs()
     return results
 
 
@@ -97,11 +96,14 @@ def _number(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _samples(db: sqlite3.Connection, asset: str, gx_result: dict[str, Any]) -> list[dict[str, Any]]:
+def _samples(db: sqlite3.Connection, asset: str, gx_result: dict[str, Any],
+             gx_result_column: str | None) -> list[dict[str, Any]]:
     key = ROW_KEYS[asset]
     keys = [row.get(key) for row in gx_result.get("partial_unexpected_index_list") or []
             if isinstance(row, dict)][:SAMPLE_ROWS]
-    if not key or not keys:
+    if not key:  # a one-row table: the offending values are the sample
+        return [{gx_result_column: value} for value in (gx_result.get("partial_unexpected_list") or [])]
+    if not keys:
         return []
     if asset == PAIRS:
         query = (f"SELECT pair_id, pmcid, split, width, height, substr(caption, 1, 80) AS caption "
@@ -117,7 +119,7 @@ def _samples(db: sqlite3.Connection, asset: str, gx_result: dict[str, Any]) -> l
     return [dict(zip(names, row, strict=True)) for row in cursor]
 
 
-def _row(check: Check, outcome: Any, db: sqlite3.Connection) -> dict[str, Any]:
+def _row(check: Check, outcome: Any, db: sqlite3.Connection, present: set[str]) -> dict[str, Any]:
     config = outcome.expectation_config
     result = outcome.result or {}
     row: dict[str, Any] = {
@@ -133,23 +135,37 @@ def _row(check: Check, outcome: Any, db: sqlite3.Connection) -> dict[str, Any]:
     if "unexpected_count" in result:
         row["unexpected_count"] = result["unexpected_count"]
         row["unexpected_percent"] = _number(result.get("unexpected_percent") or 0.0)
-    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+    bounds = {k: _number(config.kwargs[k]) for k in ("min_value", "max_value")
+              if config.kwargs.get(k) is not None}
+    if bounds:
+        row["expected"] = bounds
+    if check.name == "required_columns" and isinstance(result.get("observed_value"), list):
+        row["missing"] = sorted(set(config.kwargs["column_set"]) - set(result["observed_value"]))
+    if row["column"] and check.asset == PAIRS and row["column"] not in present:
+        row["error"] = f"column {row['column']} is missing from the manifest"
+        row["success"] = False
+    elif outcome.exception_info and outcome.exception_info.get("raised_exception"):
         message = str(outcome.exception_info.get("exception_message") or "").splitlines()
         row["error"] = message[0] if message else "the expectation raised"
         row["success"] = False
-    if not row["success"]:
-        row["sample"] = _samples(db, check.asset, result)
+    if not row["success"] and "error" not in row:
+        row["sample"] = _samples(db, check.asset, result, row["column"])
     return row
 
 
 def _describe(row: dict[str, Any]) -> str:
     target = f"({row['column']})" if row["column"] else ""
     if "error" in row:
-        what = f"could not be evaluated: {row['error']}"
+        what = row["error"]
+    elif row.get("missing"):
+        what = f"missing columns {row['missing']}"
     elif "unexpected_count" in row:
         what = f"{row['unexpected_count']} rows unexpected ({row['unexpected_percent']:.3g}%)"
     else:
         what = f"observed {row.get('observed')!r}"
+    if "expected" in row:
+        limits = [f"{name.removesuffix('_value')} {value}" for name, value in row["expected"].items()]
+        what += f"; expected {' and '.join(limits)}"
     lines = [f"  {row['check']}: {row['expectation']}{target}: {what}"]
     lines += [f"      {json.dumps(sample, default=str, ensure_ascii=False)}" for sample in row.get("sample", [])]
     return "\n".join(lines)
@@ -198,7 +214,8 @@ def validate_manifest(ingest: IngestParams, params: ValidateParams, *,
             outcomes = _run_checkpoints(db_path, found, docs_dir)
         db = sqlite3.connect(db_path)
         try:
-            table = [_row(check, outcomes[i], db) for i, check in enumerate(found)]
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({PAIRS_TABLE})")}
+            table = [_row(check, outcomes[i], db, present) for i, check in enumerate(found)]
         finally:
             db.close()
     failed = Counter(row["severity"] for row in table if not row["success"])

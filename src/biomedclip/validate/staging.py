@@ -57,6 +57,8 @@ def stage_manifest(manifest: Path, report: Path, db_path: Path, *, batch_rows: i
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValidationInputError(f"{report}: cannot read reject_rate from the ingest report: "
                                    f"{type(exc).__name__}: {exc}") from None
+    if isinstance(reject_rate, bool) or not isinstance(reject_rate, int | float):
+        raise ValidationInputError(f"{report}: reject_rate must be a number, got {reject_rate!r}")
     fields = [(f.name, sql_type(f.type)) for f in parquet.schema_arrow]
     names = [name for name, _ in fields]
     db = sqlite3.connect(db_path)
