@@ -49,7 +49,7 @@ def stage_manifest(manifest: Path, report: Path, db_path: Path, *, batch_rows: i
     """Copy the manifest into table `pairs` (+ `caption_words`) and the report's reject rate into
     `ingest_report`; returns the row count. Raises `ValidationInputError` naming the bad file."""
     try:
-        parquet = pq.ParquetFile(manifest)
+        parquet = pq.ParquetFile(manifest, pre_buffer=False)  # read one row group at a time
     except (OSError, pa.ArrowInvalid) as exc:
         raise ValidationInputError(f"{manifest}: cannot read the pairs manifest: {exc}") from None
     try:
@@ -68,12 +68,14 @@ def stage_manifest(manifest: Path, report: Path, db_path: Path, *, batch_rows: i
         insert = (f"INSERT INTO {PAIRS_TABLE} VALUES ({', '.join('?' * (len(fields) + 1))})")
         caption_at = names.index("caption") if "caption" in names else None
         rows = 0
-        for batch in parquet.iter_batches(batch_size=batch_rows):
+        for batch in parquet.iter_batches(batch_size=batch_rows, use_threads=False):
             values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
             captions = values[caption_at] if caption_at is not None else [None] * batch.num_rows
             words = [len(c.split()) if isinstance(c, str) else None for c in captions]
             db.executemany(insert, zip(*values, words, strict=True))
+            db.commit()  # one transaction per batch: SQLite's dirty pages stay bounded
             rows += batch.num_rows
+            del values, captions, words, batch
         db.execute(f"CREATE TABLE {REPORT_TABLE} (reject_rate REAL)")
         db.execute(f"INSERT INTO {REPORT_TABLE} VALUES (?)", (reject_rate,))
         db.commit()
