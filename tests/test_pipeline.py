@@ -42,6 +42,10 @@ def project(tmp_path_factory) -> Path:
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
+    # Train for a handful of steps here: the pipeline's wiring is under test, not the model.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"].update(epochs=1, samples_per_epoch=256, global_batch=32, workers=0)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(root, "git", "init", "-q")
     sh(root, "git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm",
        "clone", "--allow-empty")
@@ -77,8 +81,12 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     report = json.loads((project / "metrics" / "ingest.json").read_text())
     assert report["pairs"]["total"] > 1000
     assert min(report["pairs"]["val"], report["pairs"]["test"]) > 20
-    assert ("validate", "COMPLETED") in runs and ("shard", "COMPLETED") in runs
-    assert {("validation-report",), ("shard-report",)} <= set(artifacts)
+    for flow in ("validate", "shard", "tokenizer", "train"):
+        assert (flow, "COMPLETED") in runs, flow
+    assert {("validation-report",), ("shard-report",), ("train-report",)} <= set(artifacts)
+    run_info = json.loads((project / "data" / "train" / "run.json").read_text())
+    assert (project / run_info["model_dir"] / "open_clip_model.safetensors").is_file()
+    assert run_info["mlflow_run_id"] and (project / "mlflow.db").is_file()
     assert json.loads((project / "metrics" / "validate.json").read_text())["success"] is True
     assert (project / "reports" / "validation" / "index.html").is_file()
     for split in ("train", "val", "test"):

@@ -277,3 +277,182 @@ def shard(
         row = report[split]
         table.add_row(split, str(row["samples"]), str(row["shards"]), f"{row['bytes'] / 2**20:.1f}")
     out.print(table)
+
+
+@app.command("train")
+def train(
+    ctx: typer.Context,
+    nproc: Annotated[int | None, typer.Option(min=1, help="Training processes on this machine: 1 runs "
+                                              "here, more start torchrun (gloo on CPU, NCCL on GPU). "
+                                              "(default: train.nproc)")] = None,
+    resume: Annotated[bool | None, typer.Option("--resume/--fresh", help="Continue from the latest "
+                                                "checkpoint (an error if none), or ignore checkpoints. "
+                                                "Default: continue only a checkpoint of the same run.")] = None,
+) -> None:
+    """Pretrain the CLIP model on the train shards (the BiomedCLIP recipe; `train.*` params).
+
+    Streams the shards with webdataset, trains with the sharded contrastive loss (AdamW, cosine
+    schedule with warm-up, optional bf16 and gradient checkpointing), checkpoints every
+    `train.checkpoint_every` steps, logs to MLflow, and writes the model folder, the loss curve
+    and validation retrieval. Under torchrun or srun already, it joins that process group.
+    """
+    from biomedclip.train.launch import launch
+
+    state: Context = ctx.obj
+    params = state.params()
+    mode = None if resume is None else ("always" if resume else "never")
+    raise typer.Exit(launch(state.params_path, nproc=nproc or params.train.nproc, resume=mode))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="A model folder (open_clip / BiomedCLIP, hf-hub "
+                                              "style) or an MLflow URI such as models:/biomedclip@champion. "
+                                              "(default: evaluate.model, else the train stage's model)")] = None,
+) -> None:
+    """Measure a model as the paper did: test-split retrieval and zero-shot classification.
+
+    Image→text and text→image Recall@k, mean and median rank (chunked: bounded memory), zero-shot
+    top-1, balanced accuracy, macro-F1 (AUROC for binary tasks) with prompt ensembles on each
+    benchmark in `evaluate.benchmarks`, and behavioural model tests. Writes metrics/eval.json,
+    the plots' data and a model-test report.
+    """
+    import json
+
+    from biomedclip.evaluate.benchmarks import BenchmarkError
+    from biomedclip.evaluate.run import evaluate, report_markdown
+
+    state: Context = ctx.obj
+    params = state.params()
+    run_id = None
+    source = model or params.evaluate.model
+    if source is None:
+        try:
+            info = json.loads(params.train.outputs.run_info.read_text())
+        except OSError:
+            err.print(f"[bold red]error:[/] no --model and no trained model ({params.train.outputs.run_info} "
+                      "is missing): run `dvc repro train` first", highlight=False)
+            raise typer.Exit(1) from None
+        source, run_id = info["model_dir"], info.get("mlflow_run_id")
+    try:
+        result = evaluate(params.evaluate, model=source, shards_dir=params.shard.outputs.shards,
+                          mlflow_run_id=run_id, tracking=params.train.tracking)
+    except (BenchmarkError, FileNotFoundError, ValueError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    from rich.markdown import Markdown
+
+    out.print(Markdown(report_markdown(result)))
+
+
+def _registry_error(exc: Exception) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return typer.Exit(1)
+
+
+@app.command("register")
+def register_command(ctx: typer.Context) -> None:
+    """Register the trained model in MLflow with its full lineage (alias `challenger`).
+
+    Logs a pyfunc (images and/or texts in, normalised embeddings and zero-shot probabilities out;
+    safetensors weights, no pickles) plus the open_clip folder, and tags the version with the git
+    commit, data, manifest, validation, shard and dvc.lock digests, params, Prefect flow runs and
+    evaluation. Registering the same model again returns the existing version.
+    """
+    from biomedclip.register.registry import RegistryError
+    from biomedclip.register.stage import register_trained
+
+    state: Context = ctx.obj
+    try:
+        result = register_trained(state.params(), state.params_path)
+    except (RegistryError, FileNotFoundError) as exc:
+        raise _registry_error(exc) from None
+    out.print(f"{result['uri']} {'registered' if result['created'] else 'already registered'} (alias challenger)")
+
+
+@app.command("promote")
+def promote_command(
+    ctx: typer.Context,
+    version: Annotated[int | None, typer.Option(min=1, help="The version to promote. (default: the challenger)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate says no (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded with the decision.")] = None,
+) -> None:
+    """Promote the challenger to `champion` if it beats the champion on today's test set.
+
+    Both are re-evaluated on the challenger's test split and benchmarks; the challenger must gain
+    `register.gate.min_improvement` on the primary metric and lose no more than the tolerance on
+    any guard. The decision and its numbers are recorded on the version and in the decision log.
+    Exit code 3 when the gate refuses.
+    """
+    from biomedclip.register.registry import RegistryError, promote
+
+    state: Context = ctx.obj
+    params = state.params()
+    try:
+        record = promote(params.register_, params.train.tracking, params.evaluate, params.shard.outputs.shards,
+                         version=version, force=force, reason=reason)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    verdict = "[green]promoted[/]" if record["promoted"] else "[yellow]not promoted[/]"
+    out.print(f"{params.register_.model_name} version {record['version']}: {verdict} — {record['why']}")
+    if not record["promoted"]:
+        raise typer.Exit(3)
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")] = "",
+) -> None:
+    """Move `champion` back to the previous champion (recorded like every decision)."""
+    from biomedclip.register.registry import RegistryError, rollback
+
+    state: Context = ctx.obj
+    params = state.params()
+    try:
+        record = rollback(params.register_, params.train.tracking, reason=reason)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    out.print(f"{params.register_.model_name}: champion is version {record['version']} again "
+              f"(was {record['previous_champion']})")
+
+
+@app.command("lineage")
+def lineage_command(
+    ctx: typer.Context,
+    model_uri: Annotated[str, typer.Argument(help="models:/biomedclip@champion or models:/biomedclip/3")],
+    verify_: Annotated[bool, typer.Option("--verify", help="Re-hash what is here (raw data, manifest, "
+                                          "shards, model) against the recorded lineage; exit 1 on any mismatch.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show where a registered model came from: run, commit, params, dvc.lock stages, data,
+    validation, shards, metrics, Prefect flow runs and promotion history."""
+    import json
+
+    from biomedclip.register.lineage import lineage, lineage_text, verify
+    from biomedclip.register.registry import RegistryError
+
+    state: Context = ctx.obj
+    params = state.params()
+    try:
+        chain = lineage(model_uri, params.register_, params.train.tracking)
+    except RegistryError as exc:
+        raise _registry_error(exc) from None
+    problems: list[str] = []
+    if verify_:
+        problems = verify(chain, params.register_, params.train.tracking, shard_manifest=params.shard.outputs.manifest,
+                          model_dir=params.train.outputs.dir / "final")
+        chain["verified"] = not problems
+        chain["problems"] = problems
+    if as_json:
+        print(json.dumps(chain, indent=2, sort_keys=True))
+    else:
+        out.print(lineage_text(chain), highlight=False, markup=False)
+        if verify_:
+            if problems:
+                err.print("[bold red]verification failed:[/]\n" + "\n".join(f"  {p}" for p in problems), highlight=False)
+            else:
+                out.print("[green]verified:[/] data, manifest, shards and model match the recorded lineage")
+    if problems:
+        raise typer.Exit(1)

@@ -312,6 +312,123 @@ class ShardParams(Section):
         return self
 
 
+class TokenizerParams(Section):
+    """The text tower's tokenizer: PubMedBERT's when a local copy exists, else one built here."""
+
+    pubmedbert_dir: PathValue | None = None  # a local HF directory (vocab.txt, tokenizer files)
+    vocab_size: Annotated[int, Field(ge=100, le=100_000)] = 8192  # WordPiece built from captions
+    min_frequency: Annotated[int, Field(ge=1)] = 2
+    out: PathValue = Path("data/tokenizer")
+
+
+class TrackingParams(Section):
+    """MLflow: on by default; the tracking URI comes from MLFLOW_TRACKING_URI, else `uri`."""
+
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "biomedclip"
+    system_metrics: bool = True
+
+
+class TrainOutputs(Section):
+    dir: PathValue = Path("data/train")  # checkpoints/, final/ (the model), text/ (tokenizer + config)
+    run_info: PathValue = Path("data/train/run.json")  # MLflow run id and what later stages need
+    loss_curve: PathValue = Path("metrics/train_loss.csv")  # DVC plot
+    metrics: PathValue = Path("metrics/train.json")
+
+
+class TrainParams(Section):
+    """`biomedclip train`: contrastive pretraining with open_clip (the BiomedCLIP recipe)."""
+
+    profile: Literal["biomedclip", "biomedclip-tiny"] = "biomedclip-tiny"
+    init_from: PathValue | None = None  # an open_clip checkpoint file or a local hf-hub-style folder
+    tokenizer: TokenizerParams = TokenizerParams()
+    epochs: Annotated[int, Field(ge=1)] = 16
+    samples_per_epoch: Annotated[int, Field(ge=1)] | None = None  # default: the train split's size
+    global_batch: Annotated[int, Field(ge=2)] = 64  # over all processes and accumulation steps
+    accum_freq: Annotated[int, Field(ge=1)] = 1  # micro-batches per step (features cached, open_clip style)
+    lr: Annotated[float, Field(gt=0, strict=False)] = 5e-4
+    weight_decay: Annotated[float, Field(ge=0, strict=False)] = 0.2
+    betas: Annotated[tuple[float, float], Field(strict=False)] = (0.9, 0.98)
+    eps: Annotated[float, Field(gt=0, strict=False)] = 1e-6
+    warmup_steps: Annotated[int, Field(ge=0)] = 40  # the paper: 2000
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast (the paper's AMP)
+    grad_checkpointing: bool = False
+    seed: Annotated[int, Field(ge=0)] = 0
+    workers: Annotated[int, Field(ge=0)] = 1  # data-loading processes per training process
+    shuffle_buffer: Annotated[int, Field(ge=1)] = 1000
+    nproc: Annotated[int, Field(ge=1)] = 1  # training processes on this machine (torchrun)
+    checkpoint_every: Annotated[int, Field(ge=1)] = 50  # steps
+    log_every: Annotated[int, Field(ge=1)] = 10  # steps
+    tracking: TrackingParams = TrackingParams()
+    outputs: TrainOutputs = TrainOutputs()
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> Self:
+        if self.global_batch % self.accum_freq:
+            raise ValueError(f"global_batch ({self.global_batch}) must be a multiple of "
+                             f"accum_freq ({self.accum_freq})")
+        return self
+
+
+class BenchmarkSpec(Section):
+    """A labelled zero-shot benchmark: `labels.csv` (path,label) or class folders, local or S3."""
+
+    name: Slug
+    path: str  # a folder or s3://bucket/prefix
+    classes: Annotated[tuple[str, ...], Field(strict=False)] | None = None  # default: dataset.json / labels
+
+
+class EvaluateOutputs(Section):
+    metrics: PathValue = Path("metrics/eval.json")
+    plots: PathValue = Path("metrics/eval")  # recall@k curve and confusion matrices (DVC plots)
+    report: PathValue = Path("reports/model-tests.md")  # behavioural checks of the model
+
+
+class EvaluateParams(Section):
+    """`biomedclip evaluate`: retrieval on the test split and zero-shot classification."""
+
+    model: str | None = None  # default: the train stage's model; or a folder, or models:/name@alias
+    batch_size: Annotated[int, Field(ge=1)] = 128
+    split: Literal["train", "val", "test"] = "test"
+    ks: Annotated[tuple[int, ...], Field(strict=False, min_length=1)] = (1, 5, 10)
+    similarity_memory_mb: Annotated[int, Field(ge=16)] = 512  # one block of the similarity matrix
+    templates: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] = (
+        "this is an image of {}", "{} presented in image", "a photo of {}")
+    benchmarks: Annotated[tuple[BenchmarkSpec, ...], Field(strict=False)] = (
+        BenchmarkSpec(name="pmc-figure-types", path="data/benchmarks/pmc-figure-types"),)
+    s3: S3Params = S3Params()
+    jpeg_quality: Annotated[int, Field(ge=10, le=95)] = 75  # the re-encoding invariance check
+    min_jpeg_similarity: Annotated[float, Field(gt=0, le=1, strict=False)] = 0.9
+    outputs: EvaluateOutputs = EvaluateOutputs()
+
+    @model_validator(mode="after")
+    def _templates_have_a_slot(self) -> Self:
+        bad = [t for t in self.templates if t.count("{}") != 1]
+        if bad:
+            raise ValueError(f"templates need exactly one {{}} for the class name: {bad}")
+        return self
+
+
+class GateParams(Section):
+    """The promotion gate: champion and challenger re-evaluated on the challenger's data."""
+
+    primary: str = "retrieval/image_to_text/recall_at_10"  # a key of the evaluation, `/`-joined
+    min_improvement: Annotated[float, Field(ge=0, strict=False)] = 0.0  # challenger - champion >= this
+    guards: Annotated[tuple[str, ...], Field(strict=False)] = (
+        "retrieval/text_to_image/recall_at_10", "zero_shot/pmc-figure-types/top1")
+    tolerance: Annotated[float, Field(ge=0, strict=False)] = 0.02  # a guard may drop at most this
+
+
+class RegisterParams(Section):
+    """`biomedclip register / promote / rollback / lineage`: the MLflow model registry."""
+
+    model_name: Slug = "biomedclip"
+    gate: GateParams = GateParams()
+    decision_log: PathValue = Path("registry/decisions.jsonl")  # append-only, versioned in git
+    output: PathValue = Path("metrics/register.json")  # the registered version (DVC stage output)
+
+
 class Params(Section):
     """The whole `params.yaml`: one section per stage."""
 
@@ -319,6 +436,9 @@ class Params(Section):
     ingest: IngestParams = IngestParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     shard: ShardParams = ShardParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
 
 
 S = TypeVar("S", bound=Section)

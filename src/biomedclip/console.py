@@ -50,7 +50,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-_NOISY = ("PIL.", "urllib3.", "botocore.", "s3transfer.", "filelock.", "great_expectations.")
+_NOISY = ("PIL.", "urllib3.", "botocore.", "s3transfer.", "filelock.", "great_expectations.", "httpx.")
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval and zero-shot metrics as pure functions of embeddings."""

@@ -1,0 +1,224 @@
+"""Evaluate a model: retrieval on a held-out split, zero-shot classification on benchmarks, and
+behavioural model tests. Writes the metrics (DVC metrics), the plots' data (DVC plots), the
+model-test report, and logs the same into the training's MLflow run when there is one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.config import EvaluateParams, TrackingParams
+from biomedclip.evaluate.benchmarks import load_benchmark
+from biomedclip.evaluate.classification import class_embeddings, classification_metrics
+from biomedclip.evaluate.models import LoadedModel, load_model
+from biomedclip.evaluate.retrieval import match_ranks, rank_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def embed_images(loaded: LoadedModel, images: Iterable[Image.Image], batch_size: int) -> torch.Tensor:
+    device = next(loaded.model.parameters()).device
+    chunks = [loaded.model.encode_image(torch.stack([loaded.preprocess(i) for i in batch]).to(device),
+                                        normalize=True).float().cpu()
+              for batch in _batched(images, batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+@torch.no_grad()
+def embed_texts(loaded: LoadedModel, texts: Iterable[str], batch_size: int) -> torch.Tensor:
+    device = next(loaded.model.parameters()).device
+    chunks = [loaded.model.encode_text(loaded.tokenizer(batch).to(device), normalize=True).float().cpu()
+              for batch in _batched(texts, batch_size)]
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
+def split_pairs(folder: Path) -> tuple[list[bytes], list[str]]:
+    """JPEG bytes and captions of a split's shards, in shard order."""
+    import webdataset as wds
+
+    urls = sorted(str(p) for p in folder.glob("*.tar"))
+    images, captions = [], []
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False) if urls else []:
+        images.append(sample["jpg"])
+        captions.append(sample["txt"].decode("utf-8"))
+    return images, captions
+
+
+def _decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
+def _reencoded(data: bytes, quality: int) -> Image.Image:
+    out = io.BytesIO()
+    _decode(data).save(out, format="JPEG", quality=quality)
+    return _decode(out.getvalue())
+
+
+def retrieval(loaded: LoadedModel, images: list[bytes], captions: list[str],
+              params: EvaluateParams) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    image_features = embed_images(loaded, (_decode(b) for b in images), params.batch_size)
+    text_features = embed_texts(loaded, captions, params.batch_size)
+    n = len(image_features)
+    chunk = max(1, params.similarity_memory_mb * 2**20 // (4 * n))  # rows of one (chunk, N) block
+    metrics: dict[str, float] = {"pairs": float(n), "chance_recall_at_1": 1.0 / n}
+    for direction, (q, c) in {"image_to_text": (image_features, text_features),
+                              "text_to_image": (text_features, image_features)}.items():
+        for name, value in rank_metrics(match_ranks(q, c, chunk=chunk), params.ks).items():
+            metrics[f"{direction}/{name}"] = value
+    return metrics, image_features, text_features
+
+
+def _collect_labels(pairs: Iterable[tuple[Image.Image, int]], labels: list[int]) -> Iterator[Image.Image]:
+    """Images of (image, label) pairs, appending each label to `labels` as its image goes by."""
+    for image, label in pairs:
+        labels.append(label)
+        yield image
+
+
+def zero_shot(loaded: LoadedModel, params: EvaluateParams) -> tuple[dict[str, Any], dict[str, list]]:
+    results, predictions = {}, {}
+    for spec in params.benchmarks:
+        bench = load_benchmark(spec.name, spec.path, classes=list(spec.classes) if spec.classes else None,
+                               s3=params.s3)
+        labels: list[int] = []
+        image_features = embed_images(loaded, _collect_labels(bench.images(), labels), params.batch_size)
+        if not len(image_features):
+            raise ValueError(f"benchmark {spec.name}: no readable images ({len(bench.skipped)} skipped)")
+        classes = class_embeddings(lambda texts: embed_texts(loaded, texts, params.batch_size),
+                                   bench.classes, params.templates)
+        scores = 100.0 * image_features @ classes.T
+        truth = torch.tensor(labels)
+        metrics = classification_metrics(scores, truth)
+        metrics["chance_top1"] = 1.0 / len(bench.classes)
+        metrics["classes"] = bench.classes
+        metrics["skipped"] = len(bench.skipped)
+        if bench.skipped:
+            log.warning("benchmark %s: %d images skipped, e.g. %s", spec.name, len(bench.skipped), bench.skipped[0])
+        results[spec.name] = metrics
+        predicted = scores.argmax(dim=1).tolist()
+        predictions[spec.name] = [{"actual": bench.classes[a], "predicted": bench.classes[p]}
+                                  for a, p in zip(labels, predicted, strict=True)]
+    return results, predictions
+
+
+def model_tests(loaded: LoadedModel, images: list[bytes], captions: list[str], retrieval_metrics: dict,
+                params: EvaluateParams) -> dict[str, dict[str, Any]]:
+    """Behaviour a usable model must show (Made-With-ML's model tests)."""
+    n = len(images)
+    sample = images[: min(64, n)]
+    first = embed_images(loaded, (_decode(b) for b in sample), params.batch_size)
+    again = embed_images(loaded, (_decode(b) for b in sample), params.batch_size)
+    reencoded = embed_images(loaded, (_reencoded(b, params.jpeg_quality) for b in sample), params.batch_size)
+    similarity = float((first * reencoded).sum(dim=1).mean())
+    chance_median = (n + 1) / 2
+    median = retrieval_metrics["text_to_image/median_rank"]
+    return {
+        "caption_finds_its_image": {
+            "passed": median < chance_median / 2, "value": median,
+            "rule": f"median rank of a caption's own image < half the chance median ({chance_median / 2:.1f})"},
+        "deterministic_embeddings": {
+            "passed": bool(torch.allclose(first, again, atol=1e-6)),
+            "value": float((first - again).abs().max()), "rule": "the same image twice: max abs difference <= 1e-6"},
+        "jpeg_reencoding_invariance": {
+            "passed": similarity >= params.min_jpeg_similarity, "value": round(similarity, 6),
+            "rule": f"mean cosine similarity to a JPEG q{params.jpeg_quality} copy >= {params.min_jpeg_similarity}"},
+    }
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def report_markdown(result: dict[str, Any]) -> str:
+    lines = [f"## Evaluation of `{result['model']}`", "", "### Retrieval "
+             f"({result['retrieval']['pairs']:.0f} {result['split']} pairs)", "",
+             "| direction | " + " | ".join(f"R@{k}" for k in result["ks"]) + " | median rank |",
+             "|---|" + "---|" * (len(result["ks"]) + 1)]
+    for direction in ("image_to_text", "text_to_image"):
+        r = result["retrieval"]
+        lines.append(f"| {direction} | " + " | ".join(f"{r[f'{direction}/recall_at_{k}']:.3f}" for k in result["ks"])
+                     + f" | {r[f'{direction}/median_rank']:.0f} |")
+    lines += ["", f"Chance R@1: {result['retrieval']['chance_recall_at_1']:.4f}", "", "### Zero-shot", "",
+              "| benchmark | top-1 | balanced acc. | macro-F1 | AUROC | chance | skipped |", "|---|---|---|---|---|---|---|"]
+    for name, m in result["zero_shot"].items():
+        auroc = f"{m['auroc']:.3f}" if "auroc" in m else ""
+        lines.append(f"| {name} | {m['top1']:.3f} | {m['balanced_accuracy']:.3f} | {m['macro_f1']:.3f} | {auroc} | "
+                     f"{m['chance_top1']:.3f} | {m['skipped']} |")
+    lines += ["", "### Model tests", "", "| test | result | value | rule |", "|---|---|---|---|"]
+    for name, t in result["model_tests"].items():
+        lines.append(f"| {name} | {'pass' if t['passed'] else '**fail**'} | {t['value']} | {t['rule']} |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run_id: str | None = None,
+             tracking: TrackingParams | None = None) -> dict[str, Any]:
+    """Evaluate `model` (a folder or an MLflow model URI); returns and writes the results."""
+    loaded = load_model(model)
+    images, captions = split_pairs(shards_dir / params.split)
+    if len(images) < 2:
+        raise ValueError(f"{shards_dir / params.split}: retrieval needs at least 2 pairs, found {len(images)}")
+    retrieval_result, _, _ = retrieval(loaded, images, captions, params)
+    zero_shot_result, predictions = zero_shot(loaded, params)
+    tests = model_tests(loaded, images, captions, retrieval_result, params)
+    result = {"model": model, "split": params.split, "ks": list(params.ks), "retrieval": retrieval_result,
+              "zero_shot": {k: {m: v for m, v in r.items() if m != "confusion"} for k, r in zero_shot_result.items()},
+              "model_tests": tests}
+    out = params.outputs
+    metrics = {**result, "zero_shot": {k: {m: v for m, v in r.items() if m != "classes"} for k, r in result["zero_shot"].items()}}
+    atomic_write_bytes(out.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    _write_csv(out.plots / "recall_at_k.csv",
+               [{"k": k, **{d: retrieval_result[f"{d}/recall_at_{k}"] for d in ("image_to_text", "text_to_image")}}
+                for k in params.ks], ["k", "image_to_text", "text_to_image"])
+    for name, rows in predictions.items():
+        _write_csv(out.plots / f"confusion_{name}.csv", rows, ["actual", "predicted"])
+    atomic_write_bytes(out.report, report_markdown(result).encode())
+    if mlflow_run_id and tracking is not None and tracking.enabled:
+        _log_to_mlflow(mlflow_run_id, tracking, result, out)
+    return {**result, "confusion": {k: r["confusion"] for k, r in zero_shot_result.items()}}
+
+
+def _log_to_mlflow(run_id: str, tracking: TrackingParams, result: dict[str, Any], out) -> None:
+    import os
+
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri)
+    flat = {f"eval/{k}": v for k, v in result["retrieval"].items()}
+    for name, m in result["zero_shot"].items():
+        flat.update({f"eval/{name}/{k}": v for k, v in m.items() if isinstance(v, int | float)})
+    client = mlflow.MlflowClient()
+    for key, value in flat.items():
+        client.log_metric(run_id, key, float(value))
+    for name, test in result["model_tests"].items():
+        client.log_metric(run_id, f"eval/model_tests/{name}", float(test["passed"]))
+    client.log_artifact(run_id, str(out.metrics), "evaluation")
+    client.log_artifact(run_id, str(out.report), "evaluation")
+    client.log_artifacts(run_id, str(out.plots), "evaluation/plots")
+    log.info("logged the evaluation into MLflow run %s", run_id)

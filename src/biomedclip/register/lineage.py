@@ -1,0 +1,176 @@
+"""`biomedclip lineage MODEL_URI [--verify]`: the chain behind a registered version, and a check
+that what is on disk is what it was built from.
+
+version → MLflow run → git commit → params → `dvc.lock` stages (deps and outs with their hashes,
+from the copy logged with the model) → data version → validation result → shard manifest →
+metrics → Prefect flow runs → promotion history. `--verify` re-hashes the local workspace with
+DVC (raw data, manifest, shards, model folder...) against that `dvc.lock`, re-hashes every shard
+against the shard manifest, and the registered model's weights against their recorded digest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from biomedclip.config import RegisterParams, TrackingParams
+from biomedclip.register.lineage_facts import sha256_file
+from biomedclip.register.registry import RegistryError, _client, decisions
+
+log = logging.getLogger(__name__)
+URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+def resolve(client, uri: str):
+    match = URI.match(uri)
+    if not match:
+        raise RegistryError(f"{uri!r} is not a registered model URI (models:/name@alias or models:/name/N)")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if match["alias"]:
+            return client.get_model_version_by_alias(match["name"], match["alias"])
+        return client.get_model_version(match["name"], match["version"])
+    except MlflowException as exc:
+        raise RegistryError(f"{uri}: {exc.message}") from None
+
+
+def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[str, Any]:
+    client = _client(tracking)
+    version = resolve(client, uri)
+    tags = {k.removeprefix("biomedclip."): v for k, v in version.tags.items() if k.startswith("biomedclip.")}
+    run = client.get_run(version.run_id) if version.run_id else None
+    stages: dict[str, Any] = {}
+    if run is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = client.download_artifacts(run.info.run_id, "lineage/dvc.lock", tmp)
+                stages = yaml.safe_load(Path(local).read_text()).get("stages", {})
+            except Exception as exc:  # an older version registered without it
+                log.warning("no dvc.lock logged with run %s: %s", run.info.run_id, exc)
+    history = [d for d in decisions(params.decision_log)
+               if d.get("model") == version.name and (d.get("version") == int(version.version)
+                                                      or d.get("previous_champion") == int(version.version))]
+    aliases = list(getattr(version, "aliases", []) or [])
+    return {
+        "model": version.name, "version": int(version.version), "aliases": aliases,
+        "source": version.source, "run_id": version.run_id,
+        "git": {"commit": tags.get("git.commit"), "dirty": tags.get("git.dirty")},
+        "params": {"sha256": tags.get("params.sha256"),
+                   "recipe": {k: v for k, v in (run.data.params.items() if run else [])
+                              if k in ("profile", "epochs", "global_batch", "lr", "precision", "seed")}},
+        "data": {"version": tags.get("data.version"), "manifest_md5": tags.get("manifest.md5"),
+                 "validation_sha256": tags.get("validation.sha256"),
+                 "shard_manifest_sha256": tags.get("shards.manifest_sha256")},
+        "dvc_lock": {"sha256": tags.get("dvc_lock.sha256"), "stages": {
+            name: {"deps": {d["path"]: d.get("md5", "") for d in stage.get("deps", [])},
+                   "outs": {o["path"]: o.get("md5", "") for o in stage.get("outs", [])}}
+            for name, stage in stages.items()}},
+        "model_sha256": tags.get("model.sha256"),
+        "metrics": {k.removeprefix("eval."): v for k, v in sorted(tags.items()) if k.startswith("eval.")},
+        "flow_runs": {k.removeprefix("prefect.flow_run."): v for k, v in tags.items() if k.startswith("prefect.flow_run.")},
+        "promotions": history,
+    }
+
+
+def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingParams, *,
+           shard_manifest: Path, model_dir: Path | None, repo_root: Path = Path(".")) -> list[str]:
+    """Mismatches between the recorded lineage and what is here (empty: all verified)."""
+    problems: list[str] = []
+    recorded = {path: md5 for stage in chain["dvc_lock"]["stages"].values() for path, md5 in stage["outs"].items()}
+    data_version = chain["data"]["version"]
+    if not recorded:
+        problems.append("no dvc.lock was logged with the model: nothing to verify the data against")
+    from dvc.repo import Repo
+
+    repo = Repo(str(repo_root))
+    outs = {str(o.def_path): o for stage in repo.index.stages for o in stage.outs}
+    outs.update({str(o.def_path): o for stage in repo.index.stages if stage.addressing == "data.dvc" for o in stage.outs})
+    targets = dict(recorded)
+    if data_version and data_version != "unknown":
+        targets["data/raw"] = data_version
+    for path, md5 in sorted(targets.items()):
+        if not md5:
+            continue
+        out = outs.get(path)
+        if out is None:
+            problems.append(f"{path}: recorded in the lineage, unknown to this workspace's pipeline")
+            continue
+        try:
+            here = out.get_hash().value
+        except FileNotFoundError:
+            problems.append(f"{path}: missing (recorded md5 {md5})")
+            continue
+        if here != md5:
+            problems.append(f"{path}: md5 {here} here, {md5} recorded (changed since the model was built)")
+    if shard_manifest.is_file():
+        if chain["data"]["shard_manifest_sha256"] not in (None, sha256_file(shard_manifest)):
+            problems.append(f"{shard_manifest}: sha256 differs from the recorded shard manifest")
+        manifest = json.loads(shard_manifest.read_text())
+        root = shard_manifest.parent
+        for split in manifest.get("splits", {}).values():
+            for shard in split["shards"]:
+                path = root / shard["path"]
+                if not path.is_file():
+                    problems.append(f"{path}: shard missing")
+                elif sha256_file(path) != shard["sha256"]:
+                    problems.append(f"{path}: sha256 differs from the shard manifest (tampered or corrupt)")
+    else:
+        problems.append(f"{shard_manifest}: missing")
+    recorded_model = chain.get("model_sha256")
+    if model_dir is not None and recorded_model:
+        weights = model_dir / "open_clip_model.safetensors"
+        if not weights.is_file():
+            problems.append(f"{weights}: missing")
+        elif sha256_file(weights) != recorded_model:
+            problems.append(f"{weights}: sha256 differs from the registered model's")
+    if recorded_model:
+        _client(tracking)  # points MLflow at the tracking server
+        with tempfile.TemporaryDirectory() as tmp:
+            import mlflow
+
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{chain['model']}/{chain['version']}",
+                                                                 dst_path=tmp))
+                found = sorted(local.rglob("open_clip_model.safetensors"))
+                if not found:
+                    problems.append(f"models:/{chain['model']}/{chain['version']}: no open_clip_model.safetensors in its artifacts")
+                elif sha256_file(found[0]) != recorded_model:
+                    problems.append(f"models:/{chain['model']}/{chain['version']}: registered weights differ from their recorded sha256")
+            except Exception as exc:
+                problems.append(f"models:/{chain['model']}/{chain['version']}: artifacts unreadable ({exc})")
+    return problems
+
+
+def lineage_text(chain: dict[str, Any]) -> str:
+    lines = [f"{chain['model']} version {chain['version']}" + (f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else ""),
+             f"  run            {chain['run_id']}",
+             f"  git commit     {chain['git']['commit']} (dirty: {chain['git']['dirty']})",
+             f"  params         sha256 {chain['params']['sha256']}  {json.dumps(chain['params']['recipe'], sort_keys=True)}",
+             f"  data version   {chain['data']['version']} (data.dvc)",
+             f"  manifest       md5 {chain['data']['manifest_md5']}",
+             f"  validation     sha256 {chain['data']['validation_sha256']}",
+             f"  shards         manifest sha256 {chain['data']['shard_manifest_sha256']}",
+             f"  model weights  sha256 {chain['model_sha256']}",
+             f"  dvc.lock       sha256 {chain['dvc_lock']['sha256']}"]
+    for name, stage in chain["dvc_lock"]["stages"].items():
+        lines.append(f"    stage {name}")
+        lines += [f"      dep {path}  {md5}" for path, md5 in stage["deps"].items()]
+        lines += [f"      out {path}  {md5}" for path, md5 in stage["outs"].items()]
+    if chain["metrics"]:
+        lines.append("  metrics")
+        lines += [f"    {k}  {v}" for k, v in chain["metrics"].items()]
+    if chain["flow_runs"]:
+        lines.append("  Prefect flow runs")
+        lines += [f"    {k}  {v}" for k, v in sorted(chain["flow_runs"].items())]
+    lines.append("  promotion history" if chain["promotions"] else "  promotion history: none")
+    for d in chain["promotions"]:
+        lines.append(f"    {d['time']}  {d['action']} v{d['version']}  promoted={d['promoted']}  by {d.get('actor')}"
+                     + (f"  ({d.get('why') or d.get('reason')})" if d.get("why") or d.get("reason") else ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,254 @@
+"""Register, promote, roll back: the MLflow model registry with a fair gate and a decision log.
+
+- `register`: logs the trained model as a pyfunc (models from code, safetensors weights: no
+  pickle) into the training's MLflow run, registers a version tagged with its lineage, and points
+  alias `challenger` at it. The same model (same weights digest, same run) registers once.
+- `promote`: re-evaluates the champion and the challenger on the challenger's test split and
+  benchmarks (stored numbers are not comparable: the test set grows with PMC), then moves
+  `champion` only if the primary metric improves by the margin and no guard metric drops
+  beyond the tolerance; the first version passes. `force` with a reason overrides.
+- `rollback`: moves `champion` back to the previous champion.
+
+Every decision is recorded on the version (tags) and appended to a JSON-lines decision log.
+Decisions hold a lock on the log for their whole read-decide-write, and re-check the champion
+before moving it, so two promotions at once leave the aliases consistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from biomedclip.config import EvaluateOutputs, EvaluateParams, RegisterParams, TrackingParams
+from biomedclip.register.lineage_facts import flatten_metrics
+
+log = logging.getLogger(__name__)
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+CHAMPION, CHALLENGER = "champion", "challenger"
+REQUIREMENTS = ("torch", "torchvision", "open_clip_torch", "transformers", "timm", "safetensors",
+                "pillow", "pandas", "numpy", "mlflow")
+
+
+class RegistryError(RuntimeError):
+    """A registry action that cannot be done (names the model, version or alias)."""
+
+
+def _client(tracking: TrackingParams):
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri)
+    return mlflow.MlflowClient()
+
+
+def pinned_requirements() -> list[str]:
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+def _signature():
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image", required=False), ColSpec("string", "text", required=False)]),
+        params=ParamSchema([ParamSpec("class_names", "string", ["chest X-ray"], (-1,)),
+                            ParamSpec("templates", "string", ["this is an image of {}"], (-1,))]))
+
+
+def _input_example(model_dir: Path):
+    import base64
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="JPEG")
+    return pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode()],
+                         "text": ["chest X-ray showing bilateral opacities"]})
+
+
+def _version_of(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def register(params: RegisterParams, tracking: TrackingParams, *, train_info: dict[str, Any],
+             lineage: dict[str, str], dvc_lock: Path | None = None) -> dict[str, Any]:
+    """Register the trained model (idempotent); returns {name, version, uri, created}."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking)
+    name, run_id = params.model_name, train_info.get("mlflow_run_id")
+    if not run_id:
+        raise RegistryError("the training run has no MLflow run id (tracking was off): train with "
+                            "train.tracking.enabled to register")
+    with contextlib.suppress(MlflowException):  # it exists already
+        client.create_registered_model(name, description="BiomedCLIP: CLIP pretrained on PMC figure-caption pairs")
+    model_sha = train_info["model_sha256"]
+    for existing in client.search_model_versions(f"name='{name}'"):
+        if existing.tags.get("biomedclip.model.sha256") == model_sha and existing.run_id == run_id:
+            log.info("%s version %s already holds this model: nothing to register", name, existing.version)
+            return {"name": name, "version": int(existing.version), "uri": f"models:/{name}/{existing.version}",
+                    "created": False}
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="biomedclip", python_model=str(PYFUNC_CODE), artifacts={"open_clip": str(train_info["model_dir"])},
+            signature=_signature(), input_example=_input_example(Path(train_info["model_dir"])),
+            pip_requirements=pinned_requirements())
+        if dvc_lock is not None and dvc_lock.is_file():
+            mlflow.log_artifact(str(dvc_lock), "lineage")
+    registered = mlflow.register_model(info.model_uri, name, tags=lineage)
+    client.set_registered_model_alias(name, CHALLENGER, registered.version)
+    log.info("registered %s version %s (alias %s)", name, registered.version, CHALLENGER)
+    return {"name": name, "version": int(registered.version), "uri": f"models:/{name}/{registered.version}",
+            "created": True}
+
+
+# -- decisions ---------------------------------------------------------------------------------
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _append(log_path: Path, record: dict[str, Any]) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def decisions(log_path: Path) -> list[dict[str, Any]]:
+    if not log_path.is_file():
+        return []
+    return [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _record(client, params: RegisterParams, record: dict[str, Any]) -> dict[str, Any]:
+    stamp = dt.datetime.fromisoformat(record["time"]).strftime("%Y%m%dT%H%M%S%fZ")
+    client.set_model_version_tag(params.model_name, str(record["version"]), f"biomedclip.decision.{stamp}",
+                                 json.dumps({k: record[k] for k in ("action", "promoted", "why", "actor", "reason")
+                                             if k in record})[:5000])
+    _append(params.decision_log, record)
+    return record
+
+
+def gate(champion: dict[str, float] | None, challenger: dict[str, float], params: RegisterParams) -> tuple[bool, str]:
+    """The promotion rule on two flattened evaluations of the same data; (passes, why)."""
+    g = params.gate
+    if champion is None:
+        return True, "no champion yet: the first version passes"
+    missing = [k for k in (g.primary, *g.guards) if k not in challenger or k not in champion]
+    if missing:
+        raise RegistryError(f"gate metrics {missing} are not in the evaluation (keys look like "
+                            f"{sorted(challenger)[:4]}...)")
+    gain = challenger[g.primary] - champion[g.primary]
+    if gain < g.min_improvement:
+        return False, (f"{g.primary} {challenger[g.primary]:.4f} vs champion {champion[g.primary]:.4f}: "
+                       f"gain {gain:+.4f} < required {g.min_improvement:+.4f}")
+    for guard in g.guards:
+        drop = champion[guard] - challenger[guard]
+        if drop > g.tolerance:
+            return False, (f"guard {guard} drops {drop:.4f} (challenger {challenger[guard]:.4f}, champion "
+                           f"{champion[guard]:.4f}) > tolerance {g.tolerance}")
+    return True, f"{g.primary} {challenger[g.primary]:.4f} vs champion {champion[g.primary]:.4f} (gain {gain:+.4f}); guards hold"
+
+
+def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path) -> dict[str, float]:
+    from biomedclip.evaluate.run import evaluate as run_evaluation
+
+    with tempfile.TemporaryDirectory(prefix="biomedclip-gate-") as tmp:
+        out = Path(tmp)
+        local = evaluate.model_copy(update={"outputs": EvaluateOutputs(
+            metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
+        return flatten_metrics(run_evaluation(local, model=uri, shards_dir=shards_dir))
+
+
+def promote(params: RegisterParams, tracking: TrackingParams, evaluate: EvaluateParams, shards_dir: Path, *,
+            version: int | None = None, force: bool = False, reason: str | None = None,
+            actor: str | None = None) -> dict[str, Any]:
+    """Run the gate for `version` (default: the challenger) and move `champion` if it passes."""
+    if force and not reason:
+        raise RegistryError("--force needs --reason: overrides are recorded with why")
+    client = _client(tracking)
+    name = params.model_name
+    actor = actor or os.environ.get("BIOMEDCLIP_ACTOR") or getpass.getuser()
+    lock = FileLock(str(params.decision_log) + ".lock")
+    with lock:
+        candidate = client.get_model_version(name, str(version)) if version else _version_of(client, name, CHALLENGER)
+        if candidate is None:
+            raise RegistryError(f"{name} has no {CHALLENGER} alias and no --version was given: register first")
+        champion = _version_of(client, name, CHAMPION)
+        if champion is not None and champion.version == candidate.version:
+            raise RegistryError(f"{name} version {candidate.version} is already the {CHAMPION}")
+        challenger_metrics = _evaluate_uri(f"models:/{name}/{candidate.version}", evaluate, shards_dir)
+        champion_metrics = (_evaluate_uri(f"models:/{name}/{champion.version}", evaluate, shards_dir)
+                            if champion is not None else None)
+        passed, why = gate(champion_metrics, challenger_metrics, params)
+        promoted = passed or force
+        record = {"time": _now(), "action": "promote", "model": name, "version": int(candidate.version),
+                  "previous_champion": int(champion.version) if champion else None, "promoted": promoted,
+                  "gate_passed": passed, "why": why, "forced": force and not passed, "reason": reason or "",
+                  "actor": actor, "primary": params.gate.primary,
+                  "challenger_metrics": {k: challenger_metrics[k] for k in (params.gate.primary, *params.gate.guards)
+                                         if k in challenger_metrics},
+                  "champion_metrics": {k: champion_metrics[k] for k in (params.gate.primary, *params.gate.guards)
+                                       if champion_metrics and k in champion_metrics} or None}
+        if promoted:
+            now = _version_of(client, name, CHAMPION)  # nobody moved it meanwhile (another machine)
+            if (now.version if now else None) != (champion.version if champion else None):
+                raise RegistryError(f"{CHAMPION} moved to version {now.version if now else None} during the "
+                                    "evaluation: run promote again")
+            client.set_registered_model_alias(name, CHAMPION, candidate.version)
+            if (c := _version_of(client, name, CHALLENGER)) is not None and c.version == candidate.version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        _record(client, params, record)
+    log.info("%s version %s: %s (%s)", name, candidate.version, "promoted" if promoted else "not promoted", why)
+    return record
+
+
+def rollback(params: RegisterParams, tracking: TrackingParams, *, reason: str = "",
+             actor: str | None = None) -> dict[str, Any]:
+    """Move `champion` back to the champion before the current one (from the decision log)."""
+    client = _client(tracking)
+    name = params.model_name
+    actor = actor or os.environ.get("BIOMEDCLIP_ACTOR") or getpass.getuser()
+    with FileLock(str(params.decision_log) + ".lock"):
+        champion = _version_of(client, name, CHAMPION)
+        if champion is None:
+            raise RegistryError(f"{name} has no {CHAMPION} to roll back")
+        history = [d for d in decisions(params.decision_log)
+                   if d.get("model") == name and d.get("action") == "promote" and d.get("promoted")]
+        # The promotion that made the current champion holds the one before it (so rolling back
+        # twice walks back through the promotions, never forward again).
+        made = next((d for d in reversed(history) if d["version"] == int(champion.version)), None)
+        previous = made.get("previous_champion") if made else None
+        if previous is None:
+            raise RegistryError(f"{name} version {champion.version} has no previous {CHAMPION} to roll back to")
+        client.set_registered_model_alias(name, CHAMPION, str(previous))
+        record = {"time": _now(), "action": "rollback", "model": name, "version": int(previous),
+                  "previous_champion": int(champion.version), "promoted": True, "reason": reason, "actor": actor}
+        _record(client, params, record)
+    log.info("%s: %s moved back from version %s to %s", name, CHAMPION, champion.version, previous)
+    return record

@@ -1,0 +1,1 @@
+"""Contrastive pretraining with open_clip: profiles, tokenizer, data stream, the trainer."""

@@ -1,0 +1,105 @@
+"""Stream the train shards with webdataset: resampled shards, a shuffle buffer, worker processes.
+
+Every stream is a pure function of (seed, epoch, rank, worker), as in open_clip's resampled mode:
+each (rank, worker) draws shards with replacement from a seeded RNG, shuffles samples through a
+seeded buffer, and augments each sample under a seed of its own. So an epoch is the same on any
+machine, several nodes need no shard bookkeeping, and a resumed run skips exactly the batches
+already trained on (without decoding them) and then sees what an uninterrupted run would have.
+
+Batches come out of the DataLoader round-robin over workers: global batch j of a rank is batch
+j // W of worker j % W.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+
+class ShardError(RuntimeError):
+    """A shard is missing, unreadable or holds a sample without image or caption (named)."""
+
+
+def stream_seed(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
+
+
+def train_shards(shards_dir: Path) -> tuple[list[str], int]:
+    """The train split's shard paths and sample count (from sizes.json), checked to exist."""
+    folder = shards_dir / "train"
+    sizes_path = folder / "sizes.json"
+    try:
+        sizes = json.loads(sizes_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ShardError(f"{sizes_path}: cannot read the shard sizes ({exc}); run the shard stage") from None
+    if not sizes:
+        raise ShardError(f"{sizes_path}: the train split has no shards")
+    urls = []
+    for name in sorted(sizes):
+        path = folder / name
+        if not path.is_file():
+            raise ShardError(f"train shard {path} is missing (listed in {sizes_path})")
+        urls.append(str(path))
+    return urls, sum(int(n) for n in sizes.values())
+
+
+def _raise_naming_shard(exc: Exception) -> bool:
+    source = next((a for a in reversed(exc.args) if isinstance(a, str) and a.endswith(".tar")), None)
+    raise ShardError(f"cannot read shard {source or '(unknown)'}: {exc.args[0] if exc.args else exc!r}") from exc
+
+
+class ShardStream(IterableDataset):
+    """Batches (images, texts) of one rank for one epoch, `skip` batches already done."""
+
+    def __init__(self, urls: list[str], *, seed: int, epoch: int, rank: int, batch_size: int,
+                 batches: int, skip: int, shuffle_buffer: int, preprocess: Callable,
+                 tokenizer: Callable) -> None:
+        self.urls, self.seed, self.epoch, self.rank = urls, seed, epoch, rank
+        self.batch_size, self.batches, self.skip = batch_size, batches, skip
+        self.shuffle_buffer, self.preprocess, self.tokenizer = shuffle_buffer, preprocess, tokenizer
+
+    def _urls(self, rng: random.Random) -> Iterator[dict[str, str]]:
+        while True:  # resampled: shards drawn with replacement, forever; the epoch length stops it
+            yield {"url": rng.choice(self.urls)}
+
+    def _decode(self, sample: dict[str, Any], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if "jpg" not in sample or "txt" not in sample:
+            raise ShardError(f"shard {sample.get('__url__')}: sample {sample.get('__key__')} lacks "
+                             f"jpg or txt (has {sorted(k for k in sample if not k.startswith('__'))})")
+        with torch.random.fork_rng(devices=[]):  # this sample's augmentation; the caller's RNG untouched
+            torch.manual_seed(seed)
+            with Image.open(io.BytesIO(sample["jpg"])) as image:
+                pixels = self.preprocess(image.convert("RGB"))
+        text = self.tokenizer([sample["txt"].decode("utf-8")])[0]
+        return pixels, text
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        mine = len(range(worker, self.batches, workers))  # batches j with j % W == worker
+        skipped = len(range(worker, self.skip, workers))
+        base = stream_seed(self.seed, self.epoch, self.rank, worker)
+        samples = wds.tarfile_to_samples(handler=_raise_naming_shard)(self._urls(random.Random(base)))
+        samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=base + 1)(samples)
+        for index in range(mine):
+            chunk = [next(samples) for _ in range(self.batch_size)]
+            if index < skipped:
+                continue  # trained on before the resume: read, not decoded
+            first = index * self.batch_size
+            decoded = [self._decode(s, stream_seed(base, first + i)) for i, s in enumerate(chunk)]
+            yield torch.stack([d[0] for d in decoded]), torch.stack([d[1] for d in decoded])
+
+
+def loader(dataset: ShardStream, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False,
+                      prefetch_factor=4 if workers else None, multiprocessing_context="fork" if workers else None)

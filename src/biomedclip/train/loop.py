@@ -1,0 +1,360 @@
+"""The trainer: one process or one of many (torchrun / srun), rank 0 alone logs and writes.
+
+    python -m biomedclip.train [--params params.yaml] [--resume | --fresh]
+    torchrun --nproc_per_node 8 -m biomedclip.train        # one node, 8 GPUs (NCCL)
+    biomedclip train --nproc 2                               # the same, launched for you
+
+Outputs under `train.outputs.dir`: `checkpoints/step-N/` (resumable), `final/` (an hf-hub-style
+open_clip folder: `open_clip_config.json`, `open_clip_model.safetensors`, `text/`), and
+`run.json` (the MLflow run id and digests later stages read), plus the loss curve (DVC plot)
+and `metrics/train.json` (final loss and validation retrieval).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
+from biomedclip.config import ShardParams, TrainParams
+from biomedclip.console import progress, stderr_is_terminal
+from biomedclip.evaluate.retrieval import retrieval_metrics
+from biomedclip.train import checkpoint
+from biomedclip.train.data import ShardStream, loader, stream_seed, train_shards
+from biomedclip.train.distributed import World, close_world, init_world
+from biomedclip.train.model import Bundle, build, parameter_count, save_model_config
+from biomedclip.train.step import MAX_LOGIT_SCALE, clip_loss, contrastive_backward, lr_at
+from biomedclip.train.tokenizer import text_directory
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or continue (names what is wrong)."""
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_digest(params: TrainParams, shard_manifest_sha: str, tokenizer_dir: Path, processes: int) -> str:
+    """What determines the run's result: the recipe, the shards, the vocabulary and the number of
+    processes (each has its own data stream). A checkpoint resumes only a run with the same digest."""
+    recipe = params.model_dump(mode="json", exclude={"checkpoint_every", "log_every", "tracking", "outputs", "nproc"})
+    vocab = sorted(p.name + ":" + file_sha256(p) for p in tokenizer_dir.iterdir() if p.is_file())
+    blob = json.dumps({"recipe": recipe, "shards": shard_manifest_sha, "vocab": vocab, "processes": processes},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def micro_batch(params: TrainParams, processes: int) -> int:
+    """Samples per process and micro-batch; the global batch must split evenly."""
+    per_step = params.global_batch // params.accum_freq
+    if per_step % processes:
+        raise TrainingError(f"global_batch {params.global_batch} / accum_freq {params.accum_freq} "
+                            f"= {per_step} does not split evenly over {processes} processes")
+    return per_step // processes
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on gains, biases, norms, embeddings' scale and the temperature (open_clip)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exclude = param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if exclude else decay).append(param)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def _text_weights(params: TrainParams) -> bool:
+    folder = params.tokenizer.pubmedbert_dir
+    return folder is not None and any((folder / n).is_file() for n in ("model.safetensors", "pytorch_model.bin"))
+
+
+def _autocast(params: TrainParams, world: World) -> contextlib.AbstractContextManager:
+    if params.precision == "bf16":
+        return torch.autocast(device_type=world.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _gather_rng(world: World) -> list[dict[str, Any]]:
+    state = checkpoint.rng_state()
+    if not world.distributed:
+        return [state]
+    states: list[Any] = [None] * world.size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _mean_over_ranks(value: torch.Tensor, world: World) -> float:
+    if world.distributed:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world.size
+    return float(value)
+
+
+class Trainer:
+    def __init__(self, params: TrainParams, shards: ShardParams, world: World) -> None:
+        self.params, self.shards, self.world = params, shards, world
+        self.out = params.outputs.dir
+        self.urls, self.train_samples = train_shards(shards.outputs.shards)
+        self.micro_batch = micro_batch(params, world.size)
+        samples = params.samples_per_epoch or self.train_samples
+        self.steps_per_epoch = max(1, samples // params.global_batch)
+        self.total_steps = self.steps_per_epoch * params.epochs
+        self.shard_manifest_sha = file_sha256(shards.outputs.manifest)
+        self.digest = run_digest(params, self.shard_manifest_sha, params.tokenizer.out, world.size)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def build(self) -> Bundle:
+        text_dir = self.out / "text"
+        if self.world.is_main:
+            tokenizer_dir = self.params.tokenizer.out
+            if not (tokenizer_dir / "vocab.txt").is_file() and not (tokenizer_dir / "tokenizer.json").is_file():
+                raise TrainingError(f"{tokenizer_dir}: no tokenizer; run the tokenizer stage "
+                                    "(`dvc repro tokenizer`) first")
+            text_directory(self.params.profile, tokenizer_dir, text_dir)
+        if self.world.distributed:
+            dist.barrier()
+        torch.manual_seed(self.params.seed)  # the same initial weights on every rank
+        bundle = build(self.params.profile, text_dir, init_from=self.params.init_from,
+                       text_weights=_text_weights(self.params))
+        if self.params.grad_checkpointing:
+            bundle.model.set_grad_checkpointing(True)
+        torch.manual_seed(stream_seed(self.params.seed, 1, self.world.rank))  # dropout, per rank
+        return bundle
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, *, resume: str, tracker) -> dict[str, Any]:
+        p, world = self.params, self.world
+        bundle = self.build()
+        model = bundle.model.to(world.device)
+        if world.is_main:
+            log.info("%s: %s parameters; %d steps (%d epochs x %d), global batch %d = %d process(es) "
+                     "x %d micro-batch x %d accumulation", p.profile, f"{parameter_count(model):,}",
+                     self.total_steps, p.epochs, self.steps_per_epoch, p.global_batch, world.size,
+                     self.micro_batch, p.accum_freq)
+        optimizer = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=p.lr, betas=p.betas, eps=p.eps)
+        step, history, run_id = 0, [], None
+        ckpt_dir = self.out / "checkpoints"
+        found = checkpoint.latest(ckpt_dir) if resume != "never" else None
+        if found is not None:
+            state = checkpoint.load(found, model)
+            if state["digest"] != self.digest:
+                if resume == "always":
+                    raise TrainingError(f"{found} belongs to another run (different params, shards or "
+                                        "vocabulary); start over with --fresh")
+                log.info("ignoring %s: it belongs to another run", found)
+                bundle = self.build()
+                model = bundle.model.to(world.device)
+                optimizer = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=p.lr, betas=p.betas, eps=p.eps)
+            else:
+                optimizer.load_state_dict(state["optimizer"])
+                step, history, run_id = state["step"], state["history"], state["mlflow_run_id"] or None
+                checkpoint.set_rng_state(state["rng"][world.rank])
+                log.info("resuming from %s at step %d of %d", found, step, self.total_steps)
+        elif resume == "always":
+            raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
+        ddp = DistributedDataParallel(model) if world.distributed else model
+        loss_fn = clip_loss(world.rank, world.size)
+        if world.is_main:
+            run_id = tracker.start(run_id, f"{p.profile}-{self.digest[:8]}", p.model_dump(mode="json"))
+            if step == 0:
+                sizes = json.loads(self.shards.outputs.manifest.read_text())["splits"]
+                tracker.log_input("pmc-shards", self.shard_manifest_sha, str(self.shards.outputs.manifest),
+                                  "training", {s: {"samples": v["samples"], "shards": len(v["shards"])}
+                                               for s, v in sizes.items()})
+                tracker.set_tags({"biomedclip.digest": self.digest, "biomedclip.profile": p.profile,
+                                  "biomedclip.shard_manifest_sha256": self.shard_manifest_sha})
+        autocast = _autocast(p, world)
+        ddp.train()
+        window = {"samples": 0, "data": 0.0, "start": time.perf_counter()}
+        steps = progress(range(step, self.total_steps), total=self.total_steps - step,
+                         description="training") if world.is_main else range(step, self.total_steps)
+        batches = None
+        loss = torch.zeros(())
+        for step in steps:
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            if batches is None or in_epoch == 0:
+                _drain(batches)
+                batches = iter(loader(ShardStream(
+                    self.urls, seed=p.seed, epoch=epoch, rank=world.rank, batch_size=self.micro_batch,
+                    batches=self.steps_per_epoch * p.accum_freq, skip=in_epoch * p.accum_freq,
+                    shuffle_buffer=p.shuffle_buffer, preprocess=bundle.preprocess_train,
+                    tokenizer=bundle.tokenizer), p.workers))
+            waited = time.perf_counter()
+            micro = [next(batches) for _ in range(p.accum_freq)]
+            micro = [(i.to(world.device, non_blocking=True), t.to(world.device, non_blocking=True)) for i, t in micro]
+            window["data"] += time.perf_counter() - waited
+            lr = lr_at(step, base=p.lr, warmup=p.warmup_steps, total=self.total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            loss = contrastive_backward(ddp, loss_fn, micro, autocast=autocast)
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            window["samples"] += p.global_batch
+            done = step + 1
+            if done % p.log_every == 0 or done == self.total_steps:
+                mean_loss = _mean_over_ranks(loss.float(), world)
+                seconds = time.perf_counter() - window["start"]
+                row = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), "loss": round(mean_loss, 6),
+                       "lr": lr, "logit_scale": round(float(model.logit_scale.detach().exp()), 4),
+                       "samples_per_s": round(window["samples"] / seconds, 2),
+                       "data_time_fraction": round(window["data"] / seconds, 4)}
+                history.append(row)
+                tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
+                if world.is_main and not stderr_is_terminal():  # plain lines where no bar is drawn
+                    log.info("step %d/%d loss %.4f lr %.2e %.1f samples/s", done, self.total_steps,
+                             mean_loss, lr, row["samples_per_s"])
+                window = {"samples": 0, "data": 0.0, "start": time.perf_counter()}
+            if done % p.checkpoint_every == 0 or done == self.total_steps:
+                rngs = _gather_rng(world)
+                if world.is_main:
+                    checkpoint.save(ckpt_dir, done, model, {
+                        "step": done, "optimizer": optimizer.state_dict(), "rng": rngs,
+                        "digest": self.digest, "history": history, "mlflow_run_id": run_id or ""})
+        _drain(batches)
+        if world.is_main:
+            return self.finish(model, bundle, history, tracker, run_id)
+        return {}
+
+    # -- outputs -----------------------------------------------------------------------------
+    def finish(self, model: torch.nn.Module, bundle: Bundle, history: list[dict], tracker,
+               run_id: str | None) -> dict[str, Any]:
+        p = self.params
+        final = self.out / "final"
+        with atomic_directory(final) as staging:
+            checkpoint_weights = checkpoint.model_weights(model)
+            from safetensors.torch import save_file
+
+            save_file(checkpoint_weights, str(staging / "open_clip_model.safetensors"))
+            save_model_config(bundle.config, staging / "open_clip_config.json")
+            text = staging / "text"
+            text.mkdir()
+            for item in (self.out / "text").iterdir():
+                (text / item.name).write_bytes(item.read_bytes())
+        validation = validation_retrieval(model, bundle, self.shards.outputs.shards / "val", self.world.device)
+        metrics = {"steps": self.total_steps, "final_loss": history[-1]["loss"] if history else None,
+                   "parameters": parameter_count(model), **{f"val/{k}": round(v, 6) for k, v in validation.items()}}
+        atomic_write_bytes(p.outputs.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+        self._loss_curve(history)
+        tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("val/")}, step=self.total_steps)
+        tracker.log_artifact(final, "model")
+        tracker.log_artifact(p.outputs.loss_curve)
+        figure = loss_figure(history)
+        if figure is not None:
+            tracker.log_figure(figure, "loss_curve.png")
+        info = {"mlflow_run_id": run_id, "digest": self.digest, "profile": p.profile,
+                "model_dir": str(final), "shard_manifest_sha256": self.shard_manifest_sha,
+                "model_sha256": file_sha256(final / "open_clip_model.safetensors"), "steps": self.total_steps}
+        atomic_write_bytes(p.outputs.run_info, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+        tracker.finish()
+        log.info("trained %s: final loss %s; validation %s", p.profile, metrics["final_loss"],
+                 ", ".join(f"{k} {v:.3f}" for k, v in validation.items() if "recall_at" in k))
+        return {**info, "metrics": metrics}
+
+    def _loss_curve(self, history: list[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["step", "epoch", "loss", "lr", "logit_scale"],
+                                extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_bytes(self.params.outputs.loss_curve, buffer.getvalue().encode())
+
+
+def _drain(batches) -> None:
+    """An epoch's loader is spent when its last batch is taken; reading on to the end lets its
+    worker processes finish cleanly instead of being torn down mid-stream."""
+    if batches is not None:
+        for _ in batches:
+            raise TrainingError("the data loader produced more batches than planned")
+
+
+def loss_figure(history: list[dict]):
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([r["step"] for r in history], [r["loss"] for r in history])
+    axis.set_xlabel("step")
+    axis.set_ylabel("contrastive loss")
+    axis.set_title("training loss")
+    figure.tight_layout()
+    return figure
+
+
+@torch.no_grad()
+def embed_split(model: torch.nn.Module, bundle: Bundle, folder: Path, device: torch.device,
+                batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised image and text features of a split's shards, in shard order."""
+    import webdataset as wds
+    from PIL import Image
+
+    urls = sorted(str(p) for p in folder.glob("*.tar"))
+    images, texts = [], []
+    image_features, text_features = [], []
+    model.eval()
+
+    def flush() -> None:
+        if images:
+            image_features.append(model.encode_image(torch.stack(images).to(device), normalize=True).float().cpu())
+            text_features.append(model.encode_text(bundle.tokenizer(texts).to(device), normalize=True).float().cpu())
+            images.clear()
+            texts.clear()
+
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False) if urls else []:
+        with Image.open(io.BytesIO(sample["jpg"])) as image:
+            images.append(bundle.preprocess_val(image.convert("RGB")))
+        texts.append(sample["txt"].decode("utf-8"))
+        if len(images) == batch_size:
+            flush()
+    flush()
+    if not image_features:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(image_features), torch.cat(text_features)
+
+
+def validation_retrieval(model: torch.nn.Module, bundle: Bundle, folder: Path, device: torch.device) -> dict[str, float]:
+    image_features, text_features = embed_split(model, bundle, folder, device)
+    if not len(image_features):
+        log.warning("no validation shards in %s: skipping validation retrieval", folder)
+        return {}
+    metrics = retrieval_metrics(image_features, text_features)
+    metrics["pairs"] = float(len(image_features))
+    metrics["chance_recall_at_1"] = 1.0 / len(image_features)
+    return metrics
+
+
+def train(params: TrainParams, shards: ShardParams, *, resume: str = "auto") -> dict[str, Any]:
+    """Run (or resume) the training of this process's rank; returns the run info on rank 0."""
+    from biomedclip.train.tracking import tracker as make_tracker
+
+    world = init_world()
+    tracker = make_tracker(params.tracking, is_main=world.is_main)
+    try:
+        trainer = Trainer(params, shards, world)
+        return trainer.run(resume=resume, tracker=tracker)
+    except BaseException:
+        tracker.finish("FAILED") if tracker.run_id else None
+        raise
+    finally:
+        close_world(world)

@@ -1,0 +1,93 @@
+"""The text tower's tokenizer and config, in the HF folder format open_clip's HFTokenizer loads.
+
+PubMedBERT built its uncased WordPiece vocabulary from PubMed text. Where a user has a local copy
+of PubMedBERT (`train.tokenizer.pubmedbert_dir`), its tokenizer is used as it is; otherwise an
+uncased WordPiece vocabulary is built from the training captions, the same way, and saved as a
+DVC-tracked folder so every later run (and every registered model) uses the same one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
+from biomedclip.config import TokenizerParams
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PROFILES = Path(__file__).with_name("profiles")
+
+
+def train_captions(pairs: Path, batch_rows: int = 50_000) -> Iterator[str]:
+    """Captions of the train split, streamed from the manifest (val/test text stays unseen)."""
+    parquet = pq.ParquetFile(pairs)
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=["caption", "split"]):
+        for caption, split in zip(batch.column("caption").to_pylist(), batch.column("split").to_pylist(),
+                                  strict=True):
+            if split == "train" and caption:
+                yield caption
+
+
+def build_tokenizer(captions: Iterator[str], out: Path, *, vocab_size: int, min_frequency: int,
+                    model_max_length: int = 512) -> int:
+    """Train an uncased WordPiece vocabulary and save it as an HF tokenizer folder; returns its size."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertTokenizer
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
+    wordpiece.train_from_iterator(captions, vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=SPECIAL_TOKENS, show_progress=False)
+    with atomic_directory(out) as staging:
+        wordpiece.save_model(str(staging))  # vocab.txt
+        tokenizer = BertTokenizer(vocab=str(staging / "vocab.txt"), do_lower_case=True,
+                                  model_max_length=model_max_length)
+        tokenizer.save_pretrained(staging)
+        size = len(tokenizer)
+    log.info("built an uncased WordPiece vocabulary of %d tokens in %s", size, out)
+    return size
+
+
+def copy_tokenizer(source: Path, out: Path) -> int:
+    """Use a local PubMedBERT (or any HF BERT) tokenizer folder as it is."""
+    from transformers import AutoTokenizer
+
+    if not (source / "vocab.txt").is_file() and not (source / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{source}: no vocab.txt or tokenizer.json (a local PubMedBERT folder)")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    with atomic_directory(out) as staging:
+        tokenizer.save_pretrained(staging)
+    return len(tokenizer)
+
+
+def text_directory(profile: str, tokenizer_dir: Path, out: Path) -> Path:
+    """The folder open_clip's HF text tower is built from: the profile's BERT config (vocab size
+    from the tokenizer where the profile leaves it open) and the tokenizer files."""
+    config = json.loads((PROFILES / "text" / f"{profile}.json").read_text())
+    config.pop("_comment", None)
+    if config["vocab_size"] is None:
+        vocab = tokenizer_dir / "vocab.txt"
+        config["vocab_size"] = sum(1 for _ in vocab.open(encoding="utf-8"))
+    out.mkdir(parents=True, exist_ok=True)
+    for item in tokenizer_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    return out
+
+
+def prepare_tokenizer(params: TokenizerParams, pairs: Path) -> dict[str, object]:
+    """The tokenizer stage: PubMedBERT's tokenizer when a local copy is configured, else a
+    vocabulary built from the manifest's train captions. Returns what it did."""
+    if params.pubmedbert_dir is not None:
+        size = copy_tokenizer(params.pubmedbert_dir, params.out)
+        return {"source": str(params.pubmedbert_dir), "vocab_size": size}
+    size = build_tokenizer(train_captions(pairs), params.out, vocab_size=params.vocab_size,
+                           min_frequency=params.min_frequency)
+    return {"source": f"WordPiece from the train captions of {pairs}", "vocab_size": size}
