@@ -79,10 +79,12 @@ def load_model(source: str | Path, device: torch.device | str = "cpu",
     if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
         import mlflow
 
-        target = download_to or Path(tempfile.mkdtemp(prefix="biomedclip-model-"))
         log.info("downloading %s", text)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(target)))
-        return load_folder(local, device)
+        if download_to is not None:
+            return load_folder(Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(download_to))),
+                               device)
+        with tempfile.TemporaryDirectory(prefix="biomedclip-model-") as tmp:  # loaded into memory, then gone
+            return load_folder(Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp)), device)
     folder = Path(text)
     if not folder.exists():
         raise FileNotFoundError(f"model {folder} does not exist (a folder, or models:/name@alias)")
