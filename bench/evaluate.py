@@ -24,12 +24,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time, torch
-from biomedclip.evaluate.retrieval import match_ranks
+from biomedclip.evaluate.retrieval import block_rows, match_ranks
 n, dim, queries, memory_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 g = torch.Generator().manual_seed(0)
 images = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
 texts = torch.nn.functional.normalize(images + 0.5 * torch.randn(n, dim, generator=g), dim=1)
-chunk = max(1, memory_mb * 2**20 // (4 * n))
+chunk = block_rows(n, memory_mb)
 start = time.perf_counter()
 for q, c in ((images, texts), (texts, images)):
     ranks = match_ranks(q[:queries], c, chunk=chunk)

@@ -47,7 +47,9 @@ class Benchmark:
         return {name: found[i] for i, name in enumerate(self.classes)}
 
     def images(self) -> Iterator[tuple[Image.Image, int]]:
-        """Decoded RGB images with their class index; undecodable ones go to `skipped`."""
+        """Decoded RGB images with their class index; undecodable ones go to `skipped` (reset
+        at each pass, so counts are per pass)."""
+        self.skipped = []
         for key, label in self.examples:
             try:
                 data = self.store.get(key)
@@ -70,7 +72,13 @@ def _from_csv(name: str, root: str, store: ObjectStore, declared: list[str] | No
     classes = declared or sorted({row["label"] for row in rows})
     index = {c: i for i, c in enumerate(classes)}
     examples = []
+    seen: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
+        if not (row["label"] or "").strip():
+            raise BenchmarkError(f"{root}/labels.csv line {line}: empty label for {row['path']!r}")
+        if seen.setdefault(row["path"], row["label"]) != row["label"]:
+            raise BenchmarkError(f"{root}/labels.csv line {line}: {row['path']!r} is listed again with label "
+                                 f"{row['label']!r} (earlier {seen[row['path']]!r})")
         if row["label"] not in index:
             raise BenchmarkError(f"{root}/labels.csv line {line}: label {row['label']!r} is not one of "
                                  f"the benchmark's classes {classes}")

@@ -75,7 +75,6 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor) -> dict[s
         "samples": len(labels),
         "confusion": matrix.tolist(),
     }
-    if classes == 2:
-        probabilities = scores.softmax(dim=1)[:, 1]
-        metrics["auroc"] = binary_auroc(probabilities, labels)
+    if classes == 2:  # ranked by the logit gap: softmax saturates to 1.0 at zero-shot logit scales
+        metrics["auroc"] = binary_auroc(scores[:, 1].double() - scores[:, 0].double(), labels)
     return metrics

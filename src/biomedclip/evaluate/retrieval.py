@@ -15,7 +15,8 @@ def match_ranks(queries: torch.Tensor, candidates: torch.Tensor, *, chunk: int =
     """0-based rank of candidate i among all candidates for query i. (Q, D), (N, D) -> (Q,), Q <= N
     (usually Q == N; fewer queries time a subset against every candidate).
 
-    Memory: one (chunk, N) block of similarities at a time.
+    Memory: one (chunk, N) block of similarities at a time, and its (chunk, N) boolean mask:
+    5 bytes per element (`block_rows` sizes the chunk for a budget).
     """
     if queries.ndim != 2 or candidates.ndim != 2 or queries.shape[1] != candidates.shape[1] \
             or len(queries) > len(candidates):
@@ -26,15 +27,20 @@ def match_ranks(queries: torch.Tensor, candidates: torch.Tensor, *, chunk: int =
         block = queries[start:start + chunk] @ candidates.T  # (chunk, N)
         index = torch.arange(start, start + len(block))
         true = block[torch.arange(len(block)), index].unsqueeze(1)  # (chunk, 1)
-        ranks[start:start + len(block)] = (block > true).sum(dim=1)
+        ranks[start:start + len(block)] = torch.count_nonzero(block > true, dim=1)  # + a bool mask
     return ranks
+
+
+def block_rows(candidates: int, memory_mb: int) -> int:
+    """Rows of a (rows, candidates) similarity block (float32 + bool mask) within `memory_mb`."""
+    return max(1, memory_mb * 2**20 // (5 * candidates))
 
 
 def rank_metrics(ranks: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     ranks = ranks.double()
     metrics = {f"recall_at_{k}": float((ranks < k).double().mean()) for k in ks}
     metrics["mean_rank"] = float(ranks.mean() + 1)
-    metrics["median_rank"] = float(ranks.median() + 1)
+    metrics["median_rank"] = float(torch.quantile(ranks, 0.5) + 1)  # the mean of the middle two if even
     return metrics
 
 

@@ -21,7 +21,7 @@ from biomedclip.config import EvaluateParams, TrackingParams
 from biomedclip.evaluate.benchmarks import load_benchmark
 from biomedclip.evaluate.classification import class_embeddings, classification_metrics
 from biomedclip.evaluate.models import LoadedModel, load_model
-from biomedclip.evaluate.retrieval import match_ranks, rank_metrics
+from biomedclip.evaluate.retrieval import block_rows, match_ranks, rank_metrics
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def retrieval(loaded: LoadedModel, images: list[bytes], captions: list[str],
     image_features = embed_images(loaded, (_decode(b) for b in images), params.batch_size)
     text_features = embed_texts(loaded, captions, params.batch_size)
     n = len(image_features)
-    chunk = max(1, params.similarity_memory_mb * 2**20 // (4 * n))  # rows of one (chunk, N) block
+    chunk = block_rows(n, params.similarity_memory_mb)
     metrics: dict[str, float] = {"pairs": float(n), "chance_recall_at_1": 1.0 / n}
     for direction, (q, c) in {"image_to_text": (image_features, text_features),
                               "text_to_image": (text_features, image_features)}.items():
