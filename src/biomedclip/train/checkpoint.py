@@ -64,7 +64,10 @@ def latest(folder: Path) -> Path | None:
     return path if (path / "model.safetensors").is_file() and (path / "state.pt").is_file() else None
 
 
-def load(path: Path, model: torch.nn.Module) -> dict[str, Any]:
-    """Weights into `model`; returns the state (optimizer, position, RNG...)."""
-    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)
+def load_state(path: Path) -> dict[str, Any]:
+    """The state (optimizer, position, RNG, digest...), read before any weights are touched."""
     return torch.load(path / "state.pt", weights_only=True, map_location="cpu")
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> None:
+    model.load_state_dict(load_file(str(path / "model.safetensors")), strict=True)

@@ -44,16 +44,27 @@ def train_shards(shards_dir: Path) -> tuple[list[str], int]:
         raise ShardError(f"{sizes_path}: cannot read the shard sizes ({exc}); run the shard stage") from None
     if not sizes:
         raise ShardError(f"{sizes_path}: the train split has no shards")
+    try:  # the shard manifest records each shard's size: a copy cut short is caught here
+        recorded = {s["path"]: s["bytes"] for s in
+                    json.loads((shards_dir / "manifest.json").read_text())["splits"]["train"]["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = {}
     urls = []
     for name in sorted(sizes):
         path = folder / name
         if not path.is_file():
             raise ShardError(f"train shard {path} is missing (listed in {sizes_path})")
+        expected = recorded.get(f"train/{name}")
+        if expected is not None and path.stat().st_size != expected:
+            raise ShardError(f"train shard {path} has {path.stat().st_size} bytes, the shard manifest "
+                             f"records {expected}: incomplete or modified (re-run the shard stage)")
         urls.append(str(path))
     return urls, sum(int(n) for n in sizes.values())
 
 
 def _raise_naming_shard(exc: Exception) -> bool:
+    if isinstance(exc, ShardError):
+        raise exc
     source = next((a for a in reversed(exc.args) if isinstance(a, str) and a.endswith(".tar")), None)
     raise ShardError(f"cannot read shard {source or '(unknown)'}: {exc.args[0] if exc.args else exc!r}") from exc
 
@@ -100,6 +111,13 @@ class ShardStream(IterableDataset):
             yield torch.stack([d[0] for d in decoded]), torch.stack([d[1] for d in decoded])
 
 
+def _single_threaded_worker(_: int) -> None:
+    """Loader workers decode and augment one sample at a time: intra-op threads there would only
+    compete with the training process's for the same cores."""
+    torch.set_num_threads(1)
+
+
 def loader(dataset: ShardStream, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False,
-                      prefetch_factor=4 if workers else None, multiprocessing_context="fork" if workers else None)
+                      prefetch_factor=4 if workers else None, multiprocessing_context="fork" if workers else None,
+                      worker_init_fn=_single_threaded_worker if workers else None)

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -151,23 +152,25 @@ class Trainer:
         step, history, run_id = 0, [], None
         ckpt_dir = self.out / "checkpoints"
         found = checkpoint.latest(ckpt_dir) if resume != "never" else None
-        if found is not None:
-            state = checkpoint.load(found, model)
-            if state["digest"] != self.digest:
-                if resume == "always":
-                    raise TrainingError(f"{found} belongs to another run (different params, shards or "
-                                        "vocabulary); start over with --fresh")
-                log.info("ignoring %s: it belongs to another run", found)
-                bundle = self.build()
-                model = bundle.model.to(world.device)
-                optimizer = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=p.lr, betas=p.betas, eps=p.eps)
-            else:
-                optimizer.load_state_dict(state["optimizer"])
-                step, history, run_id = state["step"], state["history"], state["mlflow_run_id"] or None
-                checkpoint.set_rng_state(state["rng"][world.rank])
-                log.info("resuming from %s at step %d of %d", found, step, self.total_steps)
+        state = checkpoint.load_state(found) if found is not None else None
+        if state is not None and state["digest"] != self.digest:
+            if resume == "always":
+                raise TrainingError(f"{found} belongs to another run (different params, shards, vocabulary "
+                                    "or process count); start over with --fresh")
+            log.info("ignoring %s: it belongs to another run", found)
+            state = None
+        if state is not None:
+            checkpoint.load_weights(found, model)
+            optimizer.load_state_dict(state["optimizer"])
+            step, history, run_id = state["step"], state["history"], state["mlflow_run_id"] or None
+            checkpoint.set_rng_state(state["rng"][world.rank])
+            log.info("resuming from %s at step %d of %d", found, step, self.total_steps)
         elif resume == "always":
             raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
+        elif world.is_main and ckpt_dir.exists():  # a fresh start: the old run's checkpoints go
+            shutil.rmtree(ckpt_dir)
+        if world.distributed:
+            dist.barrier()
         ddp = DistributedDataParallel(model) if world.distributed else model
         loss_fn = clip_loss(world.rank, world.size)
         if world.is_main:
@@ -190,11 +193,12 @@ class Trainer:
             epoch, in_epoch = divmod(step, self.steps_per_epoch)
             if batches is None or in_epoch == 0:
                 _drain(batches)
-                batches = iter(loader(ShardStream(
-                    self.urls, seed=p.seed, epoch=epoch, rank=world.rank, batch_size=self.micro_batch,
-                    batches=self.steps_per_epoch * p.accum_freq, skip=in_epoch * p.accum_freq,
-                    shuffle_buffer=p.shuffle_buffer, preprocess=bundle.preprocess_train,
-                    tokenizer=bundle.tokenizer), p.workers))
+                with torch.random.fork_rng(devices=[]):  # creating a loader draws from the RNG
+                    batches = iter(loader(ShardStream(
+                        self.urls, seed=p.seed, epoch=epoch, rank=world.rank, batch_size=self.micro_batch,
+                        batches=self.steps_per_epoch * p.accum_freq, skip=in_epoch * p.accum_freq,
+                        shuffle_buffer=p.shuffle_buffer, preprocess=bundle.preprocess_train,
+                        tokenizer=bundle.tokenizer), p.workers))
             waited = time.perf_counter()
             micro = [next(batches) for _ in range(p.accum_freq)]
             micro = [(i.to(world.device, non_blocking=True), t.to(world.device, non_blocking=True)) for i, t in micro]

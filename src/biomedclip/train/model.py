@@ -3,7 +3,10 @@
 `biomedclip` is the published architecture (ViT-B/16 from timm + BiomedBERT text tower, mlp
 projection, CLS pooler, context 256, embed 512: 195,902,721 parameters); `biomedclip-tiny` is the
 same family (a 6-layer ViT at 96 px, open_clip's own, + a 2-layer HF BERT) small enough to train on
-2 CPU cores, and buildable by open_clip's own trainer as it is (the reference in bench/train.py). The HF text tower is built
+2 CPU cores, and buildable by open_clip's own trainer as it is (the reference in bench/train.py).
+The tiny text tower mean-pools its tokens: a freshly initialised 2-layer BERT gives nearly the
+same CLS vector for every caption (cosine 0.9999), which holds the loss at chance for tens of
+steps; the mean starts apart (0.96) and learns from the first steps. The HF text tower is built
 from a local folder (BERT config + tokenizer, see `tokenizer.text_directory`), never the Hub.
 """
 
