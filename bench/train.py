@@ -65,7 +65,7 @@ steps, batch = int(sys.argv[2]), int(sys.argv[3])
 text = text_directory(params.profile, params.tokenizer.out, Path(sys.argv[4]))
 bundle = build(params.profile, text)
 urls, _ = train_shards(shards.outputs.shards)
-stream = ShardStream(urls, seed=0, epoch=0, rank=0, batch_size=batch, batches=steps, skip=0,
+stream = ShardStream(urls, seed=0, rank=0, batch_size=batch, batches_per_epoch=steps, start=0, total=steps,
                      shuffle_buffer=params.shuffle_buffer, preprocess=bundle.preprocess_train,
                      tokenizer=bundle.tokenizer)
 batches = iter(loader(stream, params.workers))

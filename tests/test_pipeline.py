@@ -95,6 +95,28 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     again = sh(project, "dvc", "repro")
     assert "Running stage" not in again
 
+    # The registered version's lineage, verified against this workspace, then a byte changed.
+    registered = json.loads((project / "metrics" / "register.json").read_text())
+    uri = f"models:/{registered['name']}/{registered['version']}"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PREFECT_HOME", None)
+    shown = subprocess.run(["biomedclip", "lineage", uri, "--json"], cwd=project, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert shown.returncode == 0, shown.stderr
+    chain = json.loads(shown.stdout)
+    assert chain["run_id"] == run_info["mlflow_run_id"]
+    assert {"ingest", "validate", "shard", "tokenizer", "train", "evaluate"} <= set(chain["dvc_lock"]["stages"])
+    assert {"ingest", "validate", "shard", "train", "evaluate"} <= set(chain["flow_runs"])
+    assert chain["data"]["version"] == yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    assert "verified" in sh(project, "biomedclip", "lineage", uri, "--verify")
+    shard = sorted((project / "data" / "shards" / "train").glob("*.tar"))[0]
+    original = shard.read_bytes()
+    shard.write_bytes(original[:2000] + bytes([original[2000] ^ 0xFF]) + original[2001:])
+    failed = subprocess.run(["biomedclip", "lineage", uri, "--verify"], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and shard.name in failed.stdout + failed.stderr
+    shard.write_bytes(original)
+
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["demo"]["noise"]["tiff"] = 0.05  # the corpus's knob: the benchmark does not read it
     params["ingest"]["workers"] = 1  # how the ingest runs, not what it produces

@@ -1,13 +1,11 @@
 """Stream the train shards with webdataset: resampled shards, a shuffle buffer, worker processes.
 
-Every stream is a pure function of (seed, epoch, rank, worker), as in open_clip's resampled mode:
-each (rank, worker) draws shards with replacement from a seeded RNG, shuffles samples through a
-seeded buffer, and augments each sample under a seed of its own. So an epoch is the same on any
-machine, several nodes need no shard bookkeeping, and a resumed run skips exactly the batches
-already trained on (without decoding them) and then sees what an uninterrupted run would have.
-
-Batches come out of the DataLoader round-robin over workers: global batch j of a rank is batch
-j // W of worker j % W.
+Every stream is a pure function of (seed, epoch, rank), as in open_clip's resampled mode: each
+rank draws shards with replacement from a seeded RNG, shuffles samples through a seeded buffer,
+and augments each sample under a seed of its own. So an epoch is the same on any machine and with
+any number of loader workers, several nodes need no shard bookkeeping, and a resumed run skips
+exactly the batches already trained on (without decoding them) and then sees what an
+uninterrupted run would have. One loader serves the whole run: workers start once.
 """
 
 from __future__ import annotations
@@ -70,18 +68,29 @@ def _raise_naming_shard(exc: Exception) -> bool:
 
 
 class ShardStream(IterableDataset):
-    """Batches (images, texts) of one rank for one epoch, `skip` batches already done."""
+    """The (images, texts) micro-batches of one rank, from global batch `start` to `total`.
 
-    def __init__(self, urls: list[str], *, seed: int, epoch: int, rank: int, batch_size: int,
-                 batches: int, skip: int, shuffle_buffer: int, preprocess: Callable,
-                 tokenizer: Callable) -> None:
-        self.urls, self.seed, self.epoch, self.rank = urls, seed, epoch, rank
-        self.batch_size, self.batches, self.skip = batch_size, batches, skip
+    Batch g is batch j = g mod B of epoch g div B (B batches per epoch), drawn from that epoch's
+    stream of this rank: the content of a batch depends on (seed, epoch, rank, j) only, not on
+    the number of loader workers or where a run resumed. Worker w of W yields batches start + w,
+    start + w + W, ... (the DataLoader takes them round-robin, so in order), reading but not
+    decoding the batches in between.
+    """
+
+    def __init__(self, urls: list[str], *, seed: int, rank: int, batch_size: int, batches_per_epoch: int,
+                 start: int, total: int, shuffle_buffer: int, preprocess: Callable, tokenizer: Callable) -> None:
+        self.urls, self.seed, self.rank = urls, seed, rank
+        self.batch_size, self.batches_per_epoch, self.start, self.total = batch_size, batches_per_epoch, start, total
         self.shuffle_buffer, self.preprocess, self.tokenizer = shuffle_buffer, preprocess, tokenizer
 
     def _urls(self, rng: random.Random) -> Iterator[dict[str, str]]:
         while True:  # resampled: shards drawn with replacement, forever; the epoch length stops it
             yield {"url": rng.choice(self.urls)}
+
+    def _epoch_samples(self, epoch: int) -> tuple[int, Iterator[dict[str, Any]]]:
+        base = stream_seed(self.seed, epoch, self.rank)
+        samples = wds.tarfile_to_samples(handler=_raise_naming_shard)(self._urls(random.Random(base)))
+        return base, wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=base + 1)(samples)
 
     def _decode(self, sample: dict[str, Any], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         if "jpg" not in sample or "txt" not in sample:
@@ -97,17 +106,16 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        mine = len(range(worker, self.batches, workers))  # batches j with j % W == worker
-        skipped = len(range(worker, self.skip, workers))
-        base = stream_seed(self.seed, self.epoch, self.rank, worker)
-        samples = wds.tarfile_to_samples(handler=_raise_naming_shard)(self._urls(random.Random(base)))
-        samples = wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=base + 1)(samples)
-        for index in range(mine):
+        current, base, samples, taken = None, 0, iter(()), 0
+        for g in range(self.start + worker, self.total, workers):
+            epoch, j = divmod(g, self.batches_per_epoch)
+            if epoch != current:
+                (base, samples), current, taken = self._epoch_samples(epoch), epoch, 0
+            for _ in range((j - taken) * self.batch_size):  # other workers' batches, or done before a resume
+                next(samples)
             chunk = [next(samples) for _ in range(self.batch_size)]
-            if index < skipped:
-                continue  # trained on before the resume: read, not decoded
-            first = index * self.batch_size
-            decoded = [self._decode(s, stream_seed(base, first + i)) for i, s in enumerate(chunk)]
+            taken = j + 1
+            decoded = [self._decode(s, stream_seed(base, j * self.batch_size + i)) for i, s in enumerate(chunk)]
             yield torch.stack([d[0] for d in decoded]), torch.stack([d[1] for d in decoded])
 
 
@@ -119,5 +127,7 @@ def _single_threaded_worker(_: int) -> None:
 
 def loader(dataset: ShardStream, workers: int) -> DataLoader:
     return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False,
-                      prefetch_factor=4 if workers else None, multiprocessing_context="fork" if workers else None,
+                      # spawn: workers start clean, not as forks of a process with the orchestrator's
+                      # threads and handlers (forked workers of a Prefect flow exited with status 1)
+                      prefetch_factor=4 if workers else None, multiprocessing_context="spawn" if workers else None,
                       worker_init_fn=_single_threaded_worker if workers else None)

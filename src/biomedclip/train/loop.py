@@ -187,18 +187,14 @@ class Trainer:
         window = {"samples": 0, "data": 0.0, "start": time.perf_counter()}
         steps = progress(range(step, self.total_steps), total=self.total_steps - step,
                          description="training") if world.is_main else range(step, self.total_steps)
-        batches = None
+        with torch.random.fork_rng(devices=[]):  # creating a loader draws from the RNG
+            batches = iter(loader(ShardStream(
+                self.urls, seed=p.seed, rank=world.rank, batch_size=self.micro_batch,
+                batches_per_epoch=self.steps_per_epoch * p.accum_freq, start=step * p.accum_freq,
+                total=self.total_steps * p.accum_freq, shuffle_buffer=p.shuffle_buffer,
+                preprocess=bundle.preprocess_train, tokenizer=bundle.tokenizer), p.workers))
         loss = torch.zeros(())
         for step in steps:
-            epoch, in_epoch = divmod(step, self.steps_per_epoch)
-            if batches is None or in_epoch == 0:
-                _drain(batches)
-                with torch.random.fork_rng(devices=[]):  # creating a loader draws from the RNG
-                    batches = iter(loader(ShardStream(
-                        self.urls, seed=p.seed, epoch=epoch, rank=world.rank, batch_size=self.micro_batch,
-                        batches=self.steps_per_epoch * p.accum_freq, skip=in_epoch * p.accum_freq,
-                        shuffle_buffer=p.shuffle_buffer, preprocess=bundle.preprocess_train,
-                        tokenizer=bundle.tokenizer), p.workers))
             waited = time.perf_counter()
             micro = [next(batches) for _ in range(p.accum_freq)]
             micro = [(i.to(world.device, non_blocking=True), t.to(world.device, non_blocking=True)) for i, t in micro]
