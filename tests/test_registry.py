@@ -1,6 +1,6 @@
 """The model registry with a real MLflow store (SQLite + local artifacts in a temp dir).
 
-A tiny model is trained for a few steps on the noisy demo corpus's shards (tracking on, so it
+A tiny model is trained for 150 steps on the noisy demo corpus's shards (tracking on, so it
 has an MLflow run); a second model with the same architecture and freshly initialised weights
 stands in for a worse one. No mocks: real pyfunc logging, registry aliases, evaluations of both
 models on the same test shards, a fresh process loading the pyfunc, `mlflow models serve`.
@@ -69,7 +69,7 @@ def world(ingested_noisy, tmp_path_factory):
     cwd = Path.cwd()
     os.chdir(root)  # MLflow's default artifact root (./mlruns) lands in the temp dir
     try:
-        params = TrainParams(tokenizer=tokenizer, epochs=3, global_batch=32, lr=1e-3, warmup_steps=2, workers=0,
+        params = TrainParams(tokenizer=tokenizer, epochs=1, samples_per_epoch=32 * 150, global_batch=32, lr=5e-4, warmup_steps=10, workers=0,
                              checkpoint_every=1000, tracking=tracking, outputs=TrainOutputs(
                                  dir=root / "train", run_info=root / "train" / "run.json",
                                  loss_curve=root / "loss.csv", metrics=root / "train.json"))

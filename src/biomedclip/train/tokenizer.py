@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,17 +36,39 @@ def train_captions(pairs: Path, batch_rows: int = 50_000) -> Iterator[str]:
                 yield caption
 
 
+def wordpiece_vocabulary(captions: Iterator[str], *, vocab_size: int, min_frequency: int) -> list[str]:
+    """A deterministic uncased WordPiece vocabulary: the special tokens, every character seen (as a
+    word start and as a `##` continuation, so any word can be spelled), then whole words by
+    frequency (ties broken alphabetically) up to `vocab_size`.
+
+    Deterministic on purpose: the `tokenizers` trainer breaks ties between equally frequent merges
+    by hash-map order, which differs from process to process, so the same captions gave a
+    different vocabulary (and a different model) on every run.
+    """
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True)
+    splitter = BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for caption in captions:
+        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(caption)))
+    characters = sorted({c for word in counts for c in word})
+    vocabulary = [*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters)]
+    known = set(vocabulary)
+    words = sorted((w for w, n in counts.items() if n >= min_frequency and w not in known),
+                   key=lambda w: (-counts[w], w))
+    return vocabulary + words[: max(0, vocab_size - len(vocabulary))]
+
+
 def build_tokenizer(captions: Iterator[str], out: Path, *, vocab_size: int, min_frequency: int,
                     model_max_length: int = 512) -> int:
-    """Train an uncased WordPiece vocabulary and save it as an HF tokenizer folder; returns its size."""
-    from tokenizers import BertWordPieceTokenizer
+    """Build the vocabulary and save it as an HF tokenizer folder; returns its size."""
     from transformers import BertTokenizer
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
-    wordpiece.train_from_iterator(captions, vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=SPECIAL_TOKENS, show_progress=False)
+    vocabulary = wordpiece_vocabulary(captions, vocab_size=vocab_size, min_frequency=min_frequency)
     with atomic_directory(out) as staging:
-        wordpiece.save_model(str(staging))  # vocab.txt
+        (staging / "vocab.txt").write_text("".join(f"{token}\n" for token in vocabulary), encoding="utf-8")
         tokenizer = BertTokenizer(vocab=str(staging / "vocab.txt"), do_lower_case=True,
                                   model_max_length=model_max_length)
         tokenizer.save_pretrained(staging)

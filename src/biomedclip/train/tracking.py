@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,11 @@ class MlflowTracker(Tracker):
         import pandas as pd
 
         frame = pd.DataFrame([{"split": split, **values} for split, values in profile.items()])
-        dataset = self.mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
-        self.mlflow.log_input(dataset, context=context)
+        with warnings.catch_warnings():  # MLflow's hint about integer columns (counts never miss)
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways", category=UserWarning)
+            dataset = self.mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+            self.mlflow.log_input(dataset, context=context)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if path.is_dir():
