@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from biomedclip.config import RegisterParams, TrackingParams
-from biomedclip.register.lineage_facts import sha256_file
+from biomedclip.digests import file_sha256
 from biomedclip.register.registry import RegistryError, _client, decisions
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingPara
         if here != md5:
             problems.append(f"{path}: md5 {here} here, {md5} recorded (changed since the model was built)")
     if shard_manifest.is_file():
-        if chain["data"]["shard_manifest_sha256"] not in (None, sha256_file(shard_manifest)):
+        if chain["data"]["shard_manifest_sha256"] not in (None, file_sha256(shard_manifest)):
             problems.append(f"{shard_manifest}: sha256 differs from the recorded shard manifest")
         manifest = json.loads(shard_manifest.read_text())
         root = shard_manifest.parent
@@ -119,7 +119,7 @@ def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingPara
                 path = root / shard["path"]
                 if not path.is_file():
                     problems.append(f"{path}: shard missing")
-                elif sha256_file(path) != shard["sha256"]:
+                elif file_sha256(path) != shard["sha256"]:
                     problems.append(f"{path}: sha256 differs from the shard manifest (tampered or corrupt)")
     else:
         problems.append(f"{shard_manifest}: missing")
@@ -128,7 +128,7 @@ def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingPara
         weights = model_dir / "open_clip_model.safetensors"
         if not weights.is_file():
             problems.append(f"{weights}: missing")
-        elif sha256_file(weights) != recorded_model:
+        elif file_sha256(weights) != recorded_model:
             problems.append(f"{weights}: sha256 differs from the registered model's")
     if recorded_model:
         _client(tracking)  # points MLflow at the tracking server
@@ -141,7 +141,7 @@ def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingPara
                 found = sorted(local.rglob("open_clip_model.safetensors"))
                 if not found:
                     problems.append(f"models:/{chain['model']}/{chain['version']}: no open_clip_model.safetensors in its artifacts")
-                elif sha256_file(found[0]) != recorded_model:
+                elif file_sha256(found[0]) != recorded_model:
                     problems.append(f"models:/{chain['model']}/{chain['version']}: registered weights differ from their recorded sha256")
             except Exception as exc:
                 problems.append(f"models:/{chain['model']}/{chain['version']}: artifacts unreadable ({exc})")

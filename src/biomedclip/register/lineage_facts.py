@@ -3,7 +3,6 @@ from, digests of every intermediate product, and the Prefect flow runs that made
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -12,16 +11,10 @@ from typing import Any
 
 import yaml
 
+from biomedclip.digests import file_sha256
+
 log = logging.getLogger(__name__)
 STAGE_FLOWS = ("ingest", "validate", "shard", "tokenizer", "train", "evaluate")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def git_state(root: Path = Path(".")) -> dict[str, str]:
@@ -88,10 +81,10 @@ def collect(*, params_path: Path, train_info: dict[str, Any], validate_result: P
         "git.commit": git_state()["commit"], "git.dirty": git_state()["dirty"],
         "data.version": data_version(data_dvc),
         "manifest.md5": manifest_md5 or "unknown",
-        "validation.sha256": sha256_file(validate_result) if validate_result.is_file() else "missing",
-        "shards.manifest_sha256": sha256_file(shard_manifest) if shard_manifest.is_file() else "missing",
-        "dvc_lock.sha256": sha256_file(lock) if lock.is_file() else "missing",
-        "params.sha256": sha256_file(params_path),
+        "validation.sha256": file_sha256(validate_result) if validate_result.is_file() else "missing",
+        "shards.manifest_sha256": file_sha256(shard_manifest) if shard_manifest.is_file() else "missing",
+        "dvc_lock.sha256": file_sha256(lock) if lock.is_file() else "missing",
+        "params.sha256": file_sha256(params_path),
         "mlflow.run_id": train_info.get("mlflow_run_id") or "",
         "model.sha256": train_info["model_sha256"],
         "train.digest": train_info.get("digest", ""),

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from biomedclip.atomic_io import atomic_write_bytes, atomic_writer
 from biomedclip.config import IngestParams, ShardParams
 from biomedclip.console import progress
+from biomedclip.digests import file_sha256
 from biomedclip.ingest.split import SPLITS
 from biomedclip.shard.tar import add_sample, sample_tar
 
@@ -46,14 +47,6 @@ BATCH_ROWS = 20_000
 
 class ShardInputError(ValueError):
     """The manifest or the image store does not match what sharding needs (names the item)."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def order_key(split: str, pair_id: str, pmcid: str, seed: int) -> str:

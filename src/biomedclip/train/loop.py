@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.config import ShardParams, TrainParams
 from biomedclip.console import progress, stderr_is_terminal
+from biomedclip.digests import file_sha256
 from biomedclip.evaluate.retrieval import retrieval_metrics
 from biomedclip.train import checkpoint
 from biomedclip.train.data import ShardStream, loader, stream_seed, train_shards
@@ -43,10 +44,6 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     """A training run that cannot start or continue (names what is wrong)."""
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run_digest(params: TrainParams, shard_manifest_sha: str, tokenizer_dir: Path, processes: int) -> str:
