@@ -65,6 +65,15 @@ class MlflowTracker(Tracker):
 
     def start(self, run_id: str | None, run_name: str, params: dict[str, Any]) -> str | None:
         mlflow = self.mlflow
+        if run_id is not None:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                mlflow.get_run(run_id)
+            except MlflowException:  # the tracking store was reset or moved since the checkpoint
+                log.warning("MLflow run %s of the checkpoint is gone from %s: continuing in a new run",
+                            run_id, mlflow.get_tracking_uri())
+                run_id = None
         if self.params.system_metrics:
             mlflow.enable_system_metrics_logging()
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
