@@ -9,49 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import REPO
+from .conftest import BIN, clone_project, sh
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def sh(cwd: Path, *args: str, timeout: int = 600) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PREFECT_HOME", None)  # the project's [tool.prefect] table decides
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """The working tree as a fresh clone would have it (tracked + new files), in its own repo."""
-    root = tmp_path_factory.mktemp("clone") / "project"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, (n.decode() for n in listed)):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    # Train for a handful of steps here: the pipeline's wiring is under test, not the model.
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"].update(epochs=1, samples_per_epoch=256, global_batch=32, workers=0)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm",
-       "clone", "--allow-empty")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-qm", "tree")
-    return root
+    return clone_project(tmp_path_factory.mktemp("clone") / "project")
 
 
 def test_fresh_clone_regenerates_exactly_the_data_version_in_data_dvc(project):

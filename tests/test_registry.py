@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -44,7 +43,7 @@ from biomedclip.train.loop import train
 from biomedclip.train.model import build
 from biomedclip.train.tokenizer import prepare_tokenizer
 
-from .conftest import REPO
+from .conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -251,12 +250,6 @@ def test_concurrent_promotions_leave_the_aliases_consistent(world):
     final = str(client.get_model_version_by_alias("race", "champion").version)
     expected = second["version"] if second["promoted"] else champion_after_first
     assert final == str(expected)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mlflow_models_serve_answers_an_embedding_request(world):
