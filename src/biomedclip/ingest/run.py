@@ -9,6 +9,7 @@ corpus.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter, deque
@@ -18,6 +19,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
+from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import IngestParams
 from biomedclip.console import progress
 from biomedclip.ingest.assemble import assemble
@@ -105,6 +107,10 @@ def thread_map(workers: int, window: int | None = None) -> BatchMap:
     return run
 
 
+def last_run_path(params: IngestParams) -> Path:
+    return params.outputs.state.with_name("last-run.json")
+
+
 def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> dict[str, Any]:
     """Ingest the configured source into the pairs manifest; returns the stage report."""
     start = time.monotonic()
@@ -140,6 +146,10 @@ def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> di
         report = assemble(state, params, counts)
     finally:
         state.close()
+    # How this run got there (what it read vs. reused), beside the state: for the retrain's
+    # report and for people; the metrics file holds only what the data and params determine.
+    atomic_write_bytes(last_run_path(params), (json.dumps(
+        {**dict(counts), "seconds": round(time.monotonic() - start, 1)}, indent=2) + "\n").encode())
     log.info("ingest: %d articles (%d processed, %d unchanged), %d pairs, %d rejects in %.1fs",
              counts["listed"], counts["processed"], counts["unchanged"], report["pairs"]["total"],
              report["rejects"]["total"], time.monotonic() - start)

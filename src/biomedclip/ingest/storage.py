@@ -32,6 +32,7 @@ class UnsafeKey(ValueError):
 class ObjectInfo:
     key: str
     size: int
+    tag: str = ""  # changes when the object does: S3's ETag; a file's size and mtime
 
 
 def check_key(key: str) -> str:
@@ -89,7 +90,9 @@ class LocalStore:
                 path = Path(dirpath) / name
                 if path.is_symlink():
                     continue
-                yield ObjectInfo(path.relative_to(self.root).as_posix(), path.stat().st_size)
+                stat = path.stat()
+                yield ObjectInfo(path.relative_to(self.root).as_posix(), stat.st_size,
+                                 f"{stat.st_size}:{stat.st_mtime_ns}")
 
     def get(self, key: str) -> bytes:
         path = self._path(key)
@@ -145,7 +148,7 @@ class S3Store:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._base(prefix)):
             for entry in page.get("Contents", []):
-                yield ObjectInfo(self._strip(entry["Key"]), int(entry["Size"]))
+                yield ObjectInfo(self._strip(entry["Key"]), int(entry["Size"]), entry.get("ETag", "").strip('"'))
 
     def get(self, key: str) -> bytes:
         """The object's bytes. botocore retries failed requests (throttling, 5xx, connection

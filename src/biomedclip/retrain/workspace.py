@@ -1,0 +1,152 @@
+"""The retrain's hands on the workspace: DVC and git commands, and the one-writer lock.
+
+DVC runs through its CLI, exactly as a user would type it, with its output streamed into the
+log, so a retrain reads like the commands it runs. Git commits of the data version go through
+git's plumbing into a branch, without touching the working tree, the index or the checked-out
+branch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
+
+
+class CommandFailed(RuntimeError):
+    """A DVC or git command exited non-zero; the message ends with its last output lines."""
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another retrain holds this workspace."""
+
+
+def _executable(name: str) -> str:
+    beside = Path(sys.executable).parent / name  # the same environment as this process
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if not found:
+        raise CommandFailed(f"`{name}` is not installed in this environment")
+    return found
+
+
+def run(*args: str, cwd: Path = Path("."), quiet: bool = False, env: dict[str, str] | None = None) -> str:
+    """Run a command, streaming its output lines to the log; raise `CommandFailed` with the
+    last 30 lines if it fails. Returns the whole output."""
+    command = [_executable(args[0]), *args[1:]]
+    shown = " ".join(args)
+    log.info("$ %s", shown)
+    tail: deque[str] = deque(maxlen=30)
+    lines: list[str] = []
+    # This environment first on PATH: the `python` of dvc.yaml's stage commands is this one, even
+    # under a served deployment or a worker started without the virtualenv activated.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env={**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", **(env or {})}) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            tail.append(line)
+            if not quiet and line.strip():
+                log.info("  %s", line)
+    if process.returncode != 0:
+        raise CommandFailed(f"`{shown}` exited with status {process.returncode}:\n" + "\n".join(tail))
+    return "\n".join(lines)
+
+
+def dvc_status(*targets: str, cwd: Path = Path(".")) -> dict:
+    """`dvc status --json`: {} when the targets (default: the whole pipeline) are up to date."""
+    output = run("dvc", "status", "--json", *targets, cwd=cwd, quiet=True)
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise CommandFailed(f"`dvc status --json` printed no JSON:\n{output[-2000:]}")
+
+
+def git(*args: str, cwd: Path = Path("."), env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
+    if result.returncode != 0:
+        raise CommandFailed(f"`git {' '.join(args)}` exited with status {result.returncode}: "
+                            f"{result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def commit_on_branch(branch: str, paths: list[str], message: str, cwd: Path = Path(".")) -> str:
+    """Commit the working-tree content of `paths` onto `branch` (created from HEAD if new) and
+    return the commit. Nothing else changes: not the working tree, the index or HEAD. Files
+    under `paths` that git ignores are left out; a path that does not exist is removed."""
+    git("check-ref-format", "--branch", branch, cwd=cwd)
+    ref = f"refs/heads/{branch}"
+    try:
+        parent = git("rev-parse", "--verify", "--quiet", ref, cwd=cwd)
+    except CommandFailed:
+        parent = git("rev-parse", "HEAD", cwd=cwd)
+    with tempfile.TemporaryDirectory(prefix="biomedclip-git-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        git("read-tree", parent, cwd=cwd, env=env)
+        existing = [p for p in paths if (cwd / p).exists()]
+        gone = [p for p in paths if not (cwd / p).exists()]
+        if gone:
+            git("rm", "-r", "--cached", "--quiet", "--ignore-unmatch", "--", *gone, cwd=cwd, env=env)
+        if existing:
+            git("add", "--", *existing, cwd=cwd, env=env)
+        tree = git("write-tree", cwd=cwd, env=env)
+    current = git("rev-parse", "--verify", "--quiet", ref, cwd=cwd) if _has_ref(ref, cwd) else ""
+    if tree == git("rev-parse", f"{parent}^{{tree}}", cwd=cwd):
+        if not current:  # a new branch, and HEAD already holds this data version
+            git("update-ref", ref, parent, "0" * 40, cwd=cwd)
+        log.info("git: %s already holds this data version (%s)", branch, parent[:12])
+        return parent
+    commit = git("commit-tree", tree, "-p", parent, "-m", message, cwd=cwd)
+    git("update-ref", ref, commit, current or "0" * 40, cwd=cwd)  # refuses if the branch moved
+    if _current_branch(cwd) == branch:  # the checked-out branch moved: keep the index in step
+        git("reset", "--quiet", "--", *paths, cwd=cwd)
+    log.info("git: committed %s on %s (%s)", ", ".join(paths), branch, commit[:12])
+    return commit
+
+
+def _has_ref(ref: str, cwd: Path) -> bool:
+    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref], cwd=cwd,
+                          capture_output=True).returncode == 0
+
+
+def _current_branch(cwd: Path) -> str:
+    result = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", "HEAD"], cwd=cwd,
+                            capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+@contextmanager
+def workspace_lock(path: Path, *, wait: bool, timeout_s: float) -> Iterator[None]:
+    """Hold the workspace for one retrain. Busy → wait up to `timeout_s`, or (`wait` false)
+    raise `WorkspaceBusy` at once, naming the holder. The lock is an OS file lock: it is
+    released when its process dies, so a killed retrain never leaves the workspace locked."""
+    lock = FileLock(str(path))
+    holder = path.with_name(path.name + ".holder")
+    try:
+        lock.acquire(timeout=timeout_s if wait else 0)
+    except Timeout:
+        who = holder.read_text().strip() if holder.exists() else "unknown"
+        raise WorkspaceBusy(f"another retrain holds {path} ({who})") from None
+    try:
+        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since "
+                          f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
