@@ -456,3 +456,68 @@ def lineage_command(
                 out.print("[green]verified:[/] data, manifest, shards and model match the recorded lineage")
     if problems:
         raise typer.Exit(1)
+
+
+def _flow_module(name: str):
+    """Import `flows/<name>.py` of the project in the current folder as `flows.<name>` (the
+    project folder on sys.path), a name Prefect's runner can import again in its child process."""
+    import importlib
+    import sys
+
+    if not (Path("flows") / f"{name}.py").is_file():
+        err.print(f"[bold red]error:[/] flows/{name}.py not found: run this from the project folder "
+                  "(where params.yaml and dvc.yaml are)", highlight=False)
+        raise typer.Exit(2)
+    root = str(Path.cwd())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module(f"flows.{name}")
+
+
+@app.command("retrain")
+def retrain_command(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option("--force", help="Run dvc repro and the gate even when "
+                                        "nothing is new.")] = False,
+) -> None:
+    """Retrain now: sync what PMC added (retrain.source) into ingest.source, record it in
+    data.dvc, dvc repro (unchanged stages skipped), dvc push, then the promotion gate.
+
+    Nothing new → ends early and registers nothing. Another retrain running → skips (or waits,
+    retrain.on_busy). Runs as the Prefect flow `retrain`; its decision is the artifact
+    `retrain-decision`. Exit 1 if a step fails (the message names it).
+    """
+    state: Context = ctx.obj
+    state.params()  # a bad params file stops here, with its keys named
+    module = _flow_module("retrain")
+    try:
+        result = module.retrain_flow(str(state.params_path), force=force)
+    except module.RetrainFailed as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.print(f"retrain {result['status']}: {result['summary']}", highlight=False)
+
+
+@app.command("schedule")
+def schedule_command(
+    ctx: typer.Context,
+    cron: Annotated[str | None, typer.Option(help="When to retrain, a cron expression. "
+                                             "(default: retrain.schedule.cron)")] = None,
+    timezone: Annotated[str | None, typer.Option(help="The cron's IANA time zone. "
+                                                 "(default: retrain.schedule.timezone)")] = None,
+) -> None:
+    """Serve the retrain deployment `retrain/<retrain.schedule.deployment>` on a cron schedule
+    until interrupted (Prefect `serve`): one run at a time, a trigger meanwhile waits its turn.
+
+    List, pause and trigger it with Prefect's own tools: `prefect deployment ls`,
+    `prefect deployment schedule pause retrain/weekly <id>`, `prefect deployment run
+    retrain/weekly`, or the UI. Point PREFECT_API_URL at a server (`prefect server start`) so
+    the schedule outlives this terminal's view of it.
+    """
+    state: Context = ctx.obj
+    params = state.params()
+    try:
+        override(params.retrain.schedule, cron=cron, timezone=timezone)
+    except ConfigError as exc:
+        raise _options_error(exc) from None
+    _flow_module("retrain").serve(state.params_path, cron=cron, timezone=timezone)

@@ -429,6 +429,77 @@ class RegisterParams(Section):
     output: PathValue = Path("metrics/register.json")  # the registered version (DVC stage output)
 
 
+_CRON_FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()),
+                (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                (0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+_CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def _is_cron(expression: str) -> bool:
+    """A standard 5-field cron expression (numbers, names, `*`, ranges, lists, steps) or an alias."""
+    if expression.strip() in _CRON_ALIASES:
+        return True
+    fields = expression.split()
+    if len(fields) != 5:
+        return False
+    for text, (low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        def value(token: str, low: int = low, names: tuple[str, ...] = names) -> int:
+            if token.lower() in names:
+                return names.index(token.lower()) + (1 if low == 1 else 0)
+            return int(token) if token.isdigit() else -1
+        for item in text.split(","):
+            span, _, step = item.partition("/")
+            if step and (not step.isdigit() or int(step) == 0):
+                return False
+            if span == "*":
+                continue
+            first, _, last = span.partition("-")
+            bounds = [value(first), value(last) if last else value(first)]
+            if not all(low <= b <= high for b in bounds) or bounds[0] > bounds[1]:
+                return False
+    return True
+
+
+class ScheduleParams(Section):
+    """When the retrain deployment runs (`biomedclip schedule`, `prefect.yaml`)."""
+
+    deployment: Slug = "weekly"  # the deployment is `retrain/<this>`
+    cron: str = "0 3 * * 1"  # Mondays 03:00
+    timezone: str = "UTC"  # an IANA name: Europe/London, America/New_York, ...
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if not _is_cron(self.cron):
+            raise ValueError(f"cron: {self.cron!r} is not a 5-field cron expression (e.g. '0 3 * * 1')")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone") from None
+        return self
+
+
+class RetrainParams(Section):
+    """`biomedclip retrain` / `schedule`: sync new PMC versions, dvc repro, push, register, gate."""
+
+    source: str | None = None  # a folder or s3://bucket/prefix in PMC's layout; null: no sync step
+    listing: Literal["prefix", "inventory"] = "prefix"
+    s3: S3Params = S3Params()
+    workers: Annotated[int, Field(ge=1, le=64)] = 8  # concurrent listings and downloads
+    max_removed_fraction: Rate = 0.05  # a sync removing more local versions than this stops
+    state_dir: PathValue = Path("data/sync-state")  # what was mirrored (not versioned)
+    data_dvc: PathValue = Path("data.dvc")  # the .dvc file recording ingest.source
+    push: bool = True  # dvc push after dvc repro
+    promote: bool = True  # run the promotion gate on the registered version
+    git_branch: str | None = None  # commit the data version (data.dvc, dvc.lock, ...) on this branch
+    git_paths: Annotated[tuple[str, ...], Field(strict=False)] = ("data.dvc", "dvc.lock", "metrics", "registry")
+    on_busy: Literal["skip", "wait"] = "skip"  # a retrain already running: skip this one, or wait
+    wait_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600
+    lock: PathValue = Path(".retrain.lock")
+    schedule: ScheduleParams = ScheduleParams()
+
+
 class Params(Section):
     """The whole `params.yaml`: one section per stage."""
 
@@ -439,6 +510,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
+    retrain: RetrainParams = RetrainParams()
 
 
 S = TypeVar("S", bound=Section)

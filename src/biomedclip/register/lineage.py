@@ -61,7 +61,8 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[
     return {
         "model": version.name, "version": int(version.version), "aliases": aliases,
         "source": version.source, "run_id": version.run_id,
-        "git": {"commit": tags.get("git.commit"), "dirty": tags.get("git.dirty")},
+        "git": {"commit": tags.get("git.commit"), "dirty": tags.get("git.dirty"),
+                "data_commit": tags.get("git.data_commit"), "data_branch": tags.get("git.data_branch")},
         "params": {"sha256": tags.get("params.sha256"),
                    "recipe": {k: v for k, v in (run.data.params.items() if run else [])
                               if k in ("profile", "epochs", "global_batch", "lr", "precision", "seed")}},
@@ -152,6 +153,8 @@ def lineage_text(chain: dict[str, Any]) -> str:
     lines = [f"{chain['model']} version {chain['version']}" + (f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else ""),
              f"  run            {chain['run_id']}",
              f"  git commit     {chain['git']['commit']} (dirty: {chain['git']['dirty']})",
+             *([f"  data commit    {chain['git']['data_commit']} on {chain['git']['data_branch']} "
+                "(data.dvc, dvc.lock as registered)"] if chain["git"].get("data_commit") else []),
              f"  params         sha256 {chain['params']['sha256']}  {json.dumps(chain['params']['recipe'], sort_keys=True)}",
              f"  data version   {chain['data']['version']} (data.dvc)",
              f"  manifest       md5 {chain['data']['manifest_md5']}",

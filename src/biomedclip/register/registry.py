@@ -93,6 +93,19 @@ def _version_of(client, name: str, alias: str):
         return None
 
 
+def champion_version(params: RegisterParams, tracking: TrackingParams) -> int | None:
+    """The version the `champion` alias points at, None when there is none."""
+    champion = _version_of(_client(tracking), params.model_name, CHAMPION)
+    return int(champion.version) if champion is not None else None
+
+
+def tag_version(params: RegisterParams, tracking: TrackingParams, version: int, tags: dict[str, str]) -> None:
+    """Add lineage tags (`biomedclip.<key>`) to a registered version."""
+    client = _client(tracking)
+    for key, value in tags.items():
+        client.set_model_version_tag(params.model_name, str(version), f"biomedclip.{key}", value)
+
+
 def register(params: RegisterParams, tracking: TrackingParams, *, train_info: dict[str, Any],
              lineage: dict[str, str], dvc_lock: Path | None = None) -> dict[str, Any]:
     """Register the trained model (idempotent); returns {name, version, uri, created}."""
