@@ -7,7 +7,7 @@
    ../shared/fixtures/pmc plus the demo corpus), as figures/s and a ratio (target ≥ 1.0).
 3. Where the two disagree, file by file on the real fixtures, and in total on the demo corpus.
 
-    python bench/ingest.py [--articles 60] [--repeat 7]
+    python bench/ingest.py [--articles 60] [--repeat 15]
 """
 
 from __future__ import annotations
@@ -85,17 +85,19 @@ def ours(path: Path) -> list:
         return []
 
 
-def time_parser(parse, files: list[Path], repeat: int) -> tuple[float, int]:
-    """Seconds of the fastest of `repeat` passes over `files` (the least disturbed by other
-    load on a shared machine), and the figures found."""
-    figures = sum(len(parse(f)) for f in files)  # warm-up, and the count
-    passes = []
+def time_parsers(parsers: list, files: list[Path], repeat: int) -> list[tuple[float, int]]:
+    """Per parser: seconds of its fastest of `repeat` passes over `files` (the least disturbed
+    by other load on a shared machine), and the figures found. The parsers' passes alternate,
+    so a slow spell of the machine falls on both rather than on whichever ran then."""
+    figures = [sum(len(parse(f)) for f in files) for parse in parsers]  # warm-up, and the count
+    passes: list[list[float]] = [[] for _ in parsers]
     for _ in range(repeat):
-        start = time.perf_counter()
-        for f in files:
-            parse(f)
-        passes.append(time.perf_counter() - start)
-    return min(passes), figures
+        for parse, seconds in zip(parsers, passes, strict=True):
+            start = time.perf_counter()
+            for f in files:
+                parse(f)
+            seconds.append(time.perf_counter() - start)
+    return [(min(seconds), n) for seconds, n in zip(passes, figures, strict=True)]
 
 
 def disagreements(path: Path) -> dict[str, int]:
@@ -120,7 +122,7 @@ def disagreements(path: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=60, help="smaller corpus size (N)")
-    parser.add_argument("--repeat", type=int, default=7, help="parse passes (the fastest counts)")
+    parser.add_argument("--repeat", type=int, default=15, help="parse passes (the fastest counts)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -138,15 +140,13 @@ def main() -> None:
         fixtures = sorted(p for p in FIXTURES.glob("*") if p.suffix in (".xml", ".nxml")) if FIXTURES.is_dir() else []
         files = fixtures + demo
         print(f"\n== parsing {len(files)} files ({len(fixtures)} real fixtures + {len(demo)} demo) ==")
-        ours_s, ours_n = time_parser(ours, files, args.repeat)
-        ref_s, ref_n = time_parser(pubmed_parser_figures, files, args.repeat)
+        (ours_s, ours_n), (ref_s, ref_n) = time_parsers([ours, pubmed_parser_figures], files, args.repeat)
         print(f"{'parser':<15} {'figures':>8} {'seconds':>8} {'files/s':>8} {'figures/s':>10}")
         print(f"{'ours':<15} {ours_n:>8} {ours_s:>8.2f} {len(files) / ours_s:>8.0f} {ours_n / ours_s:>10.0f}")
         print(f"{'pubmed_parser':<15} {ref_n:>8} {ref_s:>8.2f} {len(files) / ref_s:>8.0f} {ref_n / ref_s:>10.0f}")
         print(f"speed ratio ours / pubmed_parser (files/s): {ref_s / ours_s:.2f} (target >= 1.00)")
         both = [f for f in files if not pubmed_parser_failure(f)]
-        ours_b, _ = time_parser(ours, both, args.repeat)
-        ref_b, _ = time_parser(pubmed_parser_figures, both, args.repeat)
+        (ours_b, _), (ref_b, _) = time_parsers([ours, pubmed_parser_figures], both, args.repeat)
         print(f"same ratio on the {len(both)} files pubmed_parser reads without failing: "
               f"{ref_b / ours_b:.2f}")
 

@@ -97,13 +97,12 @@ def local(el: etree._Element) -> str:
         return name
 
 
-# Whitespace other than a single space (`\s` is str.isspace(): no-break spaces included).
-_UNNORMAL_SPACE = re.compile(r"[^\S ]|  ")
-
-
 def normalise_space(text: str) -> str:
     """Collapse runs of any Unicode whitespace (incl. no-break spaces) to one space, trim."""
-    if _UNNORMAL_SPACE.search(text) is None:  # already normal: no split into words and back
+    # Already normal (every whitespace but " " is non-printable: tabs, newlines, no-break and
+    # other Unicode spaces): no split into words and back. Both tests run in C, over the
+    # string once each, several times faster than a regular expression search.
+    if text.isprintable() and "  " not in text:
         return text.strip(" ")
     return " ".join(text.split())
 
