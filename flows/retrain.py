@@ -82,6 +82,9 @@ def sync_task(params: Params) -> dict[str, Any] | None:
     if target.startswith("s3://"):
         raise ValueError(f"ingest.source is {target}: the retrain mirrors into a local folder that "
                          "data.dvc versions; set ingest.source to one (e.g. data/raw)")
+    if not retrain.source.startswith("s3://") and Path(retrain.source).resolve() == Path(target).resolve():
+        raise ValueError(f"retrain.source and ingest.source are both {target}: the retrain mirrors "
+                         "a source into ingest.source; set retrain.source to null if nothing is to sync")
     report = sync(open_store(retrain.source, retrain.s3), Path(target), retrain.state_dir,
                   listing=retrain.listing, workers=retrain.workers,
                   max_removed_fraction=retrain.max_removed_fraction)
@@ -96,8 +99,8 @@ def record_task(params: Params) -> bool:
         raise FileNotFoundError(f"{target} does not exist: set retrain.source to sync it, "
                                 "or get it with `make data` / `dvc pull`")
     if not data_dvc.exists():
-        run("dvc", "add", str(target))
-        return True
+        raise FileNotFoundError(f"{data_dvc} does not exist: record {target} once with `dvc add {target}` "
+                                f"and set retrain.data_dvc to the file it writes ({target}.dvc)")
     if not dvc_status(str(data_dvc)):
         return False
     run("dvc", "commit", "--force", "--quiet", str(data_dvc))
