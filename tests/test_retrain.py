@@ -90,7 +90,10 @@ def retrain(world: World, *args: str) -> str:
 
 
 def registry(world: World) -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(f"sqlite:///{world.project / 'mlflow.db'}")
+    # The registry URI too: without it MLflow takes the process-wide one, which an earlier test
+    # in the same session may have pointed at its own store.
+    uri = f"sqlite:///{world.project / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def registered_versions(world: World) -> list[int]:
