@@ -63,7 +63,16 @@ def upload(s3, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, moto_url, prefect_api) -> World:
+def world(tmp_path_factory, moto_url, prefect_api):
+    """The project retrains into its own MLflow store: no MLflow URI from the environment (an
+    earlier test's `mlflow.set_tracking_uri` exports one for subprocesses)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(name, raising=False)
+        yield make_world(tmp_path_factory, moto_url, prefect_api)
+
+
+def make_world(tmp_path_factory, moto_url: str, prefect_api: str) -> World:
     root = tmp_path_factory.mktemp("retrain")
     first = small_params(root / "pmc-first", articles=80)
     later = small_params(root / "pmc-later", articles=25, seed=7, first_pmcid=12_000_000)
