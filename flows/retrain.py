@@ -42,6 +42,7 @@ from prefect.events import emit_event
 from biomedclip.config import Params, load_params
 from biomedclip.ingest.run import last_run_path
 from biomedclip.ingest.storage import open_store
+from biomedclip.register.lineage_facts import data_version
 from biomedclip.register.registry import (
     CHAMPION,
     RegistryError,
@@ -136,7 +137,7 @@ def commit_task(params: Params, registered: dict[str, Any]) -> str:
     retrain = params.retrain
     assert retrain.git_branch
     commit = commit_on_branch(retrain.git_branch, list(retrain.git_paths),
-                              f"retrain: data {_data_md5(params)}, {registered['uri']}")
+                              f"retrain: data {data_version(retrain.data_dvc)}, {registered['uri']}")
     tag_version(params.register_, params.train.tracking, int(registered["version"]),
                 {"git.data_commit": commit, "git.data_branch": retrain.git_branch})
     return commit
@@ -249,13 +250,6 @@ class _StepError(Exception):
 
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _data_md5(params: Params) -> str:
-    import yaml
-
-    outs = yaml.safe_load(params.retrain.data_dvc.read_text())["outs"]
-    return outs[0]["md5"]
 
 
 def serve(params_path: Path, *, cron: str | None = None, timezone: str | None = None) -> None:

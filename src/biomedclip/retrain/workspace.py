@@ -92,10 +92,8 @@ def commit_on_branch(branch: str, paths: list[str], message: str, cwd: Path = Pa
     under `paths` that git ignores are left out; a path that does not exist is removed."""
     git("check-ref-format", "--branch", branch, cwd=cwd)
     ref = f"refs/heads/{branch}"
-    try:
-        parent = git("rev-parse", "--verify", "--quiet", ref, cwd=cwd)
-    except CommandFailed:
-        parent = git("rev-parse", "HEAD", cwd=cwd)
+    current = git("rev-parse", "--verify", "--quiet", ref, cwd=cwd) if _has_ref(ref, cwd) else ""
+    parent = current or git("rev-parse", "HEAD", cwd=cwd)
     with tempfile.TemporaryDirectory(prefix="biomedclip-git-") as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         git("read-tree", parent, cwd=cwd, env=env)
@@ -106,7 +104,6 @@ def commit_on_branch(branch: str, paths: list[str], message: str, cwd: Path = Pa
         if existing:
             git("add", "--", *existing, cwd=cwd, env=env)
         tree = git("write-tree", cwd=cwd, env=env)
-    current = git("rev-parse", "--verify", "--quiet", ref, cwd=cwd) if _has_ref(ref, cwd) else ""
     if tree == git("rev-parse", f"{parent}^{{tree}}", cwd=cwd):
         if not current:  # a new branch, and HEAD already holds this data version
             git("update-ref", ref, parent, "0" * 40, cwd=cwd)
