@@ -47,7 +47,14 @@ class RegistryError(RuntimeError):
 def _client(tracking: TrackingParams):
     import mlflow
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri)
+    from biomedclip.train.tracking import TrackingUnavailable, check_reachable, tracking_uri
+
+    uri = tracking_uri(tracking)
+    try:
+        check_reachable(uri)
+    except TrackingUnavailable as exc:
+        raise RegistryError(str(exc)) from None
+    mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient()
 
 

@@ -2,12 +2,18 @@
 
 The tracking URI is MLFLOW_TRACKING_URI when set (a server: PostgreSQL + S3 in production), else
 `train.tracking.uri` (embedded: `sqlite:///mlflow.db` beside the project). Only rank 0 tracks.
+
+Training never waits on the tracking server: step metrics go into a buffer that a thread sends in
+batches. A send that fails (the server restarting, the network gone) keeps its metrics and is
+retried, so an outage neither stalls the GPUs nor loses a point of the curves.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,16 +58,131 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = str(value)[:6000]  # MLflow's limit on a param value
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached (at start), or stayed unreachable past the final flush."""
+
+
+def tracking_uri(params: TrackingParams) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or params.uri
+
+
+def _userinfo(uri: str, *, keep_user: bool) -> str:
+    """`uri` with its password hidden (keep_user) or its whole user:password@ removed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None:
+        return uri
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    user = (f"{parts.username}:***@" if parts.password is not None else f"{parts.username}@") if keep_user else ""
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+def _redacted(uri: str) -> str:
+    return _userinfo(uri, keep_user=True)
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, naming the store (password hidden), where MLflow's client would retry for
+    minutes and then print a traceback: a server by its /health, a database by one connection."""
+    scheme = uri.split(":", 1)[0].split("+")[0].lower()
+    try:
+        if scheme in ("http", "https"):
+            import contextlib
+            import urllib.error
+            import urllib.request
+
+            # An HTTP error is an answer: what it says (auth, a proxy's 404) is for the real request.
+            with contextlib.suppress(urllib.error.HTTPError):
+                plain = _userinfo(uri, keep_user=False)  # credentials travel as a header, not here
+                urllib.request.urlopen(f"{plain.rstrip('/')}/health", timeout=timeout_s).close()
+        elif scheme in ("postgresql", "mysql", "mssql"):
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": int(timeout_s)}
+                                              if scheme in ("postgresql", "mysql") else {})
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+        else:
+            return  # a file store or sqlite: nothing to reach
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or getattr(exc, "reason", None) or exc).strip().splitlines()[0]
+        raise TrackingUnavailable(f"MLflow tracking store {_redacted(uri)} is unreachable: {reason}") from None
+
+
+class MetricBuffer:
+    """Metrics handed over at once, sent by a background thread; failed sends are retried."""
+
+    BATCH = 1000  # MLflow's limit on metrics per log_batch
+
+    def __init__(self, client, run_id: str, *, interval_s: float = 2.0) -> None:
+        self.client, self.run_id, self.interval_s = client, run_id, interval_s
+        self.pending: list = []
+        self.lock = threading.Lock()
+        self.failing_since: float | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True)
+        self.thread.start()
+
+    def add(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        with self.lock:
+            self.pending.extend(Metric(key, float(value), stamp, step) for key, value in metrics.items())
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(self.interval_s):
+            self.send()
+
+    def send(self) -> bool:
+        """Send what is pending, oldest first; False when the server could not be reached."""
+        while True:
+            with self.lock:
+                batch = self.pending[: self.BATCH]
+            if not batch:
+                return True
+            try:
+                self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            except Exception as error:  # any failure: keep the metrics, try again later
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.warning("MLflow unreachable (%s): buffering metrics, training continues",
+                                str(error).splitlines()[0][:200])
+                return False
+            with self.lock:
+                del self.pending[: len(batch)]
+            if self.failing_since is not None:
+                log.warning("MLflow reachable again after %.0f s: buffered metrics sent",
+                            time.monotonic() - self.failing_since)
+                self.failing_since = None
+
+    def close(self, timeout_s: float) -> int:
+        """Stop the thread and send the rest, retrying until `timeout_s`; returns the unsent count."""
+        self.stopping.set()
+        self.thread.join()
+        deadline = time.monotonic() + timeout_s
+        while not self.send() and time.monotonic() < deadline:
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+        with self.lock:
+            return len(self.pending)
+
+
 class MlflowTracker(Tracker):
+    FLUSH_TIMEOUT_S = 600.0  # how long the end of training waits for an unreachable server
     def __init__(self, params: TrackingParams) -> None:
         import mlflow
 
         self.mlflow = mlflow
         self.params = params
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or params.uri
+        uri = tracking_uri(params)
+        check_reachable(uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(params.experiment)
-        log.info("MLflow tracking at %s, experiment %s", uri, params.experiment)
+        log.info("MLflow tracking at %s, experiment %s", _redacted(uri), params.experiment)
 
     def start(self, run_id: str | None, run_name: str, params: dict[str, Any]) -> str | None:
         mlflow = self.mlflow
@@ -78,6 +199,7 @@ class MlflowTracker(Tracker):
             mlflow.enable_system_metrics_logging()
         run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
         self.run_id = run.info.run_id
+        self.buffer = MetricBuffer(mlflow.MlflowClient(), self.run_id)
         if run_id is None:  # a resumed run keeps the params it started with
             flat: dict[str, str] = {}
             _flatten("", params, flat)
@@ -85,7 +207,7 @@ class MlflowTracker(Tracker):
         return self.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(metrics, step=step)
+        self.buffer.add(metrics, step)
 
     def log_input(self, name: str, digest: str, source: str, context: str, profile: dict) -> None:
         import pandas as pd
@@ -110,6 +232,17 @@ class MlflowTracker(Tracker):
         self.mlflow.set_tags(tags)
 
     def finish(self, status: str = "FINISHED") -> None:
+        buffer, self.buffer = getattr(self, "buffer", None), None
+        failed = status != "FINISHED"  # a failing run does not wait long on top of its own error
+        timeout = 30.0 if failed else self.FLUSH_TIMEOUT_S
+        unsent = buffer.close(timeout) if buffer else 0
+        if unsent:
+            message = (f"MLflow at {self.mlflow.get_tracking_uri()} unreachable for {timeout:.0f} s "
+                       f"at the end of training: {unsent} metric values of run {self.run_id} not sent "
+                       "(the loss curve is in the training outputs)")
+            if not failed:
+                raise TrackingUnavailable(message)
+            log.error(message)
         self.mlflow.end_run(status=status)
 
 
