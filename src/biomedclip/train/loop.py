@@ -318,7 +318,9 @@ def embed_split(model: torch.nn.Module, bundle: Bundle, folder: Path, device: to
             images.clear()
             texts.clear()
 
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False) if urls else []:
+    # Rank 0 alone reads the whole split, also in a DDP world: no split by node.
+    shards = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None) if urls else []
+    for sample in shards:
         with Image.open(io.BytesIO(sample["jpg"])) as image:
             images.append(bundle.preprocess_val(image.convert("RGB")))
         texts.append(sample["txt"].decode("utf-8"))
