@@ -195,9 +195,11 @@ def ingest(
                           pmcids=pmcids, workers=workers, s3=s3.model_dump())
     except ConfigError as exc:
         raise _options_error(exc) from None
+    from biomedclip.ingest.storage import ObjectReadError
+
     try:
         report = run_ingest(params)
-    except (FileNotFoundError, ValueError) as exc:  # a source that cannot be listed at all
+    except (FileNotFoundError, ValueError, ObjectReadError) as exc:  # unlistable, or unreadable
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     table = Table(title=f"ingest → {params.outputs.pairs}", show_header=False)

@@ -24,6 +24,10 @@ class MissingObject(LookupError):
     """The key does not exist in the store."""
 
 
+class ObjectReadError(OSError):
+    """The store did not give an object's bytes, retries included; the message names it."""
+
+
 class UnsafeKey(ValueError):
     """The key would escape the store's root."""
 
@@ -120,7 +124,7 @@ class S3Store:
         config = Config(
             # "standard": exponential backoff with jitter per request. ("adaptive" also throttles
             # the whole client after one SlowDown, stalling every worker thread sharing it.)
-            retries={"max_attempts": params.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": params.max_attempts, "mode": "standard"},
             signature_version=UNSIGNED if params.unsigned else None,
             connect_timeout=10, read_timeout=60,
         )
@@ -151,29 +155,36 @@ class S3Store:
                 yield ObjectInfo(self._strip(entry["Key"]), int(entry["Size"]), entry.get("ETag", "").strip('"'))
 
     def get(self, key: str) -> bytes:
-        """The object's bytes. botocore retries failed requests (throttling, 5xx, connection
-        errors) with exponential backoff; a body cut off mid-read is fetched again here."""
+        """The object's bytes. botocore retries the request (throttling, 5xx, connection errors)
+        with exponential backoff; a body cut off or corrupted mid-read is fetched again here.
+        What still fails raises ObjectReadError naming the object."""
         from botocore.exceptions import (
+            BotoCoreError,
             ClientError,
             ConnectionError,
+            FlexibleChecksumError,
             IncompleteReadError,
             ResponseStreamingError,
         )
 
+        uri = self.uri_of(key)
         for attempt in range(1, self.max_attempts + 1):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-                return response["Body"].read()
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    raise MissingObject(f"{self.uri_of(key)} does not exist") from None
-                raise
-            except (ConnectionError, IncompleteReadError, ResponseStreamingError) as exc:
+                error = exc.response.get("Error", {})
+                if error.get("Code") in ("NoSuchKey", "404"):
+                    raise MissingObject(f"{uri} does not exist") from None
+                raise ObjectReadError(f"{uri}: {error.get('Code', 'error')} ({error.get('Message', exc)})") from exc
+            except BotoCoreError as exc:  # connection errors, after botocore's own retries
+                raise ObjectReadError(f"{uri}: {exc}") from exc
+            try:
+                return response["Body"].read()
+            except (ConnectionError, IncompleteReadError, ResponseStreamingError, FlexibleChecksumError) as exc:
                 if attempt == self.max_attempts:
-                    raise
+                    raise ObjectReadError(f"{uri}: reading the body failed {attempt} times ({exc})") from exc
                 delay = min(30.0, 0.5 * 2 ** (attempt - 1))
-                log.warning("reading %s failed (%s); retry %d in %.1fs", self.uri_of(key), exc,
-                            attempt, delay)
+                log.warning("reading %s failed (%s); retry %d in %.1fs", uri, exc, attempt, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
