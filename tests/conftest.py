@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -144,6 +150,118 @@ def clone_project(root: Path, **sections: dict) -> Path:
     return root
 
 
+# --- S3 failing on the wire: a proxy in front of a real S3 endpoint ------------------------------
+# moto never throttles or fails: this proxy forwards every request verbatim to it and answers the
+# object GETs a `fault` picks with S3's own XML errors. That is the wire protocol boto3 sees from
+# AWS; only the decision to fail is the test's, so it is repeatable.
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+              "trailer", "upgrade"}
+Fault = Callable[[int, str], "tuple[int, bytes] | None"]  # (object GET number, key) → answer
+
+
+def s3_error(code: str, message: str) -> bytes:
+    """S3's XML error body, as AWS sends it (without the key: AWS names it only for NoSuchKey)."""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}'
+            f"</Message><RequestId>FAULT0001</RequestId><HostId>proxy</HostId></Error>").encode()
+
+
+SLOWDOWN = s3_error("SlowDown", "Please reduce your request rate.")
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    key: str  # the object key in the bucket, "" for bucket-level requests (listings)
+    status: int
+    signed: bool  # carried an Authorization header or a presigned X-Amz-Signature
+
+
+class FaultProxy:
+    """Forwards every request verbatim to `upstream` except the object GETs `fault` answers
+    itself (it is called with the 1-based number of the object GET and its key); records what
+    it served."""
+
+    def __init__(self, upstream: str, fault: Fault) -> None:
+        target = urlsplit(upstream)
+        self.host, self.port, self.fault = target.hostname, target.port, fault
+        self.lock = threading.Lock()
+        self.gets = 0
+        self.seen: list[Seen] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
+            disable_nagle_algorithm = True
+
+            def do_GET(self) -> None:
+                proxy.handle(self)
+
+            do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def handle(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else None
+        key = unquote(urlsplit(h.path).path.strip("/").partition("/")[2])
+        answer = None
+        if h.command == "GET" and key:
+            with self.lock:
+                self.gets += 1
+                number = self.gets
+            answer = self.fault(number, key)
+        if answer is not None:
+            status, payload = answer
+            headers = [("Content-Type", "application/xml")]
+        else:
+            status, headers, payload = self.forward(h, body)
+        with self.lock:
+            self.seen.append(Seen(h.command, key, status,
+                                  "Authorization" in h.headers or "X-Amz-Signature" in h.path))
+        h.send_response_only(status)
+        for name, value in headers:
+            h.send_header(name, value)
+        if h.command != "HEAD":
+            h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(payload)
+
+    def forward(self, h: http.server.BaseHTTPRequestHandler,
+                body: bytes | None) -> tuple[int, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request(h.command, h.path, body=body,
+                         headers={k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP})
+            response = conn.getresponse()
+            payload = response.read()
+            headers = [(k, v) for k, v in response.getheaders()
+                       if k.lower() not in HOP_BY_HOP | {"content-length"}]
+            if h.command == "HEAD":
+                headers.append(("Content-Length", response.getheader("Content-Length", "0")))
+            return response.status, headers, payload
+        finally:
+            conn.close()
+
+    def served(self, status: int) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.status == status]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+
 # --- a real Prefect server on loopback --------------------------------------------------------
 
 
@@ -192,3 +310,69 @@ def prefect_api(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+# --- the production topology on loopback: infra/local/launch.py --------------------------------
+
+LAUNCH = REPO / "infra" / "local" / "launch.py"
+
+
+class Topology:
+    """A running `infra/local/launch.py` topology: its state dir, ports and the pipeline's env."""
+
+    def __init__(self, state: Path, ports: dict[str, int]) -> None:
+        self.state, self.ports = state, ports
+
+    def launch(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(LAUNCH), *args, "--state", str(self.state)],
+                              capture_output=True, text=True, timeout=timeout, env=self.clean_env())
+
+    @staticmethod
+    def clean_env() -> dict[str, str]:
+        """This process's environment without any MLflow / Prefect / AWS setting of its own."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "AWS_"))}
+        env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
+                   PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        return env
+
+    def pipeline_env(self) -> dict[str, str]:
+        """What `. STATE/pipeline.env` gives a shell: endpoints and the pipeline's credentials."""
+        values = {}
+        for line in (self.state / "pipeline.env").read_text().splitlines():
+            key, value = line.removeprefix("export ").split("=", 1)
+            values[key] = value
+        return values
+
+    def env(self) -> dict[str, str]:
+        absent = str(self.state / "no-such-aws-config")  # no user AWS profile may interfere
+        return {**self.clean_env(), **self.pipeline_env(), "AWS_CONFIG_FILE": absent,
+                "AWS_SHARED_CREDENTIALS_FILE": absent}
+
+    def secrets(self) -> dict[str, str]:
+        """Every generated credential (STATE/secrets.env): none may leak anywhere."""
+        pairs = (line.split("=", 1) for line in (self.state / "secrets.env").read_text().splitlines()
+                 if "=" in line and not line.startswith("#"))
+        return {key: value for key, value in pairs if key != "MLFLOW_TRACKING_USERNAME"}
+
+
+@pytest.fixture(scope="module")
+def topology():
+    """PostgreSQL (OS binaries), moto S3, `mlflow server` (basic auth) and `prefect server` on
+    loopback, started by the project's own launcher and stopped by it at the end. The state dir
+    is outside pytest's 0700 temp tree: run as root, PostgreSQL runs as the OS user `postgres`."""
+    import tempfile
+
+    if shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("PostgreSQL's initdb is not installed (apt install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="biomedclip-topology-"))
+    root.chmod(0o755)
+    ports = {name: free_port() for name in ("postgres", "s3", "mlflow", "prefect")}
+    running = Topology(root / "state", ports)
+    started = running.launch("up", *(f"--{name}-port={port}" for name, port in ports.items()), timeout=600)
+    try:
+        assert started.returncode == 0, f"launch.py up failed:\n{started.stderr}"
+        yield running
+    finally:
+        stopped = running.launch("down")
+        shutil.rmtree(root, ignore_errors=True)
+        assert stopped.returncode == 0, stopped.stderr

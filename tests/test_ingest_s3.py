@@ -12,13 +12,8 @@ leaves 127.0.0.1.
 
 from __future__ import annotations
 
-import http.client
-import http.server
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import boto3
 import pandas as pd
@@ -28,8 +23,9 @@ from botocore.exceptions import ClientError
 from biomedclip.config import S3Params
 from biomedclip.demo import generate_corpus
 from biomedclip.ingest.run import run_ingest
+from biomedclip.ingest.storage import ObjectReadError
 
-from .conftest import ingest_params, small_params
+from .conftest import SLOWDOWN, FaultProxy, ingest_params, small_params
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,92 +33,6 @@ BUCKET = "oa-mirror"
 PRIVATE = "oa-private"
 PREFIX = "pmc/2026-11"
 COLUMNS = ["pair_id", "pmcid", "caption", "image_sha256", "split"]
-SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-            b"<Message>Please reduce your request rate.</Message><RequestId>FLAKY0001</RequestId>"
-            b"<HostId>proxy</HostId></Error>")
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-              "trailer", "upgrade"}
-
-
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    path: str
-    status: int
-    signed: bool  # carried an Authorization header or a presigned X-Amz-Signature
-
-
-class FlakyProxy:
-    """Forwards requests verbatim to `upstream`; the first `fail` GETs of object keys (not
-    listings) are answered here with 503 SlowDown. Records every request it sees."""
-
-    def __init__(self, upstream: str, fail: int = 0) -> None:
-        target = urlsplit(upstream)
-        self.host, self.port = target.hostname, target.port
-        self.fail_left = fail
-        self.lock = threading.Lock()
-        self.seen: list[Seen] = []
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as botocore's pool expects
-            disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-            def do_GET(self) -> None:
-                proxy.handle(self)
-
-            do_HEAD = do_PUT = do_POST = do_DELETE = do_GET
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def handle(self, h: http.server.BaseHTTPRequestHandler) -> None:
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else None
-        key = urlsplit(h.path).path.strip("/").partition("/")[2]  # "" for bucket listings
-        with self.lock:
-            fail = h.command == "GET" and bool(key) and self.fail_left > 0
-            self.fail_left -= fail
-        if fail:
-            status, headers, payload = 503, [("Content-Type", "application/xml")], SLOWDOWN
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-            try:
-                conn.request(h.command, h.path, body=body,
-                             headers={k: v for k, v in h.headers.items()
-                                      if k.lower() not in HOP_BY_HOP})
-                response = conn.getresponse()
-                status, payload = response.status, response.read()
-                headers = [(k, v) for k, v in response.getheaders()
-                           if k.lower() not in HOP_BY_HOP | {"content-length"}]
-                if h.command == "HEAD":
-                    headers.append(("Content-Length", response.getheader("Content-Length", "0")))
-            finally:
-                conn.close()
-        signed = "Authorization" in h.headers or "X-Amz-Signature" in h.path
-        with self.lock:
-            self.seen.append(Seen(h.command, h.path, status, signed))
-        h.send_response_only(status)
-        for name, value in headers:
-            h.send_header(name, value)
-        if h.command != "HEAD":
-            h.send_header("Content-Length", str(len(payload)))
-        h.end_headers()
-        if h.command != "HEAD":
-            h.wfile.write(payload)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """~20 demo articles, and the pairs manifest ingesting them from the local folder gives."""
@@ -163,7 +73,9 @@ def bucket(moto_url, corpus):
 
 @pytest.fixture
 def proxy(moto_url, request):
-    server = FlakyProxy(moto_url, fail=getattr(request, "param", 0))
+    """The first `request.param` object GETs (not listings) answered with 503 SlowDown."""
+    fail = getattr(request, "param", 0)
+    server = FaultProxy(moto_url, lambda number, key: (503, SLOWDOWN) if number <= fail else None)
     yield server
     server.close()
 
@@ -195,7 +107,7 @@ def test_a_throttling_s3_is_retried_and_gives_the_same_pairs(bucket, corpus, pro
     assert len(refused) == 4 and all(s.method == "GET" for s in refused)
     for s in refused:  # each refused object was asked for again, and served
         later = proxy.seen[proxy.seen.index(s) + 1:]
-        assert any(t.path == s.path and t.status == 200 for t in later), s.path
+        assert any(t.key == s.key and t.status == 200 for t in later), s.key
     assert all(s.signed for s in proxy.seen)
 
 
@@ -210,8 +122,10 @@ def test_unsigned_access_reads_a_public_bucket_anonymously(bucket, corpus, proxy
 def test_unsigned_access_to_a_private_bucket_is_refused(bucket, moto_url, tmp_path):
     """The other side of the test above: anonymous requests really are anonymous (moto enforces
     the bucket ACL), and the refusal surfaces as an error, not as an empty manifest."""
-    with pytest.raises(ClientError) as refused:
+    with pytest.raises(ObjectReadError) as refused:
         ingest_s3(tmp_path, f"s3://{PRIVATE}/{PREFIX}", endpoint_url=moto_url, unsigned=True)
-    assert refused.value.response["Error"]["Code"] in ("AccessDenied", "403")
+    assert isinstance(refused.value.__cause__, ClientError)
+    assert refused.value.__cause__.response["Error"]["Code"] in ("AccessDenied", "403")
+    assert str(refused.value).startswith(f"s3://{PRIVATE}/{PREFIX}/PMC")  # names the object
     _, report = ingest_s3(tmp_path / "signed", f"s3://{PRIVATE}/{PREFIX}", endpoint_url=moto_url)
     assert report["articles"]["listed"] == 1 and report["pairs"]["total"] > 0
