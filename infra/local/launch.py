@@ -443,11 +443,8 @@ def pipeline_env_file(topology: Topology, secret: dict[str, str]) -> Path:
 
 def allocate_ports(topology: Topology, wanted: dict[str, int | None]) -> None:
     for service in SERVICES:
-        port = wanted.get(service) or topology.ports.get(service) or DEFAULT_PORTS[service]
-        if service not in topology.ports and not alive(topology, service) and port_open(port):
-            raise LaunchError(f"port {port} for {service} is already in use: choose another with "
-                              f"--{service}-port")
-        topology.ports[service] = port
+        # `up` refuses a port another program holds, just before starting that service.
+        topology.ports[service] = wanted.get(service) or topology.ports.get(service) or DEFAULT_PORTS[service]
     topology.save()
 
 
