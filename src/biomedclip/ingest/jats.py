@@ -15,7 +15,6 @@ readable text; inline graphics dropped.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from lxml import etree
@@ -61,15 +60,14 @@ class Figure(NamedTuple):  # a NamedTuple: immutable and cheap to build, million
         return count_panels(self.caption)
 
 
-@dataclass(frozen=True)
-class Article:
+class Article(NamedTuple):  # a NamedTuple, like Figure: a frozen dataclass costs 5× to build
     pmcid: str | None
     pmid: str | None
     doi: str | None
     title: str
     article_type: str
     license: License
-    figures: tuple[Figure, ...] = field(default_factory=tuple)
+    figures: tuple[Figure, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The `biomedclip inspect --json` contract (DESIGN.md)."""
@@ -97,11 +95,33 @@ def local(el: etree._Element) -> str:
         return name
 
 
+def first_child(el: etree._Element, tag: str) -> etree._Element | None:
+    """The first child of `el` with exactly `tag`, or None: what `el.find(tag)` returns.
+
+    A loop over the children: cheaper than `find` (lxml's ElementPath) or `iterchildren(tag)`
+    (a tag matcher built per call) for what this module looks up, an early child.
+    """
+    for child in el:
+        if child.tag == tag:
+            return child
+    return None
+
+
+# What str.split() splits ASCII text on, besides " " (then "  ": a run of spaces).
+_ASCII_SPACES = ("  ", "\n", "\t", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
 def normalise_space(text: str) -> str:
     """Collapse runs of any Unicode whitespace (incl. no-break spaces) to one space, trim."""
-    # Already normal (every whitespace but " " is non-printable: tabs, newlines, no-break and
-    # other Unicode spaces): no split into words and back. Both tests run in C, over the
-    # string once each, several times faster than a regular expression search.
+    # Already normal: no split into words and back. ASCII text (isascii() reads a flag) is
+    # searched for each other whitespace character, at memchr speed; other text is checked by
+    # isprintable() (every whitespace but " " is non-printable: tabs, newlines, no-break and
+    # other Unicode spaces), a table lookup per character, several times slower.
+    if text.isascii():
+        for space in _ASCII_SPACES:
+            if space in text:
+                return " ".join(text.split())
+        return text.strip(" ")
     if text.isprintable() and "  " not in text:
         return text.strip(" ")
     return " ".join(text.split())
@@ -208,49 +228,78 @@ def caption_of(caption: etree._Element | None, label: str) -> str:
     return _strip_label(normalise_space(" ".join(blocks)), label)
 
 
-def _graphics(fig: etree._Element, graphic_tag: str, caption_tag: str) -> tuple[str, ...]:
-    """Hrefs of the figure's <graphic>s (also inside <alternatives>), not of its caption's."""
-    hrefs: list[str] = []
-    for graphic in fig.iter(graphic_tag):
-        parent = graphic.getparent()
-        while parent is not fig and parent.tag != caption_tag:
-            parent = parent.getparent()
-        if parent is not fig:  # inside the caption
-            continue
-        href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
-        if href and href not in hrefs:
-            hrefs.append(href)
-    return tuple(hrefs)
+def _add_href(hrefs: list[str], graphic: etree._Element) -> None:
+    href = (graphic.get(XLINK_HREF) or graphic.get("href") or "").strip()
+    if href and href not in hrefs:
+        hrefs.append(href)
+
+
+def _inside(el: etree._Element, top: etree._Element, tag: str) -> bool:
+    """Whether an element between `el` and its ancestor `top` (both excluded) has `tag`."""
+    parent = el.getparent()
+    while parent is not top:
+        if parent.tag == tag:
+            return True
+        parent = parent.getparent()
+    return False
+
+
+_new_figure = tuple.__new__  # Figure(...) without NamedTuple's keyword-handling __new__
 
 
 def _figures(article: etree._Element, ns: str) -> tuple[Figure, ...]:
-    """Every <fig> of the article; `ns` is the document's JATS namespace ("{...}" or "")."""
+    """Every <fig> of the article; `ns` is the document's JATS namespace ("{...}" or "").
+
+    A figure's graphics are its <graphic> children and those deeper (in <alternatives>), in
+    document order, except inside a caption.
+    """
     figures = []
     label_tag, caption_tag, graphic_tag = ns + "label", ns + "caption", ns + "graphic"
     group_tag = ns + "fig-group"
+    last_parent, group = None, ""  # figures often share a parent: look at it once
     for fig in article.iter(ns + "fig"):
         label_el = caption_el = None
+        hrefs: list[str] = []
         for child in fig:  # one pass over the children instead of a find() per element
             tag = child.tag
-            if tag == caption_tag:
+            if tag == graphic_tag:  # the common case: no walk below
+                _add_href(hrefs, child)
+            elif tag == caption_tag:  # the first is the caption
                 caption_el = child if caption_el is None else caption_el
-            elif tag == label_tag:
-                label_el = child if label_el is None else label_el
+            else:
+                if tag == label_tag and label_el is None:
+                    label_el = child
+                if len(child):  # <alternatives>, or deeper
+                    for graphic in child.iter(graphic_tag):
+                        if not _inside(graphic, child, caption_tag):
+                            _add_href(hrefs, graphic)
         label = normalise_space(render_text(label_el)) if label_el is not None else ""
         parent = fig.getparent()
-        group = parent.get("id", "") if parent is not None and parent.tag == group_tag else ""
-        figures.append(Figure(fig.get("id") or "", label, caption_of(caption_el, label),
-                              _graphics(fig, graphic_tag, caption_tag), group))
+        if parent is not last_parent:  # lxml hands out the same proxy while one is alive
+            last_parent = parent
+            group = parent.get("id", "") if parent is not None and parent.tag == group_tag else ""
+        figures.append(_new_figure(Figure, (fig.get("id") or "", label, caption_of(caption_el, label),
+                                            tuple(hrefs), group)))
     return tuple(figures)
 
 
-def _article_ids(meta: etree._Element, ns: str) -> dict[str, str]:
+def _front_matter(meta: etree._Element, ns: str) -> tuple[dict[str, str], etree._Element | None,
+                                                          etree._Element | None]:
+    """<article-meta>'s ids by type (the first of each), its <article-title> and its
+    <permissions> (None when missing): children, so no walk through the abstract."""
     ids: dict[str, str] = {}
-    for el in meta.iterfind(ns + "article-id"):  # children of <article-meta>
-        kind = el.get("pub-id-type") or ""
-        if kind and kind not in ids and (el.text or "").strip():
-            ids[kind] = el.text.strip()
-    return ids
+    for el in meta.iterchildren(ns + "article-id"):
+        kind, text = el.get("pub-id-type"), (el.text or "").strip()
+        if kind and text and kind not in ids:
+            ids[kind] = text
+    title = permissions = None
+    title_group_tag = ns + "title-group"
+    for child in meta.iterchildren(title_group_tag, ns + "permissions"):
+        if child.tag == title_group_tag:
+            title = first_child(child, ns + "article-title") if title is None else title
+        elif permissions is None:
+            permissions = child
+    return ids, title, permissions
 
 
 _PMCID = re.compile(r"(?:PMC)?(\d+)(?:\.\d+)?", re.I)
@@ -293,11 +342,13 @@ def parse_document(data: bytes) -> etree._Element:
 def parse_article(data: bytes) -> Article:
     """Parse one JATS article (PMC, OAI-PMH or publisher flavour). Raises `JatsError`."""
     article = parse_document(data)
-    ns = article.tag[: article.tag.index("}") + 1] if article.tag.startswith("{") else ""
-    meta = article.find(f"{ns}front/{ns}article-meta")
+    tag = article.tag
+    ns = tag[: tag.index("}") + 1] if tag[0] == "{" else ""
+    front = first_child(article, ns + "front")
+    meta = first_child(front, ns + "article-meta") if front is not None else None
     if meta is None:
         meta = article
-    ids = _article_ids(meta, ns)
+    ids, title_el, permissions = _front_matter(meta, ns)
     pmcid = normalise_pmcid(ids.get("pmcid") or ids.get("pmc") or ids.get("accession")
                             or ids.get("pmc-uid"))
     if pmcid is None:  # the OAI-PMH header carries it: oai:pubmedcentral.nih.gov:10821037
@@ -305,13 +356,13 @@ def parse_article(data: bytes) -> Article:
         header_id = next(envelope.iter("{*}identifier"), None)
         if header_id is not None and header_id.text:
             pmcid = normalise_pmcid(header_id.text.rpartition(":")[2])
-    title_el = meta.find(f"{ns}title-group/{ns}article-title")
     return Article(
-        pmcid=pmcid,
-        pmid=ids.get("pmid"),
-        doi=ids.get("doi"),
-        title=normalise_space(render_text(title_el)) if title_el is not None else "",
-        article_type=article.get("article-type") or "",
-        license=license_from_xml(meta, ns),
-        figures=_figures(article, ns),
+        pmcid,
+        ids.get("pmid"),
+        ids.get("doi"),
+        normalise_space(render_text(title_el)) if title_el is not None else "",
+        article.get("article-type") or "",
+        # No <permissions> where expected: look for its content anywhere in the front matter.
+        license_from_xml(permissions if permissions is not None else meta, ns),
+        _figures(article, ns),
     )

@@ -10,7 +10,7 @@ new layout's JSON `license_code`, the legacy `oa_file_list.csv` License column, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -23,21 +23,21 @@ NON_COMMERCIAL = ("CC BY-NC", "CC BY-NC-SA", "CC BY-NC-ND")
 
 _URL = re.compile(r"creativecommons\.org/(?:licenses/(by(?:-nc)?(?:-sa|-nd)?)|publicdomain/(zero|mark))",
                   re.I)
-# Text patterns, most specific first.
+# Text patterns, most specific first; matched against lower-cased text (without re.I, a
+# pattern's leading literal is found by a fast scan instead of a match tried at every position).
 _TEXT = [
-    (re.compile(r"attribution[- ]non-?commercial[- ]no-?deriv", re.I), "CC BY-NC-ND"),
-    (re.compile(r"attribution[- ]non-?commercial[- ]share-?alike", re.I), "CC BY-NC-SA"),
-    (re.compile(r"attribution[- ]non-?commercial", re.I), "CC BY-NC"),
-    (re.compile(r"attribution[- ]share-?alike", re.I), "CC BY-SA"),
-    (re.compile(r"attribution[- ]no-?deriv", re.I), "CC BY-ND"),
-    (re.compile(r"\bCC0\b|public domain dedication", re.I), "CC0"),
-    (re.compile(r"creative commons attribution|\bCC[- ]BY\b", re.I), "CC BY"),
-    (re.compile(r"public domain", re.I), "PD"),
+    (re.compile(r"attribution[- ]non-?commercial[- ]no-?deriv"), "CC BY-NC-ND"),
+    (re.compile(r"attribution[- ]non-?commercial[- ]share-?alike"), "CC BY-NC-SA"),
+    (re.compile(r"attribution[- ]non-?commercial"), "CC BY-NC"),
+    (re.compile(r"attribution[- ]share-?alike"), "CC BY-SA"),
+    (re.compile(r"attribution[- ]no-?deriv"), "CC BY-ND"),
+    (re.compile(r"\bcc0\b|public domain dedication"), "CC0"),
+    (re.compile(r"creative commons attribution|\bcc[- ]by\b"), "CC BY"),
+    (re.compile(r"public domain"), "PD"),
 ]
 
 
-@dataclass(frozen=True)
-class License:
+class License(NamedTuple):
     code: str | None  # one of CODES, None when nothing says
     url: str | None = None
 
@@ -64,27 +64,33 @@ def from_url(url: str | None) -> str | None:
 
 
 def from_text(text: str) -> str | None:
+    text = text.lower()
     for pattern, code in _TEXT:
         if pattern.search(text):
             return code
     return None
 
 
-def license_from_xml(meta: etree._Element, ns: str = "") -> License:
-    """The licence stated in <article-meta>'s <permissions>: its URL if any, else its words.
+def license_from_xml(scope: etree._Element, ns: str = "") -> License:
+    """The licence stated in `scope`, an article's <permissions>: its URL if any, else its words.
 
     `ns` is the document's JATS namespace ("{...}" or ""), so lookups use exact tags.
     """
-    # <permissions> is a child of <article-meta>: look there, not through the whole abstract.
-    permissions = meta.find(ns + "permissions")
-    scope = permissions if permissions is not None else meta
+    ref_tags, link_tag = (ALI_LICENSE_REF, ns + "license_ref"), ns + "ext-link"
     for lic in scope.iter(ns + "license"):
         href = lic.get(XLINK_HREF)
         if code := from_url(href):  # the common case: no need to look inside
             return License(code, href)
-        urls = [(ref.text or "").strip() for ref in lic.iter(ALI_LICENSE_REF, ns + "license_ref")]
-        urls += [link.get(XLINK_HREF) or "" for link in lic.iter(ns + "ext-link")]
-        for url in urls:
+        links = []  # the URLs of links in the text: tried after every licence reference
+        for el in lic.iter():  # one walk of a small subtree, no tag matcher built per tag
+            tag = el.tag
+            if tag in ref_tags:
+                url = (el.text or "").strip()
+                if code := from_url(url):
+                    return License(code, url)
+            elif tag == link_tag:
+                links.append(el.get(XLINK_HREF) or "")
+        for url in links:
             if code := from_url(url):
                 return License(code, url)
         words = " ".join(" ".join(lic.itertext()).split())
