@@ -5,9 +5,11 @@
 2. Parsing only: our `parse_article` and `pubmed_parser.parse_pubmed_caption` (the parser the
    reference PMC-15M pipeline used) over the same XML files (the real fixtures in
    ../shared/fixtures/pmc plus the demo corpus), as figures/s and a ratio (target ≥ 1.0).
+   With --instructions, also the CPU instructions each parser executes per pass, counted by
+   valgrind (callgrind): the same on every run, where times on a shared machine move by ±10%.
 3. Where the two disagree, file by file on the real fixtures, and in total on the demo corpus.
 
-    python bench/ingest.py [--articles 60] [--repeat 15]
+    python bench/ingest.py [--articles 60] [--repeat 15] [--instructions]
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +90,41 @@ def ours(path: Path) -> list:
         return []
 
 
+PARSE_PASSES = """
+import sys, warnings
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import ingest as bench
+parse = getattr(bench, sys.argv[2])
+files = [Path(line) for line in Path(sys.argv[3]).read_text().splitlines()]
+for _ in range(1 + int(sys.argv[4])):  # a warm-up pass (imports, caches), then the counted ones
+    for f in files:
+        parse(f)
+"""
+
+
+def count_instructions(parsers: list[str], files: list[Path], tmp: Path) -> list[int]:
+    """Per parser: CPU instructions per pass over `files`, counted by callgrind.
+
+    Each parser runs in its own process, once with 1 and once with 3 passes after a warm-up
+    pass; half the difference is one pass, without the interpreter's start-up and imports.
+    """
+    listing = tmp / "files.txt"
+    listing.write_text("\n".join(str(f) for f in files))
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
+    counts = []
+    for parser in parsers:
+        total = {}
+        for passes in (1, 3):
+            result = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                 "-c", PARSE_PASSES, str(Path(__file__).parent), parser, str(listing), str(passes)],
+                capture_output=True, text=True, check=True, env=env)
+            total[passes] = int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+        counts.append((total[3] - total[1]) // 2)
+    return counts
+
+
 def time_parsers(parsers: list, files: list[Path], repeat: int) -> list[tuple[float, int]]:
     """Per parser: seconds of its fastest of `repeat` passes over `files` (the least disturbed
     by other load on a shared machine), and the figures found. The parsers' passes alternate,
@@ -123,7 +163,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=60, help="smaller corpus size (N)")
     parser.add_argument("--repeat", type=int, default=15, help="parse passes (the fastest counts)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each parser's CPU instructions with valgrind (about 4 min)")
     args = parser.parse_args()
+    if args.instructions and not shutil.which("valgrind"):
+        parser.error("--instructions needs valgrind on PATH (apt-get install valgrind)")
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -149,6 +193,10 @@ def main() -> None:
         (ours_b, _), (ref_b, _) = time_parsers([ours, pubmed_parser_figures], both, args.repeat)
         print(f"same ratio on the {len(both)} files pubmed_parser reads without failing: "
               f"{ref_b / ours_b:.2f}")
+        if args.instructions:
+            ours_i, ref_i = count_instructions(["ours", "pubmed_parser_figures"], files, tmp)
+            print(f"instructions per pass (callgrind): ours {ours_i / 1e6:,.0f} M, pubmed_parser "
+                  f"{ref_i / 1e6:,.0f} M; ratio {ref_i / ours_i:.3f} (target >= 1.000)")
 
         print("\n== disagreements on the real fixtures ==")
         for path in fixtures:

@@ -135,6 +135,35 @@ def test_the_pubmed_parser_traps():
     assert article.license.code == "CC BY-SA" and article.pmcid == "PMC42"
 
 
+AWKWARD = """<?xml version="1.0" encoding="UTF-8"?>
+<article{ns} xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:ali="http://www.niso.org/schemas/ali/1.0/">
+<front><article-meta><article-id pub-id-type="pmcid">PMC7</article-id><article-id pub-id-type="pmcid">PMC8</article-id>
+<title-group><subtitle>no title here</subtitle></title-group><title-group><article-title>Second <italic>group</italic></article-title></title-group>
+<permissions><license><license-p>See <ext-link xlink:href="https://creativecommons.org/licenses/by-nc/4.0/">this</ext-link>.</license-p>
+<ali:license_ref>https://creativecommons.org/licenses/by/4.0/</ali:license_ref></license></permissions>
+</article-meta></front>
+<body><sec><fig-group id="G1"><fig id="a"><caption><p>A.</p></caption><graphic xlink:href="ga"/></fig>
+<fig id="b"><caption><p>B, with an icon <inline-graphic xlink:href="icon"/>.</p><graphic xlink:href="in-caption"/></caption>
+<graphic xlink:href="gb"/><caption><graphic xlink:href="in-second-caption"/></caption>
+<p>Deeper: <graphic xlink:href="gb-deep"/></p><graphic xlink:href="gb"/></fig></fig-group>
+<fig id="c"><caption><p>C, after the group.</p></caption><!-- a comment --><graphic href="gc"/></fig>
+<fig-group id="G2"><fig id="d"><graphic xlink:href="gd"/></fig></fig-group></sec></body></article>"""
+
+
+@pytest.mark.parametrize("ns", ["", ' xmlns="https://jats.nlm.nih.gov/ns/archiving/1.3/"'])
+def test_graphics_groups_ids_and_licence_in_awkward_places(ns):
+    """With and without a default namespace (OAI-PMH and JATS 1.3 documents carry one)."""
+    article = parse_article(AWKWARD.replace("{ns}", ns).encode())
+    assert article.pmcid == "PMC7" and article.title == "Second group"  # the first of each
+    # A licence reference wins over a link in the licence text, whichever comes first.
+    assert article.license == ("CC BY", "https://creativecommons.org/licenses/by/4.0/")
+    figures = {f.fig_id: f for f in article.figures}
+    assert {k: f.graphics for k, f in figures.items()} == {
+        "a": ("ga",), "b": ("gb", "gb-deep"), "c": ("gc",), "d": ("gd",)}  # none from captions
+    assert {k: f.group_id for k, f in figures.items()} == {"a": "G1", "b": "G1", "c": "", "d": "G2"}
+    assert figures["b"].caption.startswith("B, with an icon") and figures["d"].caption == ""
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
