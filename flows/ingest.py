@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from biomedclip.config import IngestParams, load_params
@@ -48,6 +50,23 @@ def task_runner(params: IngestParams):
     return ThreadPoolTaskRunner(max_workers=params.workers)
 
 
+@contextmanager
+def one_api_for_all_workers(params: IngestParams):
+    """Dask workers are processes of their own: with no PREFECT_API_URL, each would start its own
+    temporary Prefect server on the same SQLite database (three writers, "database is locked" on
+    a busy machine). Start the one temporary server here and hand its URL to every worker through
+    the settings Prefect ships with each task. Prefect stops it at exit, after the last logs."""
+    if params.task_runner != "dask" or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance get_client() would start; stopped by atexit
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
 @flow(name="ingest")
 def ingest_flow(params: IngestParams) -> dict:
     report = run_ingest(params, batch_map=prefect_map(params, window=2 * params.workers))
@@ -61,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     params = load_params(args.params).ingest
-    return ingest_flow.with_options(task_runner=task_runner(params))(params)
+    with one_api_for_all_workers(params):
+        return ingest_flow.with_options(task_runner=task_runner(params))(params)
 
 
 if __name__ == "__main__":

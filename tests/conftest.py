@@ -24,6 +24,11 @@ from biomedclip.demo.corpus import CorpusReport
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
+# Flows run from the project root read pyproject's [tool.prefect] (a 180 s start-up limit for the
+# temporary server); tests also run them from temp dirs, where Prefect's 20 s default is too
+# short for a first start (every migration) on two busy cores. Same value, given by environment.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 # Every noise kind at a rate high enough to measure on a ~150-article corpus.
 NOISY = NoiseRates(**{name: 0.12 for name in NoiseRates.model_fields}).model_copy(
     update={name: 0.06 for name in (*NoiseRates.CONDITIONS, *NoiseRates.ENCODINGS)}

@@ -21,13 +21,14 @@ from .conftest import REPO, ingest_params
 pytestmark = pytest.mark.slow
 
 
-def run_flow(params, tmp_path: Path, name: str) -> None:
+def run_flow(params, tmp_path: Path, name: str) -> str:
     params_file = tmp_path / f"{name}.yaml"
     params_file.write_text(yaml.safe_dump({"ingest": params.model_dump(mode="json")}))
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     result = subprocess.run([sys.executable, str(REPO / "flows" / "ingest.py"), "--params", str(params_file)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def test_threads_and_dask_give_the_same_manifest_as_the_library(tmp_path, noisy_corpus, ingested_noisy):
@@ -36,7 +37,10 @@ def test_threads_and_dask_give_the_same_manifest_as_the_library(tmp_path, noisy_
     threads = ingest_params(corpus.out, tmp_path / "threads")
     dask = ingest_params(corpus.out, tmp_path / "dask", task_runner="dask")
     run_flow(threads, tmp_path, "threads")
-    run_flow(dask, tmp_path, "dask")
+    dask_log = run_flow(dask, tmp_path, "dask")
+    # The Dask workers report to the flow's temporary server: one server, one SQLite writer.
+    # (Each worker starting its own locked the database on a busy machine.)
+    assert dask_log.count("Starting temporary server") == 1, dask_log[-3000:]
     expected = pd.read_parquet(reference.outputs.pairs)
     for params in (threads, dask):
         pd.testing.assert_frame_equal(pd.read_parquet(params.outputs.pairs), expected)
