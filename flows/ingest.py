@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_client, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from biomedclip.config import IngestParams, load_params
@@ -54,16 +54,14 @@ def task_runner(params: IngestParams):
 def one_api_for_all_workers(params: IngestParams):
     """Dask workers are processes of their own: with no PREFECT_API_URL, each would start its own
     temporary Prefect server on the same SQLite database (three writers, "database is locked" on
-    a busy machine). Start the one temporary server here and hand its URL to every worker through
-    the settings Prefect ships with each task. Prefect stops it at exit, after the last logs."""
-    if params.task_runner != "dask" or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    a busy machine). Take this process's API (the server named, else the temporary one Prefect
+    starts here and stops at exit) and hand its URL to every worker through the settings Prefect
+    ships with each task. As `retrain` does for the stages it runs."""
+    if params.task_runner != "dask":
         yield
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # the instance get_client() would start; stopped by atexit
-    server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+    api = get_client(sync_client=True).api_url
+    with temporary_settings(updates={PREFECT_API_URL: str(api)}):
         yield
 
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,13 @@ from biomedclip.demo.corpus import CorpusReport
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
-# Flows run from the project root read pyproject's [tool.prefect] (a 180 s start-up limit for the
-# temporary server); tests also run them from temp dirs, where Prefect's 20 s default is too
-# short for a first start (every migration) on two busy cores. Same value, given by environment.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# Flows run from the project root read pyproject's [tool.prefect] start-up limit for the temporary
+# server; tests also run them from temp dirs, where Prefect's 20 s default is too short for a
+# first start (every migration) on two busy cores. The project's value, given by environment.
+os.environ.setdefault(
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+    str(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["prefect"]["server"]["ephemeral"]
+        ["startup_timeout_seconds"]))
 
 # Every noise kind at a rate high enough to measure on a ~150-article corpus.
 NOISY = NoiseRates(**{name: 0.12 for name in NoiseRates.model_fields}).model_copy(
