@@ -70,9 +70,10 @@ from biomedclip.evaluate.classification import (
     classification_metrics,
     confusion_matrix,
 )
+from biomedclip.evaluate.embedding import embed_images, embed_texts, shard_samples
 from biomedclip.evaluate.models import load_model
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics, retrieval_metrics
-from biomedclip.evaluate.run import embed_images, embed_texts, evaluate, split_pairs
+from biomedclip.evaluate.run import evaluate
 from biomedclip.shard import write_shards
 from biomedclip.train.tokenizer import prepare_tokenizer
 
@@ -523,8 +524,9 @@ def test_registered_model_uri_loads_and_evaluates_like_its_folder(inputs, random
     direct = load_model(random_model)
     loaded = {uri: load_model(uri) for uri in ("models:/biomedclip@champion", f"runs:/{runs['champion']}/model",
                                                 f"models:/biomedclip/{versions['champion']}")}
-    images, captions = split_pairs(inputs["shards"].outputs.shards / "test")
-    pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in images[:12]]
+    samples = list(itertools.islice(shard_samples(inputs["shards"].outputs.shards / "test"), 12))
+    pil = [Image.open(io.BytesIO(jpeg)).convert("RGB") for jpeg, _ in samples]
+    captions = [caption for _, caption in samples]
     want_i, want_t = embed_images(direct, pil, 5), embed_texts(direct, captions[:12], 5)
     assert want_i.shape == (12, 128) and want_t.shape == (12, 128)
     for uri, model in loaded.items():

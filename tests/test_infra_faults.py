@@ -35,7 +35,7 @@ import yaml
 from biomedclip.config import S3Params
 from biomedclip.demo import generate_corpus
 from biomedclip.ingest.run import run_ingest
-from biomedclip.ingest.storage import ObjectReadError
+from biomedclip.storage import ObjectReadError
 
 from .conftest import (
     BIN,

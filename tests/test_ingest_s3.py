@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from biomedclip.config import S3Params
 from biomedclip.demo import generate_corpus
 from biomedclip.ingest.run import run_ingest
-from biomedclip.ingest.storage import ObjectReadError
+from biomedclip.storage import ObjectReadError
 
 from .conftest import SLOWDOWN, FaultProxy, ingest_params, small_params
 

@@ -104,7 +104,7 @@ def tags_for(info: dict) -> dict[str, str]:
                                  validate_result=REPO / "metrics" / "validate.json",
                                  shard_manifest=Path(info["model_dir"]).parent / "missing.json",
                                  eval_metrics=None, lock=REPO / "dvc.lock", data_dvc=REPO / "data.dvc",
-                                 with_flow_runs=False)
+                                 flow_runs={})
 
 
 def test_register_twice_gives_one_version_with_lineage_tags(world):
@@ -146,13 +146,13 @@ print(json.dumps({{"image": out["image_embedding"][0], "text": out["text_embeddi
     got = json.loads(result.stdout.strip().splitlines()[-1])
     import tarfile
 
+    from biomedclip.evaluate.embedding import decode, embed_images, embed_texts
     from biomedclip.evaluate.models import load_model
-    from biomedclip.evaluate.run import _decode, embed_images, embed_texts
 
     loaded = load_model(world["trained"]["model_dir"])
     with tarfile.open(image) as tar:
         jpeg = tar.extractfile(got["jpeg_member"]).read()
-    expected_image = embed_images(loaded, [_decode(jpeg)], 8)[0]
+    expected_image = embed_images(loaded, [decode(jpeg)], 8)[0]
     expected_text = embed_texts(loaded, ["chest X-ray"], 8)[0]
     assert torch.allclose(torch.tensor(got["image"]), expected_image, atol=1e-5)
     assert torch.allclose(torch.tensor(got["text"]), expected_text, atol=1e-5)
@@ -292,7 +292,7 @@ def test_lineage_lists_the_chain_and_verify_catches_a_changed_shard_byte(world, 
     tags = lineage_facts.collect(params_path=REPO / "params.yaml", train_info=info,
                                  validate_result=REPO / "metrics" / "validate.json",
                                  shard_manifest=world["shards"].outputs.manifest, eval_metrics=None,
-                                 lock=REPO / "dvc.lock", data_dvc=REPO / "data.dvc", with_flow_runs=False)
+                                 lock=REPO / "dvc.lock", data_dvc=REPO / "data.dvc", flow_runs={})
     done = register(params, world["tracking"], train_info=info, lineage=tags, dvc_lock=REPO / "dvc.lock")
     chain = lineage(done["uri"], params, world["tracking"])
     assert chain["run_id"] == info["mlflow_run_id"] and chain["model_sha256"] == info["model_sha256"]
@@ -306,13 +306,13 @@ def test_lineage_lists_the_chain_and_verify_catches_a_changed_shard_byte(world, 
     shards = tmp_path / "shards"
     shutil.copytree(world["shards"].outputs.shards, shards)
     only_shards = {**chain, "dvc_lock": {"stages": {}, "sha256": None}, "data": {**chain["data"], "version": None}}
-    problems = verify(only_shards, params, world["tracking"], shard_manifest=shards / "manifest.json",
+    problems = verify(only_shards, world["tracking"], shard_manifest=shards / "manifest.json",
                       model_dir=Path(info["model_dir"]), repo_root=REPO)
     assert problems == ["no dvc.lock was logged with the model: nothing to verify the data against"]
     target = sorted((shards / "train").glob("*.tar"))[0]
     data = bytearray(target.read_bytes())
     data[1000] ^= 0xFF
     target.write_bytes(bytes(data))
-    problems = verify(only_shards, params, world["tracking"], shard_manifest=shards / "manifest.json",
+    problems = verify(only_shards, world["tracking"], shard_manifest=shards / "manifest.json",
                       model_dir=Path(info["model_dir"]), repo_root=REPO)
     assert any(str(target) in p and "sha256" in p for p in problems), problems

@@ -29,11 +29,12 @@ import pytest
 
 from biomedclip.config import ConfigError, Params, S3Params, load_params, parse_params
 from biomedclip.demo import generate_corpus
+from biomedclip.git import commit_on_branch
 from biomedclip.ingest.sources import VERSION_PREFIX
-from biomedclip.ingest.storage import LocalStore, open_store
 from biomedclip.retrain import sync as sync_module
 from biomedclip.retrain.sync import RemovalRefused, SyncReport, sync
-from biomedclip.retrain.workspace import WorkspaceBusy, commit_on_branch, workspace_lock
+from biomedclip.retrain.workspace import WorkspaceBusy, workspace_lock
+from biomedclip.storage import LocalStore, open_store
 
 from .conftest import REPO, small_params
 

@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from biomedclip.config import VALIDATION_CHECKS, IngestOutputs, ValidateOutputs, ValidateParams
+from biomedclip.config import IngestOutputs, ValidateOutputs, ValidateParams
 from biomedclip.validate import ValidationFailed, ValidationInputError, validate_manifest
+from biomedclip.validate.checks import CHECKS
 
 ASSETS = ("pairs", "articles", "ingest_report")  # one GX suite/checkpoint each
 
@@ -90,7 +91,7 @@ def test_clean_manifest_passes_with_every_check_reported(clean):
     assert (result["rows"], result["critical_failures"], result["warnings"]) == (rows, 0, 0)
     written = json.loads(params.outputs.result.read_text())
     assert written == result
-    assert {row["check"] for row in written["checks"]} == set(VALIDATION_CHECKS)
+    assert {row["check"] for row in written["checks"]} == set(CHECKS)
     assert [row for row in written["checks"] if not row["success"]] == []
     assert all(row["severity"] == "critical" for row in written["checks"]
                if row["check"] not in params.warn_only)

@@ -1,8 +1,10 @@
 """Atomic outputs: a file or a folder appears complete or not at all.
 
-Every stage writes through these two functions, so a run killed at any point (SIGKILL
-included) leaves either the previous output or nothing, never a half-written one, and the
-next run starts clean.
+Every stage writes its outputs through these functions, so a run killed at any point (SIGKILL
+included) leaves either the previous output or none, never a half-written one, and the next run
+starts clean. A file is replaced by one rename. A folder takes two: the old one is renamed aside,
+then the new one into place; a kill between the two leaves no folder at the final path (the old
+one sits aside as `.NAME.old-PID` and the next run removes it).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def _stale_siblings(final: Path) -> list[Path]:
 
 @contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a fresh staging folder; on success it replaces `final` in one rename.
+    """Yield a fresh staging folder; on success it replaces `final`: the old folder is renamed
+    aside, the staging folder renamed to `final`, then the old one deleted.
 
     Leftovers of a killed earlier run (`.NAME.partial-*`, `.NAME.old-*`) are removed first.
     If the block raises, the staging folder is deleted and `final` is untouched.

@@ -1,32 +1,85 @@
 """`biomedclip`: one sub-command per user action, each reading `params.yaml` unless flags override.
 
 Logging is configured here, once; every command loads the params file once, validates it, and
-fails with the file and key named (exit code 2) before doing any work.
+fails with the file and key named (exit code 2) before doing any work. What a command can fail
+with is mapped to an exit code in one place (`EXPECTED_ERRORS`): one line on stderr, no traceback
+(`--log-level DEBUG` shows it).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from biomedclip.atomic_io import UnsafeOutput, check_replaceable
-from biomedclip.config import DEFAULT_PARAMS_PATH, ConfigError, Params, load_params, override
+from biomedclip.config import DEFAULT_PARAMS_PATH, Params, load_params, override
 from biomedclip.console import configure_logging
 
 log = logging.getLogger("biomedclip")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths in messages stay copy-pastable
 
+USAGE, FAILED, REFUSED = 2, 1, 3  # exit codes: bad params or options; the work failed; the gate said no
+# The errors commands report as one line, by the module that defines them, and their exit code.
+# A module never imported cannot have raised its errors, so none is imported just to check.
+EXPECTED_ERRORS: dict[str, dict[str, int]] = {
+    "biomedclip.config": {"ConfigError": USAGE},
+    "biomedclip.atomic_io": {"UnsafeOutput": USAGE},
+    "biomedclip.storage": {"ObjectReadError": FAILED},
+    "biomedclip.validate.staging": {"ValidationInputError": FAILED},
+    "biomedclip.validate.gate": {"ValidationFailed": FAILED},
+    "biomedclip.shard.writer": {"ShardInputError": FAILED},
+    "biomedclip.evaluate.benchmarks": {"BenchmarkError": FAILED},
+    "biomedclip.tracking": {"TrackingUnavailable": FAILED},
+    "biomedclip.register.registry": {"RegistryError": FAILED},
+    "biomedclip.retrain.cycle": {"RetrainFailed": FAILED},
+    "builtins": {"FileNotFoundError": FAILED, "ValueError": FAILED},
+}
+PREFIXES = {"ValidationFailed": "validation failed"}
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code of an expected error, None for anything else (a bug: its traceback shows)."""
+    for module, names in EXPECTED_ERRORS.items():
+        loaded = sys.modules.get(module)
+        for name, code in names.items():
+            if loaded is not None and isinstance(exc, getattr(loaded, name)):
+                return code
+    return None
+
+
+class _Commands(TyperGroup):
+    """Every command's expected errors become one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            code = exit_code(exc)
+            if code is None:
+                raise
+            log.debug("%s", type(exc).__name__, exc_info=True)
+            prefix = PREFIXES.get(type(exc).__name__, "error")
+            err.print(f"[bold red]{prefix}:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(code) from None
+
+
 app = typer.Typer(
     name="biomedclip",
+    cls=_Commands,
     help="Build BiomedCLIP models: mine PMC figure-caption pairs, validate, shard, pretrain "
     "with open_clip, evaluate, and register them in MLflow.",
     no_args_is_help=True,
@@ -40,11 +93,7 @@ class Context:
     params_path: Path
 
     def params(self) -> Params:
-        try:
-            return load_params(self.params_path)
-        except ConfigError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+        return load_params(self.params_path)
 
 
 class LogLevel(StrEnum):
@@ -65,11 +114,6 @@ def main(
 ) -> None:
     configure_logging(log_level.value)
     ctx.obj = Context(params)
-
-
-def _options_error(exc: ConfigError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(2)
 
 
 @app.command("demo-data")
@@ -97,23 +141,16 @@ def demo_data(
     The same --articles and --seed give a byte-identical tree on any machine with the locked
     dependencies, so a fresh clone regenerates exactly the version recorded in data.dvc.
     """
+    from biomedclip.atomic_io import check_replaceable
     from biomedclip.demo import generate_benchmark, generate_corpus
     from biomedclip.demo.corpus import MARKER
 
     state: Context = ctx.obj
-    params = state.params().demo
-    try:
-        params = override(params, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out)
-    except ConfigError as exc:
-        raise _options_error(exc) from None
-    try:
-        if corpus:
-            check_replaceable(params.out, MARKER, force=force)
-        if benchmark:
-            check_replaceable(params.benchmark.out / params.benchmark.name, MARKER, force=force)
-    except UnsafeOutput as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    params = override(state.params().demo, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out)
+    if corpus:
+        check_replaceable(params.out, MARKER, force=force)
+    if benchmark:
+        check_replaceable(params.benchmark.out / params.benchmark.name, MARKER, force=force)
     if corpus:
         report = generate_corpus(params, workers=workers, force=force)
         table = Table(title=f"demo corpus → {params.out}", show_header=False)
@@ -128,8 +165,7 @@ def demo_data(
         if params.legacy_out is not None:
             out.print(f"legacy layout → {params.legacy_out}")
     if benchmark:
-        bench = generate_benchmark(params.benchmark, force=force)
-        out.print(f"benchmark → {bench.path} ({bench.classes} classes, {bench.images} images)")
+        out.print(generate_benchmark(params.benchmark, force=force).summary(), highlight=False)
 
 
 @app.command("inspect")
@@ -188,20 +224,13 @@ def ingest(
     from biomedclip.ingest.run import run_ingest
 
     state: Context = ctx.obj
-    params = state.params().ingest
-    try:
-        s3 = override(params.s3, endpoint_url=endpoint_url, unsigned=unsigned)
-        params = override(params, source=source, layout=layout, listing=listing, limit=limit,
-                          pmcids=pmcids, workers=workers, s3=s3.model_dump())
-    except ConfigError as exc:
-        raise _options_error(exc) from None
-    from biomedclip.ingest.storage import ObjectReadError
-
-    try:
-        report = run_ingest(params)
-    except (FileNotFoundError, ValueError, ObjectReadError) as exc:  # unlistable, or unreadable
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    everything = state.params()
+    params = everything.ingest
+    s3 = override(params.s3, endpoint_url=endpoint_url, unsigned=unsigned)
+    params = override(params, source=source, layout=layout, listing=listing, limit=limit,
+                      pmcids=pmcids, workers=workers, s3=s3.model_dump())
+    report = run_ingest(params)
+    _made_here(everything, "ingest", ctx)
     table = Table(title=f"ingest → {params.outputs.pairs}", show_header=False)
     for name, value in summary_rows(report):
         table.add_row(name, value)
@@ -224,22 +253,15 @@ def validate(
     parser. Writes the result JSON (DVC metrics) and Data Docs HTML; exits 1 naming each failed
     critical check with sample rows. Checks listed in `validate.warn_only` only warn.
     """
-    from biomedclip.validate import ValidationFailed, ValidationInputError, validate_manifest
-    from biomedclip.validate.gate import observed_text
+    from biomedclip.validate import observed_text, validate_manifest
 
     state: Context = ctx.obj
     params = state.params()
     ingest = params.ingest
     if manifest is not None:
         ingest = override(ingest, outputs=override(ingest.outputs, pairs=manifest).model_dump())
-    try:
-        result = validate_manifest(ingest, params.validate_)
-    except ValidationInputError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    except ValidationFailed as exc:
-        err.print(f"[bold red]validation failed:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    result = validate_manifest(ingest, params.validate_)
+    _made_here(params, "validate", ctx)
     table = Table("check", "column", "severity", "result", "observed",
                   title=f"validation of {result['manifest']}: {result['rows']} pairs")
     for row in result["checks"]:
@@ -261,23 +283,17 @@ def shard(
     split and a shard manifest (samples, bytes, sha256 per shard). Byte-reproducible; a killed
     run resumes where it stopped.
     """
-    from biomedclip.shard import ShardInputError, write_shards
+    from biomedclip.shard import write_shards
+    from biomedclip.shard.report import COLUMNS, rows
 
     state: Context = ctx.obj
     params = state.params()
-    try:
-        config = override(params.shard, samples_per_shard=samples_per_shard)
-    except ConfigError as exc:
-        raise _options_error(exc) from None
-    try:
-        report = write_shards(params.ingest, config)
-    except ShardInputError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    table = Table("split", "samples", "shards", "MiB", title=f"shards → {config.outputs.shards}")
-    for split in ("train", "val", "test"):
-        row = report[split]
-        table.add_row(split, str(row["samples"]), str(row["shards"]), f"{row['bytes'] / 2**20:.1f}")
+    config = override(params.shard, samples_per_shard=samples_per_shard)
+    report = write_shards(params.ingest, config)
+    _made_here(params, "shard", ctx)
+    table = Table(*COLUMNS, title=f"shards → {config.outputs.shards}")
+    for row in rows(report):
+        table.add_row(*row)
     out.print(table)
 
 
@@ -303,7 +319,10 @@ def train(
     state: Context = ctx.obj
     params = state.params()
     mode = None if resume is None else ("always" if resume else "never")
-    raise typer.Exit(launch(state.params_path, nproc=nproc or params.train.nproc, resume=mode))
+    status = launch(state.params_path, nproc=nproc or params.train.nproc, resume=mode)
+    if status == 0:
+        _made_here(params, "train", ctx)
+    raise typer.Exit(status)
 
 
 @app.command("evaluate")
@@ -320,37 +339,17 @@ def evaluate_command(
     benchmark in `evaluate.benchmarks`, and behavioural model tests. Writes metrics/eval.json,
     the plots' data and a model-test report.
     """
-    import json
+    from rich.markdown import Markdown
 
-    from biomedclip.evaluate.benchmarks import BenchmarkError
-    from biomedclip.evaluate.run import evaluate, report_markdown
+    from biomedclip.evaluate.run import evaluate, model_to_evaluate, report_markdown
 
     state: Context = ctx.obj
     params = state.params()
-    run_id = None
-    source = model or params.evaluate.model
-    if source is None:
-        try:
-            info = json.loads(params.train.outputs.run_info.read_text())
-        except OSError:
-            err.print(f"[bold red]error:[/] no --model and no trained model ({params.train.outputs.run_info} "
-                      "is missing): run `dvc repro train` first", highlight=False)
-            raise typer.Exit(1) from None
-        source, run_id = info["model_dir"], info.get("mlflow_run_id")
-    try:
-        result = evaluate(params.evaluate, model=source, shards_dir=params.shard.outputs.shards,
-                          mlflow_run_id=run_id, tracking=params.train.tracking)
-    except (BenchmarkError, FileNotFoundError, ValueError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
-    from rich.markdown import Markdown
-
+    source, run_id = (model, None) if model else model_to_evaluate(params.evaluate, params.train.outputs.run_info)
+    result = evaluate(params.evaluate, model=source, shards_dir=params.shard.outputs.shards,
+                      mlflow_run_id=run_id, tracking=params.train.tracking)
+    _made_here(params, "evaluate", ctx)
     out.print(Markdown(report_markdown(result)))
-
-
-def _registry_error(exc: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
-    return typer.Exit(1)
 
 
 @app.command("register")
@@ -362,14 +361,12 @@ def register_command(ctx: typer.Context) -> None:
     commit, data, manifest, validation, shard and dvc.lock digests, params, Prefect flow runs and
     evaluation. Registering the same model again returns the existing version.
     """
-    from biomedclip.register.registry import RegistryError
     from biomedclip.register.stage import register_trained
 
     state: Context = ctx.obj
-    try:
-        result = register_trained(state.params(), state.params_path)
-    except (RegistryError, FileNotFoundError) as exc:
-        raise _registry_error(exc) from None
+    params = state.params()
+    result = register_trained(params, state.params_path)
+    _made_here(params, "register", ctx)
     out.print(f"{result['uri']} {'registered' if result['created'] else 'already registered'} (alias challenger)")
 
 
@@ -387,19 +384,16 @@ def promote_command(
     any guard. The decision and its numbers are recorded on the version and in the decision log.
     Exit code 3 when the gate refuses.
     """
-    from biomedclip.register.registry import RegistryError, promote
+    from biomedclip.register.registry import promote
 
     state: Context = ctx.obj
     params = state.params()
-    try:
-        record = promote(params.register_, params.train.tracking, params.evaluate, params.shard.outputs.shards,
-                         version=version, force=force, reason=reason)
-    except RegistryError as exc:
-        raise _registry_error(exc) from None
+    record = promote(params.register_, params.train.tracking, params.evaluate, params.shard.outputs.shards,
+                     version=version, force=force, reason=reason)
     verdict = "[green]promoted[/]" if record["promoted"] else "[yellow]not promoted[/]"
     out.print(f"{params.register_.model_name} version {record['version']}: {verdict} — {record['why']}")
     if not record["promoted"]:
-        raise typer.Exit(3)
+        raise typer.Exit(REFUSED)
 
 
 @app.command("rollback")
@@ -408,14 +402,11 @@ def rollback_command(
     reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")] = "",
 ) -> None:
     """Move `champion` back to the previous champion (recorded like every decision)."""
-    from biomedclip.register.registry import RegistryError, rollback
+    from biomedclip.register.registry import rollback
 
     state: Context = ctx.obj
     params = state.params()
-    try:
-        record = rollback(params.register_, params.train.tracking, reason=reason)
-    except RegistryError as exc:
-        raise _registry_error(exc) from None
+    record = rollback(params.register_, params.train.tracking, reason=reason)
     out.print(f"{params.register_.model_name}: champion is version {record['version']} again "
               f"(was {record['previous_champion']})")
 
@@ -433,17 +424,13 @@ def lineage_command(
     import json
 
     from biomedclip.register.lineage import lineage, lineage_text, verify
-    from biomedclip.register.registry import RegistryError
 
     state: Context = ctx.obj
     params = state.params()
-    try:
-        chain = lineage(model_uri, params.register_, params.train.tracking)
-    except RegistryError as exc:
-        raise _registry_error(exc) from None
+    chain = lineage(model_uri, params.register_, params.train.tracking)
     problems: list[str] = []
     if verify_:
-        problems = verify(chain, params.register_, params.train.tracking, shard_manifest=params.shard.outputs.manifest,
+        problems = verify(chain, params.train.tracking, shard_manifest=params.shard.outputs.manifest,
                           model_dir=params.train.outputs.dir / "final")
         chain["verified"] = not problems
         chain["problems"] = problems
@@ -457,23 +444,7 @@ def lineage_command(
             else:
                 out.print("[green]verified:[/] data, manifest, shards and model match the recorded lineage")
     if problems:
-        raise typer.Exit(1)
-
-
-def _flow_module(name: str):
-    """Import `flows/<name>.py` of the project in the current folder as `flows.<name>` (the
-    project folder on sys.path), a name Prefect's runner can import again in its child process."""
-    import importlib
-    import sys
-
-    if not (Path("flows") / f"{name}.py").is_file():
-        err.print(f"[bold red]error:[/] flows/{name}.py not found: run this from the project folder "
-                  "(where params.yaml and dvc.yaml are)", highlight=False)
-        raise typer.Exit(2)
-    root = str(Path.cwd())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(f"flows.{name}")
+        raise typer.Exit(FAILED)
 
 
 @app.command("retrain")
@@ -489,14 +460,11 @@ def retrain_command(
     retrain.on_busy). Runs as the Prefect flow `retrain`; its decision is the artifact
     `retrain-decision`. Exit 1 if a step fails (the message names it).
     """
+    from biomedclip.pipeline.retrain import retrain_flow
+
     state: Context = ctx.obj
     state.params()  # a bad params file stops here, with its keys named
-    module = _flow_module("retrain")
-    try:
-        result = module.retrain_flow(str(state.params_path), force=force)
-    except module.RetrainFailed as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    result = retrain_flow(str(state.params_path), force=force)
     out.print(f"retrain {result['status']}: {result['summary']}", highlight=False)
 
 
@@ -516,10 +484,16 @@ def schedule_command(
     retrain/weekly`, or the UI. Point PREFECT_API_URL at a server (`prefect server start`) so
     the schedule outlives this terminal's view of it.
     """
+    from biomedclip.pipeline.retrain import serve
+
     state: Context = ctx.obj
-    params = state.params()
-    try:
-        override(params.retrain.schedule, cron=cron, timezone=timezone)
-    except ConfigError as exc:
-        raise _options_error(exc) from None
-    _flow_module("retrain").serve(state.params_path, cron=cron, timezone=timezone)
+    override(state.params().retrain.schedule, cron=cron, timezone=timezone)  # bad values stop here
+    serve(state.params_path, cron=cron, timezone=timezone)
+
+
+def _made_here(params: Params, flow: str, ctx: typer.Context) -> None:
+    """A stage's outputs were just made at this terminal, by no flow run: record that beside them
+    (the lineage must not credit an earlier flow run with them)."""
+    from biomedclip.provenance import write_record
+
+    write_record(params.pipeline.flow_runs, flow, None, command=ctx.command_path)

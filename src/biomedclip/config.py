@@ -32,12 +32,16 @@ class Section(BaseModel):
 
 
 class _Range(Section):
-    """A closed interval: subclasses give `min` and `max` their types and bounds."""
+    """A closed interval: subclasses declare the two fields named in `BOUNDS` (default `min` and
+    `max`) with their types and limits; the lower may not exceed the upper."""
+
+    BOUNDS: ClassVar[tuple[str, str]] = ("min", "max")
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if self.min > self.max:  # type: ignore[attr-defined]
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")  # type: ignore[attr-defined]
+        low, high = self.BOUNDS
+        if getattr(self, low) > getattr(self, high):
+            raise ValueError(f"{low} ({getattr(self, low)}) is greater than {high} ({getattr(self, high)})")
         return self
 
 
@@ -181,15 +185,11 @@ class LicenseParams(Section):
         return self
 
 
-class CaptionParams(Section):
+class CaptionParams(_Range):
+    BOUNDS = ("min_words", "max_words")
+
     min_words: Annotated[int, Field(ge=1)] = 5
     max_words: Annotated[int, Field(ge=1)] = 1000
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) is greater than max_words ({self.max_words})")
-        return self
 
 
 class ImageParams(Section):
@@ -248,13 +248,6 @@ class IngestParams(Section):
     outputs: IngestOutputs = IngestOutputs()
 
 
-VALIDATION_CHECKS = (
-    "required_columns", "column_types", "not_null", "unique_pair_id", "min_pairs",
-    "caption_words", "image_size", "split_values", "license_allowed", "split_leakage",
-    "split_fractions", "reject_rate", "caption_words_median", "figures_per_article_median",
-)
-
-
 class MedianRange(_Range):
     min: Annotated[float, Field(ge=0, strict=False)]
     max: Annotated[float, Field(ge=0, strict=False)]
@@ -285,9 +278,11 @@ class ValidateParams(Section):
 
     @model_validator(mode="after")
     def _known_checks(self) -> Self:
-        unknown = sorted(set(self.warn_only) - set(VALIDATION_CHECKS))
+        from biomedclip.validate.checks import CHECKS
+
+        unknown = sorted(set(self.warn_only) - set(CHECKS))
         if unknown:
-            raise ValueError(f"unknown checks {unknown} in warn_only; known: {', '.join(VALIDATION_CHECKS)}")
+            raise ValueError(f"unknown checks {unknown} in warn_only; known: {', '.join(CHECKS)}")
         return self
 
 
@@ -429,35 +424,23 @@ class RegisterParams(Section):
     output: PathValue = Path("metrics/register.json")  # the registered version (DVC stage output)
 
 
-_CRON_FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()),
-                (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-                (0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
-_CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+# The aliases Prefect's schedules (croniter) accept, as the 5 fields they stand for.
+CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+                "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 
 
-def _is_cron(expression: str) -> bool:
-    """A standard 5-field cron expression (numbers, names, `*`, ranges, lists, steps) or an alias."""
-    if expression.strip() in _CRON_ALIASES:
-        return True
-    fields = expression.split()
-    if len(fields) != 5:
-        return False
-    for text, (low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        def value(token: str, low: int = low, names: tuple[str, ...] = names) -> int:
-            if token.lower() in names:
-                return names.index(token.lower()) + (1 if low == 1 else 0)
-            return int(token) if token.isdigit() else -1
-        for item in text.split(","):
-            span, _, step = item.partition("/")
-            if step and (not step.isdigit() or int(step) == 0):
-                return False
-            if span == "*":
-                continue
-            first, _, last = span.partition("-")
-            bounds = [value(first), value(last) if last else value(first)]
-            if not all(low <= b <= high for b in bounds) or bounds[0] > bounds[1]:
-                return False
-    return True
+def cron_problem(expression: str) -> str | None:
+    """Why `expression` is not a standard 5-field cron expression (or an alias), None if it is."""
+    from cronsim import CronSim, CronSimError
+
+    fields = CRON_ALIASES.get(expression.strip(), expression)
+    if (count := len(fields.split())) != 5:
+        return f"{count} fields, where cron has 5: minute hour day-of-month month day-of-week"
+    try:
+        CronSim(fields, dt.datetime(2026, 1, 1))
+    except CronSimError as exc:
+        return str(exc).lower()
+    return None
 
 
 class ScheduleParams(Section):
@@ -471,8 +454,8 @@ class ScheduleParams(Section):
     def _valid(self) -> Self:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        if not _is_cron(self.cron):
-            raise ValueError(f"cron: {self.cron!r} is not a 5-field cron expression (e.g. '0 3 * * 1')")
+        if problem := cron_problem(self.cron):
+            raise ValueError(f"cron: {self.cron!r} is not a cron expression ({problem}; e.g. '0 3 * * 1')")
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -493,11 +476,18 @@ class RetrainParams(Section):
     push: bool = True  # dvc push after dvc repro
     promote: bool = True  # run the promotion gate on the registered version
     git_branch: str | None = None  # commit the data version (data.dvc, dvc.lock, ...) on this branch
-    git_paths: Annotated[tuple[str, ...], Field(strict=False)] = ("data.dvc", "dvc.lock", "metrics", "registry")
+    git_paths: Annotated[tuple[str, ...], Field(strict=False)] = ("data.dvc", "dvc.lock", "metrics", "registry",
+                                                                  "reports/flow-runs")
     on_busy: Literal["skip", "wait"] = "skip"  # a retrain already running: skip this one, or wait
     wait_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600
     lock: PathValue = Path(".retrain.lock")
     schedule: ScheduleParams = ScheduleParams()
+
+
+class PipelineParams(Section):
+    """What the orchestration layer (the Prefect flows) keeps beside the stages' outputs."""
+
+    flow_runs: PathValue = Path("reports/flow-runs")  # <flow>.json: the flow run behind each stage's outputs
 
 
 class Params(Section):
@@ -511,6 +501,7 @@ class Params(Section):
     evaluate: EvaluateParams = EvaluateParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     retrain: RetrainParams = RetrainParams()
+    pipeline: PipelineParams = PipelineParams()
 
 
 S = TypeVar("S", bound=Section)

@@ -28,6 +28,9 @@ class BenchmarkReport:
     classes: int
     images: int
 
+    def summary(self) -> str:
+        return f"benchmark `{self.path}`: {self.classes} classes, {self.images} images"
+
 
 def benchmark_jobs(params: BenchmarkParams) -> list[tuple[str, int, int, int, int]]:
     """(kind, index, render seed, width, height) of every benchmark image."""

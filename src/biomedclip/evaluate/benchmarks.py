@@ -23,7 +23,7 @@ from pathlib import PurePosixPath
 from PIL import Image, UnidentifiedImageError
 
 from biomedclip.config import S3Params
-from biomedclip.ingest.storage import MissingObject, ObjectStore, UnsafeKey, open_store
+from biomedclip.storage import MissingObject, ObjectStore, UnsafeKey, open_store
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 MAX_PIXELS = 50_000_000  # decompression bombs are skipped, not decoded

@@ -18,6 +18,7 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from biomedclip.config import TrackingParams
 from biomedclip.train.model import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
@@ -72,19 +73,19 @@ def load_folder(folder: Path, device: torch.device | str = "cpu") -> LoadedModel
     return LoadedModel(model, preprocess, tokenizer, folder, spec)
 
 
-def load_model(source: str | Path, device: torch.device | str = "cpu",
-               download_to: Path | None = None) -> LoadedModel:
-    """A folder path, or an MLflow URI (`models:/...`, `runs:/...`) downloaded first."""
+def load_model(source: str | Path, device: torch.device | str = "cpu", download_to: Path | None = None,
+               tracking: TrackingParams | None = None) -> LoadedModel:
+    """A folder path, or an MLflow URI (`models:/...`, `runs:/...`) downloaded first from the
+    tracking store `tracking` names (default: MLFLOW_TRACKING_URI, else the embedded store)."""
     text = str(source)
     if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        import mlflow
+        from biomedclip.tracking import download
 
-        log.info("downloading %s", text)
+        tracking = tracking or TrackingParams()
         if download_to is not None:
-            return load_folder(Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(download_to))),
-                               device)
+            return load_folder(download(text, download_to, tracking), device)
         with tempfile.TemporaryDirectory(prefix="biomedclip-model-") as tmp:  # loaded into memory, then gone
-            return load_folder(Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp)), device)
+            return load_folder(download(text, Path(tmp), tracking), device)
     folder = Path(text)
     if not folder.exists():
         raise FileNotFoundError(f"model {folder} does not exist (a folder, or models:/name@alias)")

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,78 +18,37 @@ import torch
 from PIL import Image
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import EvaluateParams, TrackingParams
+from biomedclip.config import EvaluateOutputs, EvaluateParams, TrackingParams
 from biomedclip.evaluate.benchmarks import load_benchmark
 from biomedclip.evaluate.classification import class_embeddings, classification_metrics
+from biomedclip.evaluate.embedding import (
+    decode,
+    embed_images,
+    embed_pairs,
+    embed_texts,
+    shard_samples,
+)
 from biomedclip.evaluate.models import LoadedModel, load_model
-from biomedclip.evaluate.retrieval import block_rows, match_ranks, rank_metrics
+from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
 
 log = logging.getLogger(__name__)
 
 
-def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-@torch.no_grad()
-def embed_images(loaded: LoadedModel, images: Iterable[Image.Image], batch_size: int) -> torch.Tensor:
-    device = next(loaded.model.parameters()).device
-    chunks = [loaded.model.encode_image(torch.stack([loaded.preprocess(i) for i in batch]).to(device),
-                                        normalize=True).float().cpu()
-              for batch in _batched(images, batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-@torch.no_grad()
-def embed_texts(loaded: LoadedModel, texts: Iterable[str], batch_size: int) -> torch.Tensor:
-    device = next(loaded.model.parameters()).device
-    chunks = [loaded.model.encode_text(loaded.tokenizer(batch).to(device), normalize=True).float().cpu()
-              for batch in _batched(texts, batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-def split_pairs(folder: Path) -> tuple[list[bytes], list[str]]:
-    """JPEG bytes and captions of a split's shards, in shard order."""
-    import webdataset as wds
-
-    urls = sorted(str(p) for p in folder.glob("*.tar"))
-    images, captions = [], []
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False) if urls else []:
-        images.append(sample["jpg"])
-        captions.append(sample["txt"].decode("utf-8"))
-    return images, captions
-
-
-def _decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
-
-
 def _reencoded(data: bytes, quality: int) -> Image.Image:
     out = io.BytesIO()
-    _decode(data).save(out, format="JPEG", quality=quality)
-    return _decode(out.getvalue())
+    decode(data).save(out, format="JPEG", quality=quality)
+    return decode(out.getvalue())
 
 
-def retrieval(loaded: LoadedModel, images: list[bytes], captions: list[str],
-              params: EvaluateParams) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    image_features = embed_images(loaded, (_decode(b) for b in images), params.batch_size)
-    text_features = embed_texts(loaded, captions, params.batch_size)
+def retrieval(loaded: LoadedModel, folder: Path, params: EvaluateParams) -> dict[str, float]:
+    """Image→text and text→image rank metrics of a split's pairs, streamed from its shards."""
+    image_features, text_features = embed_pairs(loaded, shard_samples(folder), params.batch_size)
     n = len(image_features)
+    if n < 2:
+        raise ValueError(f"{folder}: retrieval needs at least 2 pairs, found {n}")
     chunk = block_rows(n, params.similarity_memory_mb)
-    metrics: dict[str, float] = {"pairs": float(n), "chance_recall_at_1": 1.0 / n}
-    for direction, (q, c) in {"image_to_text": (image_features, text_features),
-                              "text_to_image": (text_features, image_features)}.items():
-        for name, value in rank_metrics(match_ranks(q, c, chunk=chunk), params.ks).items():
-            metrics[f"{direction}/{name}"] = value
-    return metrics, image_features, text_features
+    return {"pairs": float(n), "chance_recall_at_1": 1.0 / n,
+            **retrieval_metrics(image_features, text_features, ks=params.ks, chunk=chunk)}
 
 
 def _collect_labels(pairs: Iterable[tuple[Image.Image, int]], labels: list[int]) -> Iterator[Image.Image]:
@@ -124,17 +84,18 @@ def zero_shot(loaded: LoadedModel, params: EvaluateParams) -> tuple[dict[str, An
     return results, predictions
 
 
-def model_tests(loaded: LoadedModel, images: list[bytes], captions: list[str], retrieval_metrics: dict,
+def model_tests(loaded: LoadedModel, folder: Path, ranks: dict[str, float],
                 params: EvaluateParams) -> dict[str, dict[str, Any]]:
-    """Behaviour a usable model must show (Made-With-ML's model tests)."""
-    n = len(images)
-    sample = images[: min(64, n)]
-    first = embed_images(loaded, (_decode(b) for b in sample), params.batch_size)
-    again = embed_images(loaded, (_decode(b) for b in sample), params.batch_size)
+    """Behaviour a usable model must show (Made-With-ML's model tests), on the split's first images;
+    `ranks` is the split's retrieval result."""
+    n = int(ranks["pairs"])
+    sample = [jpeg for jpeg, _ in islice(shard_samples(folder), 64)]
+    first = embed_images(loaded, (decode(b) for b in sample), params.batch_size)
+    again = embed_images(loaded, (decode(b) for b in sample), params.batch_size)
     reencoded = embed_images(loaded, (_reencoded(b, params.jpeg_quality) for b in sample), params.batch_size)
     similarity = float((first * reencoded).sum(dim=1).mean())
     chance_median = (n + 1) / 2
-    median = retrieval_metrics["text_to_image/median_rank"]
+    median = ranks["text_to_image/median_rank"]
     return {
         "caption_finds_its_image": {
             "passed": median < chance_median / 2, "value": median,
@@ -177,16 +138,28 @@ def report_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_to_evaluate(params: EvaluateParams, run_info: Path) -> tuple[str, str | None]:
+    """The model to evaluate and the MLflow run its results go into: `evaluate.model` when set
+    (its results go into no run), else the train stage's model and its training run."""
+    if params.model:
+        return params.model, None
+    try:
+        info = json.loads(run_info.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model to evaluate: evaluate.model is not set and {run_info} is "
+                                "missing (run `dvc repro train` first, or give a model)") from None
+    return info["model_dir"], info.get("mlflow_run_id")
+
+
 def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run_id: str | None = None,
              tracking: TrackingParams | None = None) -> dict[str, Any]:
-    """Evaluate `model` (a folder or an MLflow model URI); returns and writes the results."""
-    loaded = load_model(model)
-    images, captions = split_pairs(shards_dir / params.split)
-    if len(images) < 2:
-        raise ValueError(f"{shards_dir / params.split}: retrieval needs at least 2 pairs, found {len(images)}")
-    retrieval_result, _, _ = retrieval(loaded, images, captions, params)
+    """Evaluate `model` (a folder or an MLflow model URI); returns and writes the results. With
+    `mlflow_run_id` (and tracking enabled) the results are also logged into that run."""
+    loaded = load_model(model, tracking=tracking)
+    folder = shards_dir / params.split
+    retrieval_result = retrieval(loaded, folder, params)
     zero_shot_result, predictions = zero_shot(loaded, params)
-    tests = model_tests(loaded, images, captions, retrieval_result, params)
+    tests = model_tests(loaded, folder, retrieval_result, params)
     result = {"model": model, "split": params.split, "ks": list(params.ks), "retrieval": retrieval_result,
               "zero_shot": {k: {m: v for m, v in r.items() if m != "confusion"} for k, r in zero_shot_result.items()},
               "model_tests": tests}
@@ -204,21 +177,12 @@ def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run
     return {**result, "confusion": {k: r["confusion"] for k, r in zero_shot_result.items()}}
 
 
-def _log_to_mlflow(run_id: str, tracking: TrackingParams, result: dict[str, Any], out) -> None:
-    import os
+def _log_to_mlflow(run_id: str, tracking: TrackingParams, result: dict[str, Any], out: EvaluateOutputs) -> None:
+    from biomedclip.tracking import log_evaluation
 
-    import mlflow
-
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.uri)
     flat = {f"eval/{k}": v for k, v in result["retrieval"].items()}
     for name, m in result["zero_shot"].items():
         flat.update({f"eval/{name}/{k}": v for k, v in m.items() if isinstance(v, int | float)})
-    client = mlflow.MlflowClient()
-    for key, value in flat.items():
-        client.log_metric(run_id, key, float(value))
-    for name, test in result["model_tests"].items():
-        client.log_metric(run_id, f"eval/model_tests/{name}", float(test["passed"]))
-    client.log_artifact(run_id, str(out.metrics), "evaluation")
-    client.log_artifact(run_id, str(out.report), "evaluation")
-    client.log_artifacts(run_id, str(out.plots), "evaluation/plots")
-    log.info("logged the evaluation into MLflow run %s", run_id)
+    flat.update({f"eval/model_tests/{name}": float(test["passed"]) for name, test in result["model_tests"].items()})
+    log_evaluation(run_id, tracking, flat, [(out.metrics, "evaluation"), (out.report, "evaluation"),
+                                            (out.plots, "evaluation/plots")])

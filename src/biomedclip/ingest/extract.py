@@ -21,7 +21,7 @@ from biomedclip.ingest.images import IMAGE_SUFFIXES, ImageRejected, ImageStore, 
 from biomedclip.ingest.jats import Figure, parse_article
 from biomedclip.ingest.rejects import Reason, Reject, Rejected
 from biomedclip.ingest.sources import ArticleFiles, VersionRef, read_version
-from biomedclip.ingest.storage import MissingObject, ObjectStore, UnsafeKey
+from biomedclip.storage import MissingObject, ObjectStore, UnsafeKey
 
 log = logging.getLogger(__name__)
 # Which file to take when several share a stem (PMC ships thumbnails as .gif beside the figure).

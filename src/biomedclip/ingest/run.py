@@ -1,7 +1,7 @@
 """`run_ingest`: list → fan out over article batches → record → assemble.
 
 The fan-out is pluggable: a bounded thread pool by default (`thread_map`), Prefect tasks on any
-task runner (threads, Dask) from `flows/ingest.py`. Whatever runs the batches, the results are
+task runner (threads, Dask) from the `ingest` flow (`biomedclip.pipeline.ingest`). Whatever runs the batches, the results are
 recorded in the state by this process and the outputs are assembled in PMCID order, so the
 manifest is the same. At most `window` batches are in flight: memory does not grow with the
 corpus.
@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import IngestParams
@@ -27,10 +27,10 @@ from biomedclip.ingest.extract import ArticleResult, extract_article
 from biomedclip.ingest.images import ImageStore
 from biomedclip.ingest.sources import VersionRef, list_articles
 from biomedclip.ingest.state import IngestState, params_digest
-from biomedclip.ingest.storage import ObjectStore, open_store
+from biomedclip.storage import ObjectStore, open_store
+from biomedclip.streams import chunked, in_order_window
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), known digests
 BatchMap = Callable[[Callable[[Batch], list[ArticleResult]], Iterator[Batch]], Iterator[list[ArticleResult]]]
 _STORES: dict[str, ObjectStore] = {}
@@ -75,25 +75,6 @@ def process_batch(params: IngestParams, batch: Batch) -> list[ArticleResult]:
     images = ImageStore(params.outputs.images)
     return [extract_article(store, versions, params, images, known.get(versions[-1].pmcid))
             for versions in articles]
-
-
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def in_order_window(submit: Callable[[Batch], Any], batches: Iterator[Batch],
-                    window: int) -> Iterator[list[ArticleResult]]:
-    """Submit batches (`submit` returns anything with `.result()`), at most `window` in flight,
-    and yield their results in submission order."""
-    pending: deque[Any] = deque()
-    for batch in batches:
-        pending.append(submit(batch))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 def thread_map(workers: int, window: int | None = None) -> BatchMap:

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from biomedclip.ingest.rejects import Reason, Rejected
-from biomedclip.ingest.storage import MissingObject, ObjectStore, UnsafeKey
+from biomedclip.storage import MissingObject, ObjectStore, UnsafeKey
 
 VERSION_PREFIX = re.compile(r"^(PMC[0-9]{1,12})\.([0-9]{1,6})$")  # ASCII digits, sane sizes
 MAX_PACKAGE_BYTES = 2**30  # a legacy package that inflates beyond this is refused (gzip bombs)

@@ -49,14 +49,16 @@ CREATE INDEX IF NOT EXISTS rejects_article ON rejects (article);
 
 # The modules whose code decides per-article results: a change to any of them is a change of
 # results, so stored articles are read again (as a run from scratch would).
-EXTRACTION_CODE = ("extract.py", "images.py", "jats.py", "licenses.py", "rejects.py", "sources.py",
-                   "storage.py")
+# Paths relative to the package.
+EXTRACTION_CODE = ("ingest/extract.py", "ingest/images.py", "ingest/jats.py", "ingest/licenses.py",
+                   "ingest/rejects.py", "ingest/sources.py", "storage.py")
 
 
 def code_digest() -> str:
+    package = Path(__file__).parents[1]
     digest = hashlib.sha256()
     for name in EXTRACTION_CODE:
-        digest.update(name.encode() + b"\0" + (Path(__file__).parent / name).read_bytes())
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
     return digest.hexdigest()
 
 

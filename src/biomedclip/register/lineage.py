@@ -21,9 +21,11 @@ import yaml
 
 from biomedclip.config import RegisterParams, TrackingParams
 from biomedclip.digests import file_sha256
-from biomedclip.register.registry import RegistryError, _client, decisions
+from biomedclip.register.registry import RegistryError, decisions
+from biomedclip.tracking import connect, download
 
 log = logging.getLogger(__name__)
+WEIGHTS = "open_clip_model.safetensors"
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -42,17 +44,18 @@ def resolve(client, uri: str):
 
 
 def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[str, Any]:
-    client = _client(tracking)
+    client = connect(tracking)
     version = resolve(client, uri)
     tags = {k.removeprefix("biomedclip."): v for k, v in version.tags.items() if k.startswith("biomedclip.")}
     run = client.get_run(version.run_id) if version.run_id else None
     stages: dict[str, Any] = {}
     if run is not None:
+        logged = tags.get("lineage.dvc_lock", "lineage/dvc.lock")  # older versions: one per run
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                local = client.download_artifacts(run.info.run_id, "lineage/dvc.lock", tmp)
+                local = client.download_artifacts(run.info.run_id, logged, tmp)
                 stages = yaml.safe_load(Path(local).read_text()).get("stages", {})
-            except Exception as exc:  # an older version registered without it
+            except Exception as exc:  # a version registered without it
                 log.warning("no dvc.lock logged with run %s: %s", run.info.run_id, exc)
     history = [d for d in decisions(params.decision_log)
                if d.get("model") == version.name and (d.get("version") == int(version.version)
@@ -80,23 +83,29 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[
     }
 
 
-def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingParams, *,
-           shard_manifest: Path, model_dir: Path | None, repo_root: Path = Path(".")) -> list[str]:
-    """Mismatches between the recorded lineage and what is here (empty: all verified)."""
-    problems: list[str] = []
-    recorded = {path: md5 for stage in chain["dvc_lock"]["stages"].values() for path, md5 in stage["outs"].items()}
-    data_version = chain["data"]["version"]
-    if not recorded:
-        problems.append("no dvc.lock was logged with the model: nothing to verify the data against")
+def verify(chain: dict[str, Any], tracking: TrackingParams, *, shard_manifest: Path, model_dir: Path | None,
+           repo_root: Path = Path(".")) -> list[str]:
+    """Mismatches between the recorded lineage and what is here (empty: all verified): the DVC
+    outputs and raw data against the logged dvc.lock, every shard against the shard manifest, the
+    local model folder and the registered weights against the recorded weights digest."""
+    return [*_verify_dvc_outputs(chain, repo_root), *_verify_shards(chain, shard_manifest),
+            *_verify_model_folder(chain, model_dir), *_verify_registered_weights(chain, tracking)]
+
+
+def _verify_dvc_outputs(chain: dict[str, Any], repo_root: Path) -> list[str]:
+    """Every output the logged dvc.lock records (and data/raw's version) re-hashed by DVC here."""
     from dvc.repo import Repo
 
+    problems = []
+    recorded = {path: md5 for stage in chain["dvc_lock"]["stages"].values() for path, md5 in stage["outs"].items()}
+    if not recorded:
+        problems.append("no dvc.lock was logged with the model: nothing to verify the data against")
+    data_version = chain["data"]["version"]
+    if data_version and data_version != "unknown":
+        recorded["data/raw"] = data_version
     repo = Repo(str(repo_root))
     outs = {str(o.def_path): o for stage in repo.index.stages for o in stage.outs}
-    outs.update({str(o.def_path): o for stage in repo.index.stages if stage.addressing == "data.dvc" for o in stage.outs})
-    targets = dict(recorded)
-    if data_version and data_version != "unknown":
-        targets["data/raw"] = data_version
-    for path, md5 in sorted(targets.items()):
+    for path, md5 in sorted(recorded.items()):
         if not md5:
             continue
         out = outs.get(path)
@@ -110,43 +119,49 @@ def verify(chain: dict[str, Any], params: RegisterParams, tracking: TrackingPara
             continue
         if here != md5:
             problems.append(f"{path}: md5 {here} here, {md5} recorded (changed since the model was built)")
-    if shard_manifest.is_file():
-        if chain["data"]["shard_manifest_sha256"] not in (None, file_sha256(shard_manifest)):
-            problems.append(f"{shard_manifest}: sha256 differs from the recorded shard manifest")
-        manifest = json.loads(shard_manifest.read_text())
-        root = shard_manifest.parent
-        for split in manifest.get("splits", {}).values():
-            for shard in split["shards"]:
-                path = root / shard["path"]
-                if not path.is_file():
-                    problems.append(f"{path}: shard missing")
-                elif file_sha256(path) != shard["sha256"]:
-                    problems.append(f"{path}: sha256 differs from the shard manifest (tampered or corrupt)")
-    else:
-        problems.append(f"{shard_manifest}: missing")
-    recorded_model = chain.get("model_sha256")
-    if model_dir is not None and recorded_model:
-        weights = model_dir / "open_clip_model.safetensors"
-        if not weights.is_file():
-            problems.append(f"{weights}: missing")
-        elif file_sha256(weights) != recorded_model:
-            problems.append(f"{weights}: sha256 differs from the registered model's")
-    if recorded_model:
-        _client(tracking)  # points MLflow at the tracking server
-        with tempfile.TemporaryDirectory() as tmp:
-            import mlflow
-
-            try:
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{chain['model']}/{chain['version']}",
-                                                                 dst_path=tmp))
-                found = sorted(local.rglob("open_clip_model.safetensors"))
-                if not found:
-                    problems.append(f"models:/{chain['model']}/{chain['version']}: no open_clip_model.safetensors in its artifacts")
-                elif file_sha256(found[0]) != recorded_model:
-                    problems.append(f"models:/{chain['model']}/{chain['version']}: registered weights differ from their recorded sha256")
-            except Exception as exc:
-                problems.append(f"models:/{chain['model']}/{chain['version']}: artifacts unreadable ({exc})")
     return problems
+
+
+def _verify_shards(chain: dict[str, Any], shard_manifest: Path) -> list[str]:
+    if not shard_manifest.is_file():
+        return [f"{shard_manifest}: missing"]
+    problems = []
+    if chain["data"]["shard_manifest_sha256"] not in (None, file_sha256(shard_manifest)):
+        problems.append(f"{shard_manifest}: sha256 differs from the recorded shard manifest")
+    manifest = json.loads(shard_manifest.read_text())
+    for split in manifest.get("splits", {}).values():
+        for shard in split["shards"]:
+            path = shard_manifest.parent / shard["path"]
+            if not path.is_file():
+                problems.append(f"{path}: shard missing")
+            elif file_sha256(path) != shard["sha256"]:
+                problems.append(f"{path}: sha256 differs from the shard manifest (tampered or corrupt)")
+    return problems
+
+
+def _verify_model_folder(chain: dict[str, Any], model_dir: Path | None) -> list[str]:
+    recorded = chain.get("model_sha256")
+    if model_dir is None or not recorded:
+        return []
+    weights = model_dir / WEIGHTS
+    if not weights.is_file():
+        return [f"{weights}: missing"]
+    return [] if file_sha256(weights) == recorded else [f"{weights}: sha256 differs from the registered model's"]
+
+
+def _verify_registered_weights(chain: dict[str, Any], tracking: TrackingParams) -> list[str]:
+    recorded = chain.get("model_sha256")
+    if not recorded:
+        return []
+    uri = f"models:/{chain['model']}/{chain['version']}"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            found = sorted(download(uri, Path(tmp), tracking).rglob(WEIGHTS))
+        except Exception as exc:  # any failure to read them is a finding, not a crash
+            return [f"{uri}: artifacts unreadable ({exc})"]
+        if not found:
+            return [f"{uri}: no {WEIGHTS} in its artifacts"]
+        return [] if file_sha256(found[0]) == recorded else [f"{uri}: registered weights differ from their recorded sha256"]
 
 
 def lineage_text(chain: dict[str, Any]) -> str:

@@ -1,30 +1,24 @@
 """Collect the facts a registered version is tagged with: where its code, data and params came
-from, digests of every intermediate product, and the Prefect flow runs that made them."""
+from, digests of every intermediate product, and the Prefect flow runs that made them (read from
+the stages' own records beside their outputs: `biomedclip.provenance`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from biomedclip.digests import file_sha256
+from biomedclip.git import workspace_state
 
-log = logging.getLogger(__name__)
-STAGE_FLOWS = ("ingest", "validate", "shard", "tokenizer", "train", "evaluate")
-
-
-def git_state(root: Path = Path(".")) -> dict[str, str]:
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
-
-    commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit or "unknown", "dirty": str(bool(dirty)).lower()}
+PREFIX = "biomedclip."
+# Tags that say where and when a version was registered, not what it is built from: two
+# registrations of the same model from the same inputs differ only in these.
+CIRCUMSTANCES = ("git.commit", "git.dirty", "params.sha256", "dvc_lock.sha256", "prefect.flow_run.register",
+                 "lineage.key", "lineage.dvc_lock")
 
 
 def data_version(data_dvc: Path = Path("data.dvc")) -> str:
@@ -43,42 +37,17 @@ def lock_outputs(lock: Path = Path("dvc.lock")) -> dict[str, dict[str, str]]:
     return {name: {o["path"]: o.get("md5", "") for o in stage.get("outs", [])} for name, stage in stages.items()}
 
 
-def flow_run_ids() -> dict[str, str]:
-    """The newest completed Prefect flow run of each stage, from the Prefect API in use (the
-    project's embedded server's database, or PREFECT_API_URL)."""
-    try:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowFilter,
-            FlowFilterName,
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
-        from prefect.client.schemas.sorting import FlowRunSort
-    except ImportError:
-        return {}
-    found: dict[str, str] = {}
-    with get_client(sync_client=True) as client:
-        for name in STAGE_FLOWS:
-            runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))),
-                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
-            if runs:
-                found[name] = str(runs[0].id)
-    return found
-
-
 def collect(*, params_path: Path, train_info: dict[str, Any], validate_result: Path, shard_manifest: Path,
-            eval_metrics: Path | None, lock: Path = Path("dvc.lock"), data_dvc: Path = Path("data.dvc"),
-            with_flow_runs: bool = True) -> dict[str, str]:
-    """The lineage tags of a version (strings, as MLflow tags are)."""
+            eval_metrics: Path | None, flow_runs: dict[str, str], lock: Path = Path("dvc.lock"),
+            data_dvc: Path = Path("data.dvc")) -> dict[str, str]:
+    """The lineage tags of a version (strings, as MLflow tags are). `flow_runs` maps each stage's
+    flow to the flow run that produced its outputs (`provenance.flow_run_ids`), plus `register`
+    for the run registering it, when there is one."""
     outputs = lock_outputs(lock)
     manifest_md5 = next((md5 for path, md5 in outputs.get("ingest", {}).items() if path.endswith("pairs.parquet")), "")
+    git = workspace_state()
     tags = {
-        "git.commit": git_state()["commit"], "git.dirty": git_state()["dirty"],
+        "git.commit": git["commit"], "git.dirty": git["dirty"],
         "data.version": data_version(data_dvc),
         "manifest.md5": manifest_md5 or "unknown",
         "validation.sha256": file_sha256(validate_result) if validate_result.is_file() else "missing",
@@ -89,17 +58,23 @@ def collect(*, params_path: Path, train_info: dict[str, Any], validate_result: P
         "model.sha256": train_info["model_sha256"],
         "train.digest": train_info.get("digest", ""),
         "profile": train_info.get("profile", ""),
+        **{f"prefect.flow_run.{flow}": run_id for flow, run_id in flow_runs.items()},
     }
-    if with_flow_runs:
-        try:
-            tags.update({f"prefect.flow_run.{k}": v for k, v in flow_run_ids().items()})
-        except Exception as exc:  # lineage still registers without the orchestrator's history
-            log.warning("could not read Prefect flow runs: %s", exc)
     if eval_metrics is not None and eval_metrics.is_file():
         metrics = json.loads(eval_metrics.read_text())
         for key, value in flatten_metrics(metrics).items():
             tags[f"eval.{key}"] = f"{value:.6g}"
-    return {f"biomedclip.{k}": v for k, v in tags.items()}
+    tags["lineage.key"] = lineage_key(tags)
+    return {f"{PREFIX}{k}": v for k, v in tags.items()}
+
+
+def lineage_key(tags: dict[str, str]) -> str:
+    """What a version is built from (model, data, shards, evaluation, the flow runs that made
+    each), as one digest: registering the same model from the same inputs again is the same
+    version; the same weights measured by a new evaluation run are a new one."""
+    facts = {k.removeprefix(PREFIX): v for k, v in tags.items()}
+    kept = {k: v for k, v in facts.items() if k not in CIRCUMSTANCES}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
 def flatten_metrics(result: dict[str, Any]) -> dict[str, float]:

@@ -30,7 +30,8 @@ from typing import Any
 from filelock import FileLock
 
 from biomedclip.config import EvaluateOutputs, EvaluateParams, RegisterParams, TrackingParams
-from biomedclip.register.lineage_facts import flatten_metrics
+from biomedclip.register.lineage_facts import PREFIX, flatten_metrics
+from biomedclip.tracking import connect
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,6 @@ REQUIREMENTS = ("torch", "torchvision", "open_clip_torch", "transformers", "timm
 
 class RegistryError(RuntimeError):
     """A registry action that cannot be done (names the model, version or alias)."""
-
-
-def _client(tracking: TrackingParams):
-    import mlflow
-
-    from biomedclip.train.tracking import TrackingUnavailable, check_reachable, tracking_uri
-
-    uri = tracking_uri(tracking)
-    try:
-        check_reachable(uri)
-    except TrackingUnavailable as exc:
-        raise RegistryError(str(exc)) from None
-    mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
 
 
 def pinned_requirements() -> list[str]:
@@ -102,48 +89,67 @@ def _version_of(client, name: str, alias: str):
 
 def champion_version(params: RegisterParams, tracking: TrackingParams) -> int | None:
     """The version the `champion` alias points at, None when there is none."""
-    champion = _version_of(_client(tracking), params.model_name, CHAMPION)
+    champion = _version_of(connect(tracking), params.model_name, CHAMPION)
     return int(champion.version) if champion is not None else None
 
 
 def tag_version(params: RegisterParams, tracking: TrackingParams, version: int, tags: dict[str, str]) -> None:
     """Add lineage tags (`biomedclip.<key>`) to a registered version."""
-    client = _client(tracking)
+    client = connect(tracking)
     for key, value in tags.items():
         client.set_model_version_tag(params.model_name, str(version), f"biomedclip.{key}", value)
 
 
 def register(params: RegisterParams, tracking: TrackingParams, *, train_info: dict[str, Any],
              lineage: dict[str, str], dvc_lock: Path | None = None) -> dict[str, Any]:
-    """Register the trained model (idempotent); returns {name, version, uri, created}."""
+    """Register the trained model with its lineage; returns {name, version, uri, created}.
+
+    Idempotent: the same model (weights digest and training run) from the same inputs (the
+    `biomedclip.lineage.key` tag) is the version already there. The same model with a new
+    lineage (e.g. measured by a new evaluation run) becomes a new version of the model already
+    logged: no second upload of the weights."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking)
+    client = connect(tracking)
     name, run_id = params.model_name, train_info.get("mlflow_run_id")
     if not run_id:
         raise RegistryError("the training run has no MLflow run id (tracking was off): train with "
                             "train.tracking.enabled to register")
     with contextlib.suppress(MlflowException):  # it exists already
         client.create_registered_model(name, description="BiomedCLIP: CLIP pretrained on PMC figure-caption pairs")
-    model_sha = train_info["model_sha256"]
-    for existing in client.search_model_versions(f"name='{name}'"):
-        if existing.tags.get("biomedclip.model.sha256") == model_sha and existing.run_id == run_id:
-            log.info("%s version %s already holds this model: nothing to register", name, existing.version)
+    model_sha, key = train_info["model_sha256"], lineage.get(f"{PREFIX}lineage.key")
+    same_model = [v for v in client.search_model_versions(f"name='{name}'")
+                  if v.tags.get(f"{PREFIX}model.sha256") == model_sha and v.run_id == run_id]
+    for existing in same_model:
+        if key and existing.tags.get(f"{PREFIX}lineage.key") == key:
+            log.info("%s version %s already holds this model and lineage: nothing to register", name, existing.version)
             return {"name": name, "version": int(existing.version), "uri": f"models:/{name}/{existing.version}",
                     "created": False}
+    tags = dict(lineage)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="biomedclip", python_model=str(PYFUNC_CODE), artifacts={"open_clip": str(train_info["model_dir"])},
-            signature=_signature(), input_example=_input_example(Path(train_info["model_dir"])),
-            pip_requirements=pinned_requirements())
         if dvc_lock is not None and dvc_lock.is_file():
-            mlflow.log_artifact(str(dvc_lock), "lineage")
-    registered = mlflow.register_model(info.model_uri, name, tags=lineage)
+            folder = f"lineage/{(key or 'unkeyed')[:16]}"  # one per lineage: versions of one run keep theirs
+            mlflow.log_artifact(str(dvc_lock), folder)
+            tags[f"{PREFIX}lineage.dvc_lock"] = f"{folder}/{dvc_lock.name}"
+        if same_model:  # the weights are logged already: a new version of that logged model
+            source = _logged_model_uri(same_model[0])
+        else:
+            source = mlflow.pyfunc.log_model(
+                name="biomedclip", python_model=str(PYFUNC_CODE), artifacts={"open_clip": str(train_info["model_dir"])},
+                signature=_signature(), input_example=_input_example(Path(train_info["model_dir"])),
+                pip_requirements=pinned_requirements()).model_uri
+    registered = mlflow.register_model(source, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     log.info("registered %s version %s (alias %s)", name, registered.version, CHALLENGER)
     return {"name": name, "version": int(registered.version), "uri": f"models:/{name}/{registered.version}",
             "created": True}
+
+
+def _logged_model_uri(version) -> str:
+    """The logged model a registered version was made from (`models:/<model_id>` in MLflow 3)."""
+    model_id = getattr(version, "model_id", None)
+    return f"models:/{model_id}" if model_id else version.source
 
 
 # -- decisions ---------------------------------------------------------------------------------
@@ -195,14 +201,14 @@ def gate(champion: dict[str, float] | None, challenger: dict[str, float], params
     return True, f"{g.primary} {challenger[g.primary]:.4f} vs champion {champion[g.primary]:.4f} (gain {gain:+.4f}); guards hold"
 
 
-def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path) -> dict[str, float]:
+def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path, tracking: TrackingParams) -> dict[str, float]:
     from biomedclip.evaluate.run import evaluate as run_evaluation
 
     with tempfile.TemporaryDirectory(prefix="biomedclip-gate-") as tmp:
         out = Path(tmp)
         local = evaluate.model_copy(update={"outputs": EvaluateOutputs(
             metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
-        return flatten_metrics(run_evaluation(local, model=uri, shards_dir=shards_dir))
+        return flatten_metrics(run_evaluation(local, model=uri, shards_dir=shards_dir, tracking=tracking))
 
 
 def promote(params: RegisterParams, tracking: TrackingParams, evaluate: EvaluateParams, shards_dir: Path, *,
@@ -211,7 +217,7 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
     """Run the gate for `version` (default: the challenger) and move `champion` if it passes."""
     if force and not reason:
         raise RegistryError("--force needs --reason: overrides are recorded with why")
-    client = _client(tracking)
+    client = connect(tracking)
     name = params.model_name
     actor = actor or os.environ.get("BIOMEDCLIP_ACTOR") or getpass.getuser()
     lock = FileLock(str(params.decision_log) + ".lock")
@@ -222,8 +228,8 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
         champion = _version_of(client, name, CHAMPION)
         if champion is not None and champion.version == candidate.version:
             raise RegistryError(f"{name} version {candidate.version} is already the {CHAMPION}")
-        challenger_metrics = _evaluate_uri(f"models:/{name}/{candidate.version}", evaluate, shards_dir)
-        champion_metrics = (_evaluate_uri(f"models:/{name}/{champion.version}", evaluate, shards_dir)
+        challenger_metrics = _evaluate_uri(f"models:/{name}/{candidate.version}", evaluate, shards_dir, tracking)
+        champion_metrics = (_evaluate_uri(f"models:/{name}/{champion.version}", evaluate, shards_dir, tracking)
                             if champion is not None else None)
         passed, why = gate(champion_metrics, challenger_metrics, params)
         promoted = passed or force
@@ -251,7 +257,7 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
 def rollback(params: RegisterParams, tracking: TrackingParams, *, reason: str = "",
              actor: str | None = None) -> dict[str, Any]:
     """Move `champion` back to the champion before the current one (from the decision log)."""
-    client = _client(tracking)
+    client = connect(tracking)
     name = params.model_name
     actor = actor or os.environ.get("BIOMEDCLIP_ACTOR") or getpass.getuser()
     with FileLock(str(params.decision_log) + ".lock"):

@@ -8,18 +8,32 @@ from typing import Any
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import Params
+from biomedclip.provenance import flow_run_ids
 from biomedclip.register import lineage_facts
 from biomedclip.register.registry import register
 
 
-def register_trained(params: Params, params_path: Path, *, with_flow_runs: bool = True) -> dict[str, Any]:
+def register_trained(params: Params, params_path: Path, *, flow_run_id: str | None = None) -> dict[str, Any]:
+    """Register `train.outputs`' model; `flow_run_id` is the flow run registering it, if any.
+    Returns the registry's answer and the lineage tags."""
     info = json.loads(params.train.outputs.run_info.read_text())
+    flow_runs = flow_run_ids(params.pipeline.flow_runs)
+    if flow_run_id:
+        flow_runs["register"] = flow_run_id
     tags = lineage_facts.collect(params_path=params_path, train_info=info,
                                  validate_result=params.validate_.outputs.result,
                                  shard_manifest=params.shard.outputs.manifest,
-                                 eval_metrics=params.evaluate.outputs.metrics, with_flow_runs=with_flow_runs)
+                                 eval_metrics=params.evaluate.outputs.metrics, flow_runs=flow_runs)
     result = register(params.register_, params.train.tracking, train_info=info, lineage=tags,
                       dvc_lock=Path("dvc.lock"))
     record = {k: result[k] for k in ("name", "version", "uri")}
     atomic_write_bytes(params.register_.output, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return {**result, "tags": tags}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The registered version and its lineage tags (the Prefect artifact)."""
+    state = "registered" if result["created"] else "already registered (unchanged)"
+    rows = "\n".join(f"| {k.removeprefix('biomedclip.')} | {v} |" for k, v in sorted(result["tags"].items()))
+    return (f"## `{result['uri']}` {state}\n\nAlias `challenger`; promote with `biomedclip promote`.\n\n"
+            f"| lineage | value |\n|---|---|\n{rows}\n")

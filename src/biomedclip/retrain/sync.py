@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.console import progress
-from biomedclip.ingest.run import in_order_window
 from biomedclip.ingest.sources import VERSION_PREFIX, VersionRef, list_articles
-from biomedclip.ingest.storage import ObjectInfo, ObjectStore, check_key
+from biomedclip.storage import ObjectInfo, ObjectStore, check_key
+from biomedclip.streams import in_order_window
 
 log = logging.getLogger(__name__)
 PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")  # an ETag that is the object's MD5 (not multipart)

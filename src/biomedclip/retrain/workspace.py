@@ -1,9 +1,8 @@
-"""The retrain's hands on the workspace: DVC and git commands, and the one-writer lock.
+"""The retrain's hands on the workspace: DVC commands, and the one-writer lock.
 
 DVC runs through its CLI, exactly as a user would type it, with its output streamed into the
-log, so a retrain reads like the commands it runs. Git commits of the data version go through
-git's plumbing into a branch, without touching the working tree, the index or the checked-out
-branch.
+log, so a retrain reads like the commands it runs. (Git commits of the data version:
+`biomedclip.git.commit_on_branch`.)
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class CommandFailed(RuntimeError):
-    """A DVC or git command exited non-zero; the message ends with its last output lines."""
+    """A command exited non-zero; the message ends with its last output lines."""
 
 
 class WorkspaceBusy(RuntimeError):
@@ -43,7 +41,7 @@ def _executable(name: str) -> str:
     return found
 
 
-def run(*args: str, cwd: Path = Path("."), quiet: bool = False, env: dict[str, str] | None = None) -> str:
+def run_command(*args: str, cwd: Path = Path("."), quiet: bool = False, env: dict[str, str] | None = None) -> str:
     """Run a command, streaming its output lines to the log; raise `CommandFailed` with the
     last 30 lines if it fails. Returns the whole output."""
     command = [_executable(args[0]), *args[1:]]
@@ -70,62 +68,11 @@ def run(*args: str, cwd: Path = Path("."), quiet: bool = False, env: dict[str, s
 
 def dvc_status(*targets: str, cwd: Path = Path(".")) -> dict:
     """`dvc status --json`: {} when the targets (default: the whole pipeline) are up to date."""
-    output = run("dvc", "status", "--json", *targets, cwd=cwd, quiet=True)
+    output = run_command("dvc", "status", "--json", *targets, cwd=cwd, quiet=True)
     for line in reversed(output.splitlines()):
         if line.startswith("{"):
             return json.loads(line)
     raise CommandFailed(f"`dvc status --json` printed no JSON:\n{output[-2000:]}")
-
-
-def git(*args: str, cwd: Path = Path("."), env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, **(env or {})})
-    if result.returncode != 0:
-        raise CommandFailed(f"`git {' '.join(args)}` exited with status {result.returncode}: "
-                            f"{result.stderr.strip()}")
-    return result.stdout.strip()
-
-
-def commit_on_branch(branch: str, paths: list[str], message: str, cwd: Path = Path(".")) -> str:
-    """Commit the working-tree content of `paths` onto `branch` (created from HEAD if new) and
-    return the commit. Nothing else changes: not the working tree, the index or HEAD. Files
-    under `paths` that git ignores are left out; a path that does not exist is removed."""
-    git("check-ref-format", "--branch", branch, cwd=cwd)
-    ref = f"refs/heads/{branch}"
-    current = git("rev-parse", "--verify", "--quiet", ref, cwd=cwd) if _has_ref(ref, cwd) else ""
-    parent = current or git("rev-parse", "HEAD", cwd=cwd)
-    with tempfile.TemporaryDirectory(prefix="biomedclip-git-") as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        git("read-tree", parent, cwd=cwd, env=env)
-        existing = [p for p in paths if (cwd / p).exists()]
-        gone = [p for p in paths if not (cwd / p).exists()]
-        if gone:
-            git("rm", "-r", "--cached", "--quiet", "--ignore-unmatch", "--", *gone, cwd=cwd, env=env)
-        if existing:
-            git("add", "--", *existing, cwd=cwd, env=env)
-        tree = git("write-tree", cwd=cwd, env=env)
-    if tree == git("rev-parse", f"{parent}^{{tree}}", cwd=cwd):
-        if not current:  # a new branch, and HEAD already holds this data version
-            git("update-ref", ref, parent, "0" * 40, cwd=cwd)
-        log.info("git: %s already holds this data version (%s)", branch, parent[:12])
-        return parent
-    commit = git("commit-tree", tree, "-p", parent, "-m", message, cwd=cwd)
-    git("update-ref", ref, commit, current or "0" * 40, cwd=cwd)  # refuses if the branch moved
-    if _current_branch(cwd) == branch:  # the checked-out branch moved: keep the index in step
-        git("reset", "--quiet", "--", *paths, cwd=cwd)
-    log.info("git: committed %s on %s (%s)", ", ".join(paths), branch, commit[:12])
-    return commit
-
-
-def _has_ref(ref: str, cwd: Path) -> bool:
-    return subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref], cwd=cwd,
-                          capture_output=True).returncode == 0
-
-
-def _current_branch(cwd: Path) -> str:
-    result = subprocess.run(["git", "symbolic-ref", "--quiet", "--short", "HEAD"], cwd=cwd,
-                            capture_output=True, text=True)
-    return result.stdout.strip()
 
 
 @contextmanager

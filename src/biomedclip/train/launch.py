@@ -11,6 +11,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+class TrainingFailed(RuntimeError):
+    """Training exited with a non-zero status (its own error is in its output)."""
+
+
 def torchrun_command(params_path: Path, nproc: int, resume: str | None) -> list[str]:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "biomedclip.train", "--params", str(params_path)]

@@ -20,6 +20,8 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,15 @@ from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.config import ShardParams, TrainParams
 from biomedclip.console import progress, stderr_is_terminal
 from biomedclip.digests import file_sha256
+from biomedclip.evaluate.embedding import ModelEncoder, embed_pairs, shard_samples
 from biomedclip.evaluate.retrieval import retrieval_metrics
+from biomedclip.tracking import Tracker
+from biomedclip.tracking import tracker as make_tracker
 from biomedclip.train import checkpoint
 from biomedclip.train.data import ShardStream, loader, stream_seed, train_shards
 from biomedclip.train.distributed import World, close_world, init_world
 from biomedclip.train.model import Bundle, build, parameter_count, save_model_config
+from biomedclip.train.report import loss_figure
 from biomedclip.train.step import MAX_LOGIT_SCALE, clip_loss, contrastive_backward, lr_at
 from biomedclip.train.tokenizer import text_directory
 
@@ -104,6 +110,24 @@ def _mean_over_ranks(value: torch.Tensor, world: World) -> float:
     return float(value)
 
 
+@dataclass
+class _Position:
+    """Where a run is: steps done, the loss curve so far, its MLflow run (restored on resume)."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str | None = None
+
+
+@dataclass
+class _Window:
+    """Samples and data-loading time since the last logged step (for samples/s)."""
+
+    samples: int = 0
+    data: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+
 class Trainer:
     def __init__(self, params: TrainParams, shards: ShardParams, world: World) -> None:
         self.params, self.shards, self.world = params, shards, world
@@ -135,18 +159,38 @@ class Trainer:
         torch.manual_seed(stream_seed(self.params.seed, 1, self.world.rank))  # dropout, per rank
         return bundle
 
-    # -- the loop ----------------------------------------------------------------------------
-    def run(self, *, resume: str, tracker) -> dict[str, Any]:
+    # -- the run -----------------------------------------------------------------------------
+    def run(self, *, resume: str, tracker: Tracker) -> dict[str, Any]:
+        """Train to the last step (resuming as `resume` says: auto, always or never); rank 0 writes
+        the outputs and returns the run info."""
         p, world = self.params, self.world
         bundle = self.build()
         model = bundle.model.to(world.device)
+        self._announce(model)
+        optimizer = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=p.lr, betas=p.betas, eps=p.eps)
+        position = self._restore(resume, model, optimizer)
+        ddp = DistributedDataParallel(model) if world.distributed else model
+        if world.is_main:
+            position.run_id = self._start_tracking(tracker, position)
+        batches = self._batches(bundle, position.step)
+        self._train(ddp, model, optimizer, batches, position, tracker)
+        _drain(batches)
+        if world.is_main:
+            return self.finish(model, bundle, position.history, tracker, position.run_id)
+        return {}
+
+    def _announce(self, model: torch.nn.Module) -> None:
+        p, world = self.params, self.world
         if world.is_main:
             log.info("%s: %s parameters; %d steps (%d epochs x %d), global batch %d = %d process(es) "
                      "x %d micro-batch x %d accumulation", p.profile, f"{parameter_count(model):,}",
                      self.total_steps, p.epochs, self.steps_per_epoch, p.global_batch, world.size,
                      self.micro_batch, p.accum_freq)
-        optimizer = torch.optim.AdamW(_param_groups(model, p.weight_decay), lr=p.lr, betas=p.betas, eps=p.eps)
-        step, history, run_id = 0, [], None
+
+    def _restore(self, resume: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> _Position:
+        """The latest checkpoint of this run (same digest) into the model, optimizer and RNG, or a
+        fresh start (the old run's checkpoints removed). `always` insists on a checkpoint."""
+        world = self.world
         ckpt_dir = self.out / "checkpoints"
         found = checkpoint.latest(ckpt_dir) if resume != "never" else None
         state = checkpoint.load_state(found) if found is not None else None
@@ -156,46 +200,58 @@ class Trainer:
                                     "or process count); start over with --fresh")
             log.info("ignoring %s: it belongs to another run", found)
             state = None
+        position = _Position()
         if state is not None:
+            assert found is not None
             checkpoint.load_weights(found, model)
             optimizer.load_state_dict(state["optimizer"])
-            step, history, run_id = state["step"], state["history"], state["mlflow_run_id"] or None
+            position = _Position(state["step"], state["history"], state["mlflow_run_id"] or None)
             checkpoint.set_rng_state(state["rng"][world.rank])
-            log.info("resuming from %s at step %d of %d", found, step, self.total_steps)
+            log.info("resuming from %s at step %d of %d", found, position.step, self.total_steps)
         elif resume == "always":
             raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
         elif world.is_main and ckpt_dir.exists():  # a fresh start: the old run's checkpoints go
             shutil.rmtree(ckpt_dir)
         if world.distributed:
             dist.barrier()
-        ddp = DistributedDataParallel(model) if world.distributed else model
-        loss_fn = clip_loss(world.rank, world.size)
-        if world.is_main:
-            run_id = tracker.start(run_id, f"{p.profile}-{self.digest[:8]}", p.model_dump(mode="json"))
-            if step == 0:
-                sizes = json.loads(self.shards.outputs.manifest.read_text())["splits"]
-                tracker.log_input("pmc-shards", self.shard_manifest_sha, str(self.shards.outputs.manifest),
-                                  "training", {s: {"samples": v["samples"], "shards": len(v["shards"])}
-                                               for s, v in sizes.items()})
-                tracker.set_tags({"biomedclip.digest": self.digest, "biomedclip.profile": p.profile,
-                                  "biomedclip.shard_manifest_sha256": self.shard_manifest_sha})
-        autocast = _autocast(p, world)
-        ddp.train()
-        window = {"samples": 0, "data": 0.0, "start": time.perf_counter()}
-        steps = progress(range(step, self.total_steps), total=self.total_steps - step,
-                         description="training") if world.is_main else range(step, self.total_steps)
+        return position
+
+    def _start_tracking(self, tracker: Tracker, position: _Position) -> str | None:
+        """Start (or continue) the run's MLflow run; a new run records its inputs and digests."""
+        p = self.params
+        run_id = tracker.start(position.run_id, f"{p.profile}-{self.digest[:8]}", p.model_dump(mode="json"))
+        if position.step == 0:
+            sizes = json.loads(self.shards.outputs.manifest.read_text())["splits"]
+            tracker.log_input("pmc-shards", self.shard_manifest_sha, str(self.shards.outputs.manifest),
+                              "training", {s: {"samples": v["samples"], "shards": len(v["shards"])}
+                                           for s, v in sizes.items()})
+            tracker.set_tags({"biomedclip.digest": self.digest, "biomedclip.profile": p.profile,
+                              "biomedclip.shard_manifest_sha256": self.shard_manifest_sha})
+        return run_id
+
+    def _batches(self, bundle: Bundle, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The run's one data loader, positioned at `step` (the batches before it skipped unread)."""
+        p = self.params
         with torch.random.fork_rng(devices=[]):  # creating a loader draws from the RNG
-            batches = iter(loader(ShardStream(
-                self.urls, seed=p.seed, rank=world.rank, batch_size=self.micro_batch,
+            return iter(loader(ShardStream(
+                self.urls, seed=p.seed, rank=self.world.rank, batch_size=self.micro_batch,
                 batches_per_epoch=self.steps_per_epoch * p.accum_freq, start=step * p.accum_freq,
                 total=self.total_steps * p.accum_freq, shuffle_buffer=p.shuffle_buffer,
                 preprocess=bundle.preprocess_train, tokenizer=bundle.tokenizer), p.workers))
-        loss = torch.zeros(())
-        for step in steps:
+
+    def _train(self, ddp: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               batches: Iterator[tuple[torch.Tensor, torch.Tensor]], position: _Position, tracker: Tracker) -> None:
+        p, world = self.params, self.world
+        loss_fn = clip_loss(world.rank, world.size)
+        autocast = _autocast(p, world)
+        ddp.train()
+        window = _Window()
+        steps = range(position.step, self.total_steps)
+        for step in progress(steps, total=len(steps), description="training") if world.is_main else steps:
             waited = time.perf_counter()
             micro = [next(batches) for _ in range(p.accum_freq)]
             micro = [(i.to(world.device, non_blocking=True), t.to(world.device, non_blocking=True)) for i, t in micro]
-            window["data"] += time.perf_counter() - waited
+            window.data += time.perf_counter() - waited
             lr = lr_at(step, base=p.lr, warmup=p.warmup_steps, total=self.total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -204,34 +260,39 @@ class Trainer:
             optimizer.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            window["samples"] += p.global_batch
-            done = step + 1
+            window.samples += p.global_batch
+            done = position.step = step + 1
             if done % p.log_every == 0 or done == self.total_steps:
-                mean_loss = _mean_over_ranks(loss.float(), world)
-                seconds = time.perf_counter() - window["start"]
-                row = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), "loss": round(mean_loss, 6),
-                       "lr": lr, "logit_scale": round(float(model.logit_scale.detach().exp()), 4),
-                       "samples_per_s": round(window["samples"] / seconds, 2),
-                       "data_time_fraction": round(window["data"] / seconds, 4)}
-                history.append(row)
-                tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
-                if world.is_main and not stderr_is_terminal():  # plain lines where no bar is drawn
-                    log.info("step %d/%d loss %.4f lr %.2e %.1f samples/s", done, self.total_steps,
-                             mean_loss, lr, row["samples_per_s"])
-                window = {"samples": 0, "data": 0.0, "start": time.perf_counter()}
+                self._log_step(done, loss, lr, float(model.logit_scale.detach().exp()), window, position, tracker)
+                window = _Window()
             if done % p.checkpoint_every == 0 or done == self.total_steps:
-                rngs = _gather_rng(world)
-                if world.is_main:
-                    checkpoint.save(ckpt_dir, done, model, {
-                        "step": done, "optimizer": optimizer.state_dict(), "rng": rngs,
-                        "digest": self.digest, "history": history, "mlflow_run_id": run_id or ""})
-        _drain(batches)
-        if world.is_main:
-            return self.finish(model, bundle, history, tracker, run_id)
-        return {}
+                self._checkpoint(done, model, optimizer, position)
+
+    def _log_step(self, done: int, loss: torch.Tensor, lr: float, logit_scale: float, window: _Window,
+                  position: _Position, tracker: Tracker) -> None:
+        """One row of the loss curve (the loss averaged over ranks), to the history and MLflow."""
+        mean_loss = _mean_over_ranks(loss.float(), self.world)
+        seconds = time.perf_counter() - window.start
+        row = {"step": done, "epoch": round(done / self.steps_per_epoch, 4), "loss": round(mean_loss, 6),
+               "lr": lr, "logit_scale": round(logit_scale, 4),
+               "samples_per_s": round(window.samples / seconds, 2),
+               "data_time_fraction": round(window.data / seconds, 4)}
+        position.history.append(row)
+        tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
+        if self.world.is_main and not stderr_is_terminal():  # plain lines where no bar is drawn
+            log.info("step %d/%d loss %.4f lr %.2e %.1f samples/s", done, self.total_steps,
+                     mean_loss, lr, row["samples_per_s"])
+
+    def _checkpoint(self, done: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    position: _Position) -> None:
+        rngs = _gather_rng(self.world)  # every rank takes part; rank 0 writes
+        if self.world.is_main:
+            checkpoint.save(self.out / "checkpoints", done, model, {
+                "step": done, "optimizer": optimizer.state_dict(), "rng": rngs,
+                "digest": self.digest, "history": position.history, "mlflow_run_id": position.run_id or ""})
 
     # -- outputs -----------------------------------------------------------------------------
-    def finish(self, model: torch.nn.Module, bundle: Bundle, history: list[dict], tracker,
+    def finish(self, model: torch.nn.Module, bundle: Bundle, history: list[dict], tracker: Tracker,
                run_id: str | None) -> dict[str, Any]:
         p = self.params
         final = self.out / "final"
@@ -245,7 +306,7 @@ class Trainer:
             text.mkdir()
             for item in (self.out / "text").iterdir():
                 (text / item.name).write_bytes(item.read_bytes())
-        validation = validation_retrieval(model, bundle, self.shards.outputs.shards / "val", self.world.device)
+        validation = validation_retrieval(model, bundle, self.shards.outputs.shards / "val")
         metrics = {"steps": self.total_steps, "final_loss": history[-1]["loss"] if history else None,
                    "parameters": parameter_count(model), **{f"val/{k}": round(v, 6) for k, v in validation.items()}}
         atomic_write_bytes(p.outputs.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
@@ -282,58 +343,11 @@ def _drain(batches) -> None:
             raise TrainingError("the data loader produced more batches than planned")
 
 
-def loss_figure(history: list[dict]):
-    if not history:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot([r["step"] for r in history], [r["loss"] for r in history])
-    axis.set_xlabel("step")
-    axis.set_ylabel("contrastive loss")
-    axis.set_title("training loss")
-    figure.tight_layout()
-    return figure
-
-
-@torch.no_grad()
-def embed_split(model: torch.nn.Module, bundle: Bundle, folder: Path, device: torch.device,
-                batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised image and text features of a split's shards, in shard order."""
-    import webdataset as wds
-    from PIL import Image
-
-    urls = sorted(str(p) for p in folder.glob("*.tar"))
-    images, texts = [], []
-    image_features, text_features = [], []
+def validation_retrieval(model: torch.nn.Module, bundle: Bundle, folder: Path) -> dict[str, float]:
+    """Retrieval on the validation split, embedded the way `evaluate` embeds (one rank, whole split)."""
     model.eval()
-
-    def flush() -> None:
-        if images:
-            image_features.append(model.encode_image(torch.stack(images).to(device), normalize=True).float().cpu())
-            text_features.append(model.encode_text(bundle.tokenizer(texts).to(device), normalize=True).float().cpu())
-            images.clear()
-            texts.clear()
-
-    # Rank 0 alone reads the whole split, also in a DDP world: no split by node.
-    shards = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None) if urls else []
-    for sample in shards:
-        with Image.open(io.BytesIO(sample["jpg"])) as image:
-            images.append(bundle.preprocess_val(image.convert("RGB")))
-        texts.append(sample["txt"].decode("utf-8"))
-        if len(images) == batch_size:
-            flush()
-    flush()
-    if not image_features:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(image_features), torch.cat(text_features)
-
-
-def validation_retrieval(model: torch.nn.Module, bundle: Bundle, folder: Path, device: torch.device) -> dict[str, float]:
-    image_features, text_features = embed_split(model, bundle, folder, device)
+    image_features, text_features = embed_pairs(ModelEncoder(model, bundle.preprocess_val, bundle.tokenizer),
+                                                shard_samples(folder), batch_size=128)
     if not len(image_features):
         log.warning("no validation shards in %s: skipping validation retrieval", folder)
         return {}
@@ -345,10 +359,8 @@ def validation_retrieval(model: torch.nn.Module, bundle: Bundle, folder: Path, d
 
 def train(params: TrainParams, shards: ShardParams, *, resume: str = "auto") -> dict[str, Any]:
     """Run (or resume) the training of this process's rank; returns the run info on rank 0."""
-    from biomedclip.train.tracking import tracker as make_tracker
-
     world = init_world()
-    tracker = make_tracker(params.tracking, is_main=world.is_main)
+    tracker = make_tracker(params.tracking, is_main=world.is_main)  # MLflow on rank 0 only
     try:
         trainer = Trainer(params, shards, world)
         return trainer.run(resume=resume, tracker=tracker)

@@ -114,3 +114,8 @@ def prepare_tokenizer(params: TokenizerParams, pairs: Path) -> dict[str, object]
     size = build_tokenizer(train_captions(pairs), params.out, vocab_size=params.vocab_size,
                            min_frequency=params.min_frequency)
     return {"source": f"WordPiece from the train captions of {pairs}", "vocab_size": size}
+
+
+def markdown(result: dict[str, object], out: Path) -> str:
+    """What the tokenizer stage wrote (the Prefect artifact)."""
+    return f"## Tokenizer `{out}`\n\n{result['vocab_size']} tokens; source: {result['source']}\n"

@@ -1,6 +1,6 @@
 """The expectation suite on the pairs manifest: code, versioned with the library.
 
-Each expectation belongs to a named check (`config.VALIDATION_CHECKS`); a check is critical (its
+Each expectation belongs to a named check (`checks.CHECKS`); a check is critical (its
 failure stops the pipeline) unless `validate.warn_only` lists it. Thresholds come from params:
 the `ingest` section for what a single row may hold, the `validate` section for the rest.
 """
@@ -28,7 +28,7 @@ PAIRS, ARTICLES, INGEST = "pairs", "articles", "ingest_report"  # the three data
 
 
 class Check(NamedTuple):
-    name: str  # one of config.VALIDATION_CHECKS
+    name: str  # one of checks.CHECKS
     asset: str  # PAIRS, ARTICLES or INGEST
     expectation: gxe.Expectation
 

@@ -1,11 +1,14 @@
-"""MLflow, in one place and only when enabled: training runs the same with tracking off.
+"""MLflow access, in one place: which store, whether it answers, the client, and the trainer's tracker.
 
 The tracking URI is MLFLOW_TRACKING_URI when set (a server: PostgreSQL + S3 in production), else
-`train.tracking.uri` (embedded: `sqlite:///mlflow.db` beside the project). Only rank 0 tracks.
+`train.tracking.uri` (embedded: `sqlite:///mlflow.db` beside the project). Every module that talks
+to MLflow (the registry, lineage, model loading, evaluation logging, the trainer) gets its client
+through `connect`, which fails in seconds naming an unreachable store.
 
-Training never waits on the tracking server: step metrics go into a buffer that a thread sends in
-batches. A send that fails (the server restarting, the network gone) keeps its metrics and is
-retried, so an outage neither stalls the GPUs nor loses a point of the curves.
+Training runs the same with tracking off, and only rank 0 tracks. It never waits on the tracking
+server: step metrics go into a buffer that a thread sends in batches. A send that fails (the
+server restarting, the network gone) keeps its metrics and is retried, so an outage neither stalls
+the GPUs nor loses a point of the curves.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ def _redacted(uri: str) -> str:
     return _userinfo(uri, keep_user=True)
 
 
+def without_credentials(uri: str) -> str:
+    """`uri` with any user:password@ removed: safe to log, tag or record."""
+    return _userinfo(uri, keep_user=False)
+
+
 def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
     """Fail in seconds, naming the store (password hidden), where MLflow's client would retry for
     minutes and then print a traceback: a server by its /health, a database by one connection."""
@@ -94,7 +102,7 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
             # An HTTP error is an answer: what it says (auth, a proxy's 404) is for the real request.
             with contextlib.suppress(urllib.error.HTTPError):
-                plain = _userinfo(uri, keep_user=False)  # credentials travel as a header, not here
+                plain = without_credentials(uri)  # credentials travel as a header, not here
                 urllib.request.urlopen(f"{plain.rstrip('/')}/health", timeout=timeout_s).close()
         elif scheme in ("postgresql", "mysql", "mssql"):
             import sqlalchemy
@@ -111,6 +119,40 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
     except Exception as exc:
         reason = str(getattr(exc, "orig", None) or getattr(exc, "reason", None) or exc).strip().splitlines()[0]
         raise TrackingUnavailable(f"MLflow tracking store {_redacted(uri)} is unreachable: {reason}") from None
+
+
+def connect(params: TrackingParams):
+    """The MLflow client of the configured store, checked reachable. This process's MLflow points
+    at the same store, so `models:/` and `runs:/` URIs resolve against it."""
+    import mlflow
+
+    uri = tracking_uri(params)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient()
+
+
+def download(artifact_uri: str, destination: Path, params: TrackingParams) -> Path:
+    """Download `models:/...`, `runs:/...` or `mlflow-artifacts:/...` into `destination`."""
+    import mlflow
+
+    connect(params)
+    log.info("downloading %s", artifact_uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination)))
+
+
+def log_evaluation(run_id: str, params: TrackingParams, metrics: dict[str, float], files: list[tuple[Path, str]]) -> None:
+    """An evaluation into an existing run: its numbers as metrics, its outputs as artifacts
+    (`files`: (local file or folder, artifact folder))."""
+    client = connect(params)
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for path, folder in files:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), folder)
+        else:
+            client.log_artifact(run_id, str(path), folder)
+    log.info("logged the evaluation into MLflow run %s", run_id)
 
 
 class MetricBuffer:
@@ -173,16 +215,15 @@ class MetricBuffer:
 
 class MlflowTracker(Tracker):
     FLUSH_TIMEOUT_S = 600.0  # how long the end of training waits for an unreachable server
+
     def __init__(self, params: TrackingParams) -> None:
         import mlflow
 
         self.mlflow = mlflow
         self.params = params
-        uri = tracking_uri(params)
-        check_reachable(uri)
-        mlflow.set_tracking_uri(uri)
+        connect(params)
         mlflow.set_experiment(params.experiment)
-        log.info("MLflow tracking at %s, experiment %s", _redacted(uri), params.experiment)
+        log.info("MLflow tracking at %s, experiment %s", _redacted(tracking_uri(params)), params.experiment)
 
     def start(self, run_id: str | None, run_name: str, params: dict[str, Any]) -> str | None:
         mlflow = self.mlflow

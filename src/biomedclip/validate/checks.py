@@ -1,0 +1,21 @@
+"""The gate's checks by name, with what each one guards against (`validate.warn_only` lists names
+from here; `suite.py` builds the expectations of each)."""
+
+from __future__ import annotations
+
+CHECKS: dict[str, str] = {
+    "required_columns": "every column the pipeline relies on is in the manifest",
+    "column_types": "each required column has its type",
+    "not_null": "no nulls where a value is required",
+    "unique_pair_id": "no pair twice",
+    "min_pairs": "enough pairs to be worth training on",
+    "caption_words": "captions within ingest.caption's word bounds",
+    "image_size": "image sides within ingest.image's bounds",
+    "split_values": "every pair in train, val or test",
+    "license_allowed": "only the licences ingest.licenses allows",
+    "split_leakage": "no article in two splits",
+    "split_fractions": "each split's share of articles near ingest.split",
+    "reject_rate": "the last ingest rejected no more than validate.max_reject_rate",
+    "caption_words_median": "median caption length in range (a parser that cuts or merges captions)",
+    "figures_per_article_median": "median figures per article in range (a parser that merges figures)",
+}
