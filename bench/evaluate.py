@@ -41,18 +41,19 @@ print(json.dumps({"seconds": seconds, "queries": min(queries, n), "chunk": chunk
 
 def embedding_throughput(batch: int) -> dict[str, float] | None:
     from biomedclip.config import load_params
+    from biomedclip.evaluate.embedding import decode, embed_images, embed_texts, shard_samples
     from biomedclip.evaluate.models import load_model
-    from biomedclip.evaluate.run import _decode, embed_images, embed_texts, split_pairs
 
     params = load_params(REPO / "params.yaml")
     info_path = params.train.outputs.run_info
     if not info_path.is_file():
         return None
     loaded = load_model(json.loads(info_path.read_text())["model_dir"])
-    images, captions = split_pairs(params.shard.outputs.shards / params.evaluate.split)
-    embed_images(loaded, (_decode(b) for b in images[:batch]), batch)  # warm-up
+    samples = list(shard_samples(params.shard.outputs.shards / params.evaluate.split))
+    images, captions = [jpeg for jpeg, _ in samples], [caption for _, caption in samples]
+    embed_images(loaded, (decode(b) for b in images[:batch]), batch)  # warm-up
     start = time.perf_counter()
-    embed_images(loaded, (_decode(b) for b in images), batch)
+    embed_images(loaded, (decode(b) for b in images), batch)
     image_s = time.perf_counter() - start
     start = time.perf_counter()
     embed_texts(loaded, captions, batch)

@@ -166,6 +166,7 @@ def demo_data(
             out.print(f"legacy layout → {params.legacy_out}")
     if benchmark:
         out.print(generate_benchmark(params.benchmark, force=force).summary(), highlight=False)
+        _made_here(state.params(), "demo-data", ctx)
 
 
 @app.command("inspect")
@@ -492,8 +493,8 @@ def schedule_command(
 
 
 def _made_here(params: Params, flow: str, ctx: typer.Context) -> None:
-    """A stage's outputs were just made at this terminal, by no flow run: record that beside them
-    (the lineage must not credit an earlier flow run with them)."""
-    from biomedclip.provenance import write_record
+    """A stage's outputs were just made at this terminal, by no flow run: the record beside them
+    says so (the lineage must not credit an earlier flow run with them)."""
+    from biomedclip.provenance import made_outside_prefect
 
-    write_record(params.pipeline.flow_runs, flow, None, command=ctx.command_path)
+    made_outside_prefect(params, flow, command=ctx.command_path)

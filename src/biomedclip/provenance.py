@@ -7,8 +7,11 @@ really made its data, however many runs of that flow other workspaces or later m
 to the same Prefect server. Registration reads these records for the lineage; it never asks the
 orchestrator for "the newest run by name".
 
-A stage run outside Prefect (`biomedclip ingest` at a terminal) records that, with no flow run,
-so an older flow run is never credited with outputs it did not make.
+A record names the output paths it describes. A stage run outside Prefect (`biomedclip ingest` at
+a terminal) that rewrote those very outputs replaces the record with one naming no flow run, so an
+older flow run is never credited with outputs it did not make; one that wrote elsewhere (a params
+copy with other outputs) leaves it alone. The lineage names a flow run only where the record
+describes the outputs the registering params point at.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.config import Params
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +42,40 @@ class FlowRun:
     api: str  # the Prefect API it reported to (credentials removed), "" for a temporary server
 
 
-def record_path(folder: Path, flow: str) -> Path:
-    return folder / f"{flow}.json"
+def stage_outputs(params: Params, flow: str) -> list[str]:
+    """The outputs (as params name them) of the stage `flow` runs."""
+    demo, ingest, shard, train, evaluate = (params.demo.benchmark, params.ingest.outputs, params.shard.outputs,
+                                            params.train, params.evaluate.outputs)
+    paths = {
+        "demo-data": [demo.out / demo.name],
+        "ingest": [ingest.pairs, ingest.rejects, ingest.images, ingest.report],
+        "validate": [params.validate_.outputs.result, params.validate_.outputs.data_docs],
+        "shard": [shard.shards, shard.report],
+        "tokenizer": [train.tokenizer.out],
+        "train": [train.outputs.dir, train.outputs.metrics, train.outputs.loss_curve],
+        "evaluate": [evaluate.metrics, evaluate.plots, evaluate.report],
+        "register": [params.register_.output],
+    }
+    if flow not in paths:
+        raise ValueError(f"no pipeline stage runs the flow {flow!r}; known: {', '.join(paths)}")
+    return [str(path) for path in paths[flow]]
 
 
-def write_record(folder: Path, flow: str, run: FlowRun | None, *, command: str) -> dict[str, Any]:
+def record_path(params: Params, flow: str) -> Path:
+    return params.pipeline.flow_runs / f"{flow}.json"
+
+
+def write_record(params: Params, flow: str, run: FlowRun | None, *, command: str) -> dict[str, Any]:
     """Record that `run` (None: no flow run, `command` at a terminal) produced `flow`'s outputs."""
     record = {"flow": flow, "flow_run": asdict(run) if run else None, "command": command,
-              "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    atomic_write_bytes(record_path(folder, flow), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+              "outputs": stage_outputs(params, flow), "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    atomic_write_bytes(record_path(params, flow), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return record
 
 
-def read_record(folder: Path, flow: str) -> dict[str, Any] | None:
-    """The record of `flow`'s outputs, None when the stage has none (never run, or older code)."""
-    path = record_path(folder, flow)
+def read_record(params: Params, flow: str) -> dict[str, Any] | None:
+    """The record of `flow`'s outputs, None when there is none (never run, or older code)."""
+    path = record_path(params, flow)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -62,12 +85,26 @@ def read_record(folder: Path, flow: str) -> dict[str, Any] | None:
         return None
 
 
-def flow_run_ids(folder: Path, flows: tuple[str, ...] = MODEL_INPUT_FLOWS) -> dict[str, str]:
-    """{flow: id} of the flow runs that produced the outputs in this workspace; stages made
-    outside Prefect, or never recorded, are left out."""
+def made_outside_prefect(params: Params, flow: str, *, command: str) -> None:
+    """`command` just rewrote `flow`'s outputs without a flow run: if a record describes those
+    outputs, it now says no flow run made them. A record of other outputs is left alone, and none
+    is created (no record already means "flow run unknown")."""
+    record = read_record(params, flow)
+    if record is not None and record.get("outputs") == stage_outputs(params, flow):
+        write_record(params, flow, None, command=command)
+
+
+def flow_run_ids(params: Params, flows: tuple[str, ...] = MODEL_INPUT_FLOWS) -> dict[str, str]:
+    """{flow: id} of the flow runs that produced the outputs `params` point at; stages made
+    outside Prefect, recorded for other outputs, or never recorded, are left out."""
     found = {}
     for flow in flows:
-        record = read_record(folder, flow)
-        if record and record.get("flow_run"):
-            found[flow] = record["flow_run"]["id"]
+        record = read_record(params, flow)
+        if not record or not record.get("flow_run"):
+            continue
+        if record.get("outputs") != stage_outputs(params, flow):
+            log.warning("%s describes other outputs (%s): its flow run is not this model's",
+                        record_path(params, flow), ", ".join(record.get("outputs") or ["none named"]))
+            continue
+        found[flow] = record["flow_run"]["id"]
     return found

@@ -47,7 +47,7 @@ def current_flow_run() -> FlowRun:
 
 def record_flow_run(params: Params, flow: str) -> None:
     """This flow run produced `flow`'s outputs: say so beside them (call at the flow's end)."""
-    write_record(params.pipeline.flow_runs, flow, current_flow_run(), command=" ".join(["python", *sys.argv]))
+    write_record(params, flow, current_flow_run(), command=" ".join(["python", *sys.argv]))
 
 
 def stage_main(run: Callable[[Path], Any], argv: list[str] | None, *, description: str,

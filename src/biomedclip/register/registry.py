@@ -132,8 +132,8 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
             folder = f"lineage/{(key or 'unkeyed')[:16]}"  # one per lineage: versions of one run keep theirs
             mlflow.log_artifact(str(dvc_lock), folder)
             tags[f"{PREFIX}lineage.dvc_lock"] = f"{folder}/{dvc_lock.name}"
-        if same_model:  # the weights are logged already: a new version of that logged model
-            source = _logged_model_uri(same_model[0])
+        if same_model:  # logged already: a new version of that logged model (`models:/<model_id>`)
+            source = same_model[0].source
         else:
             source = mlflow.pyfunc.log_model(
                 name="biomedclip", python_model=str(PYFUNC_CODE), artifacts={"open_clip": str(train_info["model_dir"])},
@@ -144,12 +144,6 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
     log.info("registered %s version %s (alias %s)", name, registered.version, CHALLENGER)
     return {"name": name, "version": int(registered.version), "uri": f"models:/{name}/{registered.version}",
             "created": True}
-
-
-def _logged_model_uri(version) -> str:
-    """The logged model a registered version was made from (`models:/<model_id>` in MLflow 3)."""
-    model_id = getattr(version, "model_id", None)
-    return f"models:/{model_id}" if model_id else version.source
 
 
 # -- decisions ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def register_trained(params: Params, params_path: Path, *, flow_run_id: str | No
     """Register `train.outputs`' model; `flow_run_id` is the flow run registering it, if any.
     Returns the registry's answer and the lineage tags."""
     info = json.loads(params.train.outputs.run_info.read_text())
-    flow_runs = flow_run_ids(params.pipeline.flow_runs)
+    flow_runs = flow_run_ids(params)
     if flow_run_id:
         flow_runs["register"] = flow_run_id
     tags = lineage_facts.collect(params_path=params_path, train_info=info,
