@@ -1,4 +1,11 @@
-"""Shared fixtures: small demo corpora generated once per session, the shared fixtures folder."""
+"""Shared fixtures: the test tiers, small demo corpora and one trained model per session, real
+services on loopback (S3, a Prefect server, the production topology), the shared fixtures folder.
+
+Every test belongs to exactly one tier, a pytest marker (`pytest -m unit`):
+- unit: in-process only, no subprocess, no server (a unit test that starts a process fails);
+- integration: real services or processes (moto's S3, a Prefect server, torchrun, a CLI child);
+- e2e: a copy of the project in a temp dir and a real `dvc repro`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -23,7 +31,41 @@ from biomedclip.demo import generate_corpus
 from biomedclip.demo.corpus import CorpusReport
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+SHARED = REPO.parent / "shared"
+SHARED_FIXTURES = SHARED / "fixtures"
+TIERS = ("unit", "integration", "e2e")
+
+# Torch on one thread, here and in every process a test starts: on 2 cores shared with other jobs,
+# two OpenMP threads spin-wait on a busy core (~10x slower than one thread measured here).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: an untiered test is an error, not skipped
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = [f"{item.nodeid} ({', '.join(m.name for m in item.iter_markers() if m.name in TIERS) or 'none'})"
+             for item in items if len({m.name for m in item.iter_markers() if m.name in TIERS}) != 1]
+    if wrong:
+        raise pytest.UsageError("every test needs exactly one tier marker (unit, integration or e2e):\n  "
+                                + "\n  ".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that starts a process belongs in the integration tier: it fails saying so."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(self, args, *rest: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a unit test started a process ({args!r}): mark it integration")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_on_one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 # Flows run from the project root read pyproject's [tool.prefect] start-up limit for the temporary
 # server; tests also run them from temp dirs, where Prefect's 20 s default is too short for a
@@ -60,6 +102,73 @@ def noisy_corpus(tmp_path_factory) -> tuple[DemoParams, CorpusReport]:
     params = small_params(root / "raw", articles=160, legacy_out=root / "legacy")
     params = params.model_copy(update={"noise": NOISY})
     return params, generate_corpus(params, workers=2)
+
+
+# --- one trained model for the session ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TinyWorld:
+    """The noisy corpus's shards and vocabulary, the demo benchmark, and the session's one trained
+    model: the tiny profile, 200 steps of 32 (~25 epochs of the ~250 train pairs), tracked in an
+    MLflow store of its own, with a model at its initial weights beside it."""
+
+    root: Path
+    shards: Any  # ShardParams: 64 samples a shard
+    tokenizer: Path
+    benchmark: Path  # the demo zero-shot benchmark, 10 images per class
+    tracking: Any  # TrackingParams of the session's MLflow store (the training run is there)
+    trained: dict[str, Any]  # the trainer's run info (+ "metrics"), model in trained["model_dir"]
+    train_params: Any  # TrainParams it was trained with
+    random_model: Path  # the trainer's initial weights in its output layout (one step at lr 1e-12)
+    split_sizes: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
+    from biomedclip.config import (
+        BenchmarkParams,
+        ShardOutputs,
+        ShardParams,
+        TokenizerParams,
+        TrackingParams,
+        TrainOutputs,
+        TrainParams,
+    )
+    from biomedclip.demo import generate_benchmark
+    from biomedclip.shard import write_shards
+    from biomedclip.train.loop import train
+    from biomedclip.train.tokenizer import prepare_tokenizer
+
+    ingest, _, _ = ingested_noisy
+    root = tmp_path_factory.mktemp("tiny-world")
+    shards = ShardParams(samples_per_shard=64, outputs=ShardOutputs(
+        shards=root / "shards", manifest=root / "shards" / "manifest.json", report=root / "shard.json"))
+    report = write_shards(ingest, shards)
+    assert report["test"]["samples"] >= 20, report  # retrieval is evaluated on the test split
+    tokenizer = TokenizerParams(out=root / "tokenizer")
+    prepare_tokenizer(tokenizer, ingest.outputs.pairs)
+    benchmark = generate_benchmark(BenchmarkParams(out=root / "benchmarks", per_class=10)).path
+    tracking = TrackingParams(uri=f"sqlite:///{root / 'mlflow.db'}", experiment="session", system_metrics=False)
+
+    def params(out: Path, *, steps: int, lr: float, batch: int, warmup: int, tracked: bool) -> TrainParams:
+        return TrainParams(
+            tokenizer=tokenizer, epochs=1, samples_per_epoch=steps * batch, global_batch=batch, lr=lr,
+            warmup_steps=warmup, seed=0, workers=0, shuffle_buffer=256, checkpoint_every=100_000, log_every=1,
+            tracking=tracking if tracked else TrackingParams(enabled=False),
+            outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
+                                 metrics=out / "train.json"))
+
+    trained_params = params(root / "trained", steps=200, lr=5e-4, batch=32, warmup=10, tracked=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(root)  # MLflow's default artifact root (./mlruns) lands here
+        trained = train(trained_params, shards, resume="never")
+    initial = train(params(root / "random", steps=1, lr=1e-12, batch=2, warmup=0, tracked=False), shards,
+                    resume="never")
+    return TinyWorld(root=root, shards=shards, tokenizer=tokenizer.out, benchmark=benchmark, tracking=tracking,
+                     trained=trained, train_params=trained_params, random_model=Path(initial["model_dir"]),
+                     split_sizes={split: report[split]["samples"] for split in ("train", "val", "test")})
 
 
 def ingest_params(source: Path, out: Path, **changes):
@@ -282,9 +391,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
-    """`prefect server start` (SQLite, its own PREFECT_HOME) on a loopback port; its API URL."""
+    """`prefect server start` (SQLite, its own PREFECT_HOME) on a loopback port, one for the whole
+    session (a flow process given its URL starts no temporary server of its own: 7-20 s saved
+    each); its API URL."""
     import signal
     import time
 
@@ -319,6 +430,34 @@ def prefect_api(tmp_path_factory):
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def prefect_request(api_url: str, method: str, path: str, **body: Any) -> Any:
+    """One Prefect REST call; a 503 (the SQLite-backed server busy on a loaded machine) is
+    retried as Prefect's own client does."""
+    import time
+
+    import httpx
+
+    for attempt in range(6):
+        response = httpx.request(method, f"{api_url}{path}", json=None if method == "GET" else body, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(2 ** attempt)
+    response.raise_for_status()
+    return response.json()
+
+
+def flow_runs_on(api_url: str) -> dict[str, dict[str, Any]]:
+    """Every flow run the server knows, by id, with its flow's name as `flow`."""
+    flows = {f["id"]: f["name"] for f in prefect_request(api_url, "POST", "/flows/filter", limit=200)}
+    runs: dict[str, dict[str, Any]] = {}
+    while True:
+        page = prefect_request(api_url, "POST", "/flow_runs/filter", limit=200, offset=len(runs),
+                               sort="EXPECTED_START_TIME_ASC")
+        runs.update({r["id"]: {**r, "flow": flows.get(r["flow_id"], "")} for r in page})
+        if len(page) < 200:
+            return runs
 
 
 # --- the production topology on loopback: infra/local/launch.py --------------------------------

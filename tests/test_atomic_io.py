@@ -6,6 +6,8 @@ import pytest
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 
+pytestmark = pytest.mark.unit
+
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     target = tmp_path / "sub" / "file.bin"

@@ -1,8 +1,10 @@
-"""The `biomedclip` command line: help everywhere, clear errors, real work."""
+"""The `biomedclip` command line: the commands the design names, help everywhere, clear errors,
+real work."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,30 +14,50 @@ from typer.testing import CliRunner
 
 from biomedclip.cli import app
 
+from .conftest import SHARED
+
 runner = CliRunner()
-COMMANDS = sorted(c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands)
+# The contract (DESIGN.md, "Contracts others rely on"): one sub-command per user action.
+COMMANDS = ("demo-data", "inspect", "ingest", "validate", "shard", "train", "evaluate", "register", "promote",
+            "rollback", "lineage", "retrain", "schedule")
 
 
-def test_top_level_help_lists_every_command():
+@pytest.mark.unit
+def test_the_commands_are_the_ones_the_design_names():
+    design = SHARED / "DESIGN.md"
+    if not design.is_file():
+        pytest.skip(f"{design} not found (the design lives beside the project, in ../shared)")
+    text = design.read_text()
+    paragraph = text[text.index("CLI `biomedclip`"):text.index("`--help` on each")]
+    assert tuple(re.findall(r"`([a-z][a-z-]*)`", paragraph.split(":", 1)[1])) == COMMANDS
+
+
+@pytest.mark.unit
+def test_top_level_help_lists_every_command_with_what_it_does():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     for name in COMMANDS:
-        assert name in result.output
+        command = next(c for c in app.registered_commands if (c.name or c.callback.__name__) == name)
+        first_words = re.sub(r"[`*]", "", " ".join(command.callback.__doc__.split()[:2]))  # markdown off
+        assert re.search(rf"│ {re.escape(name)} +{re.escape(first_words)}", result.output), name
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+    assert f"Usage: biomedclip {command}" in " ".join(result.output.split())
 
 
+@pytest.mark.integration
 def test_installed_console_script_runs():
     script = Path(sys.executable).parent / "biomedclip"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "demo-data" in result.stdout
 
 
+@pytest.mark.unit
 def test_bad_params_file_stops_with_the_key_named(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("demo:\n  articles: lots\n")
@@ -45,6 +67,7 @@ def test_bad_params_file_stops_with_the_key_named(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.unit
 def test_bad_option_value_stops_with_the_option_named(tmp_path):
     result = runner.invoke(app, ["--params", str(tmp_path / "none.yaml"), "demo-data"])
     assert result.exit_code == 2 and "params file not found" in result.output
@@ -54,6 +77,7 @@ def test_bad_option_value_stops_with_the_option_named(tmp_path):
     assert result.exit_code == 2 and "articles" in result.output
 
 
+@pytest.mark.unit
 def test_demo_data_writes_corpus_legacy_and_benchmark_and_reports_them(tmp_path):
     (tmp_path / "params.yaml").write_text(
         f"demo:\n  image_side: {{min: 96, max: 160}}\n"
@@ -69,11 +93,13 @@ def test_demo_data_writes_corpus_legacy_and_benchmark_and_reports_them(tmp_path)
     assert len(list((tmp_path / "bench" / "pmc-figure-types" / "images").rglob("*.jpg"))) == 32
 
 
+@pytest.mark.unit
 def test_log_level_is_validated(tmp_path):
     result = runner.invoke(app, ["--log-level", "loud", "demo-data", "--help"])
     assert result.exit_code == 2 and "log-level" in result.output
 
 
+@pytest.mark.unit
 def test_no_corpus_writes_only_the_benchmark_and_unmarked_folders_are_kept(tmp_path):
     (tmp_path / "params.yaml").write_text(
         f"demo:\n  out: {tmp_path / 'raw'}\n  benchmark: {{out: {tmp_path / 'bench'}, per_class: 1}}\n")
@@ -89,6 +115,7 @@ def test_no_corpus_writes_only_the_benchmark_and_unmarked_folders_are_kept(tmp_p
     assert (tmp_path / "raw" / "mine.txt").exists()
 
 
+@pytest.mark.unit
 def test_ingest_command_runs_and_explains_bad_sources(tmp_path, noisy_corpus):
     import yaml
 

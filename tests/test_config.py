@@ -11,6 +11,8 @@ from biomedclip.config import ConfigError, DemoParams, Params, load_params, over
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "params.yaml"

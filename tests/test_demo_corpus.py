@@ -22,6 +22,8 @@ from biomedclip.demo.layout import FILE_LIST_HEADER
 from .conftest import NOISY, small_params
 from .corpus_inspection import NON_COMMERCIAL, PARSER, inspect_corpus, local
 
+pytestmark = pytest.mark.unit
+
 METADATA_FIELDS = ["pmcid", "version", "pmid", "doi", "title", "citation", "is_pmc_openaccess",
                    "is_manuscript", "is_historical_ocr", "is_retracted", "license_code", "xml_url",
                    "text_url", "pdf_url", "media_urls"]

@@ -20,6 +20,8 @@ from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, png_
 from biomedclip.demo.figures import CLASS_NAMES, RENDERERS, compose, render
 from biomedclip.demo.plan import Planner
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("kind", sorted(RENDERERS))
 def test_each_renderer_is_deterministic_rgb_and_sized_as_asked(kind):

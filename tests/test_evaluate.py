@@ -7,7 +7,7 @@
    count, ties half).
 2. `match_ranks` over 100k candidates runs in bounded memory (a child process's peak RSS), far
    below the 40 GB an N×N float matrix would take.
-3. (slow) A tiny model trained ~200 steps on the noisy demo corpus scores far above chance on the
+3. A tiny model trained ~200 steps on the noisy demo corpus scores far above chance on the
    demo zero-shot benchmark and on test-split retrieval; the same model at initialisation scores
    near chance. Both sets of numbers are printed (`pytest -s`) and are in the assertion messages.
 4. A model registered in a real MLflow registry (SQLite store in tmp_path) loads by
@@ -19,14 +19,12 @@
 6. The outputs: metrics JSON, recall@k CSV (a row per k), confusion CSV (a row per evaluated
    image), and the model-test report.
 
-Inputs are real: the noisy demo corpus's ingest (`ingested_noisy`) sharded here (its val split is
-empty and its test split has 27 pairs: retrieval is evaluated on those 27), a WordPiece tokenizer
-built from it, and the generated demo benchmark (16 figure types). Models come from the real
-trainer (`biomedclip.train.loop.train`): "random" is one step at lr 1e-12 (initial weights in the
-trainer's own output layout), "trained" is 200 steps.
-
-Torch runs on one thread here: on 2 cores shared with other jobs, two OpenMP threads were ~10x
-slower than one (spin-waiting on a busy core).
+Inputs are real and shared with the other test modules (conftest's `tiny_world`): the noisy demo
+corpus's ingest sharded (its val split is empty and its test split has 27 pairs: retrieval is
+evaluated on those 27), a WordPiece tokenizer built from it, and the generated demo benchmark (16
+figure types). Models come from the real trainer (`biomedclip.train.loop.train`): "random" is one
+step at lr 1e-12 (initial weights in the trainer's own output layout), "trained" is the session's
+200-step model.
 """
 
 from __future__ import annotations
@@ -51,18 +49,10 @@ import torch
 from PIL import Image
 
 from biomedclip.config import (
-    BenchmarkParams,
     BenchmarkSpec,
     EvaluateOutputs,
     EvaluateParams,
-    ShardOutputs,
-    ShardParams,
-    TokenizerParams,
-    TrackingParams,
-    TrainOutputs,
-    TrainParams,
 )
-from biomedclip.demo import generate_benchmark
 from biomedclip.evaluate.benchmarks import BenchmarkError, load_benchmark
 from biomedclip.evaluate.classification import (
     binary_auroc,
@@ -74,18 +64,8 @@ from biomedclip.evaluate.embedding import embed_images, embed_texts, shard_sampl
 from biomedclip.evaluate.models import load_model
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics, retrieval_metrics
 from biomedclip.evaluate.run import evaluate
-from biomedclip.shard import write_shards
-from biomedclip.train.tokenizer import prepare_tokenizer
 
 MODEL_TESTS = ("caption_finds_its_image", "deterministic_embeddings", "jpeg_reencoding_invariance")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +99,7 @@ def tie_heavy_pairs(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Te
     return torch.tensor(images), torch.tensor(texts)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("chunk", [1, 3, 7, 41, 1000])
 def test_match_ranks_equal_the_full_matrix_reference_with_ties_and_duplicates(chunk):
     images, texts = tie_heavy_pairs(41, 5, seed=0)
@@ -133,6 +114,7 @@ def test_match_ranks_equal_the_full_matrix_reference_with_ties_and_duplicates(ch
     assert match_ranks(images[:1], dup, chunk=chunk).tolist() == expected[:1]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("n", "seed"), [(41, 1), (57, 2)])
 def test_retrieval_metrics_equal_the_naive_reference(n, seed):
     images, texts = tie_heavy_pairs(n, 6, seed)
@@ -147,6 +129,7 @@ def test_retrieval_metrics_equal_the_naive_reference(n, seed):
         assert got[key] == pytest.approx(value, abs=1e-12), key
 
 
+@pytest.mark.unit
 def test_retrieval_metrics_on_random_normalised_features():
     g = torch.Generator().manual_seed(3)
     images = torch.nn.functional.normalize(torch.randn(63, 16, generator=g), dim=1)
@@ -161,6 +144,7 @@ def test_retrieval_metrics_on_random_normalised_features():
     assert 0 < got["image_to_text/recall_at_1"] < 1  # neither trivial nor hopeless
 
 
+@pytest.mark.unit
 def test_perfect_and_reversed_retrieval():
     eye = torch.eye(9)
     assert rank_metrics(match_ranks(eye, eye)) == {
@@ -172,6 +156,7 @@ def test_perfect_and_reversed_retrieval():
     assert match_ranks(queries, candidates).tolist() == [8] * 9
 
 
+@pytest.mark.unit
 def test_match_ranks_refuses_misaligned_inputs():
     with pytest.raises(ValueError, match="Q <= N"):
         match_ranks(torch.zeros(5, 3), torch.zeros(4, 3))
@@ -204,6 +189,7 @@ def naive_auroc(scores: list[float], labels: list[int]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_classification_metrics_equal_the_naive_reference(seed):
     g = torch.Generator().manual_seed(seed)
@@ -235,6 +221,7 @@ def test_classification_metrics_equal_the_naive_reference(seed):
     assert got["confusion"] == skm.confusion_matrix(y, p, labels=list(range(classes))).tolist()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_binary_auroc_equals_the_pairwise_count_with_ties_half(seed):
     g = torch.Generator().manual_seed(seed)
@@ -256,6 +243,7 @@ def test_binary_auroc_equals_the_pairwise_count_with_ties_half(seed):
     assert binary_auroc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12)
 
 
+@pytest.mark.unit
 def test_two_class_metrics_report_auroc_of_the_positive_class():
     g = torch.Generator().manual_seed(5)
     labels = torch.randint(0, 2, (120,), generator=g)
@@ -268,6 +256,7 @@ def test_two_class_metrics_report_auroc_of_the_positive_class():
     assert got["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"], abs=1e-12)
 
 
+@pytest.mark.unit
 def test_two_class_auroc_at_zero_shot_scale_ranks_by_the_score_gap():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (400,), generator=g)
@@ -279,6 +268,7 @@ def test_two_class_auroc_at_zero_shot_scale_ranks_by_the_score_gap():
         naive_auroc(gap.tolist(), labels.tolist()), abs=1e-9)
 
 
+@pytest.mark.unit
 def test_class_embeddings_are_the_normalised_mean_of_normalised_prompts():
     table = {}
     g = torch.Generator().manual_seed(0)
@@ -337,6 +327,7 @@ MEMORY_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_match_ranks_memory_is_bounded_at_100k_candidates(tmp_path):
     n, dim, queries, chunk = 100_000, 64, 10_000, 256
     full_matrix = n * n * 4  # 40 GB: could never fit
@@ -368,47 +359,21 @@ def test_match_ranks_memory_is_bounded_at_100k_candidates(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def inputs(ingested_noisy, tmp_path_factory) -> dict[str, object]:
-    ingest, _, _ = ingested_noisy
-    root = tmp_path_factory.mktemp("evaluate-inputs")
-    shards = ShardParams(samples_per_shard=64, outputs=ShardOutputs(
-        shards=root / "shards", manifest=root / "shards" / "manifest.json", report=root / "shard.json"))
-    report = write_shards(ingest, shards)
-    assert report["test"]["samples"] >= 20, report  # retrieval is evaluated on the test split
-    prepare_tokenizer(TokenizerParams(out=root / "tokenizer"), ingest.outputs.pairs)
-    bench = generate_benchmark(BenchmarkParams(out=root / "benchmarks", per_class=10))
-    return {"shards": shards, "tokenizer": root / "tokenizer", "benchmark": bench.path,
-            "test_pairs": report["test"]["samples"], "train_pairs": report["train"]["samples"]}
-
-
-def train_model(inputs: dict, out: Path, *, steps: int, lr: float, batch: int, warmup: int) -> Path:
-    from biomedclip.train.loop import train
-
-    params = TrainParams(
-        tokenizer=TokenizerParams(out=inputs["tokenizer"]), epochs=1, samples_per_epoch=steps * batch,
-        global_batch=batch, lr=lr, warmup_steps=warmup, seed=0, workers=0, shuffle_buffer=256,
-        checkpoint_every=100_000, log_every=max(1, steps // 10), tracking=TrackingParams(enabled=False),
-        outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
-                             metrics=out / "train.json"))
-    info = train(params, inputs["shards"], resume="never")
-    assert info["steps"] == steps
-    final = out / "final"
-    assert sorted(p.name for p in final.iterdir()) == [
-        "open_clip_config.json", "open_clip_model.safetensors", "text"]
-    return final
+def inputs(tiny_world) -> dict[str, object]:
+    return {"shards": tiny_world.shards, "tokenizer": tiny_world.tokenizer, "benchmark": tiny_world.benchmark,
+            "test_pairs": tiny_world.split_sizes["test"], "train_pairs": tiny_world.split_sizes["train"]}
 
 
 @pytest.fixture(scope="module")
-def random_model(inputs, tmp_path_factory) -> Path:
+def random_model(tiny_world) -> Path:
     """The trainer's initial weights (seed 0) in its own output layout: one step at lr 1e-12."""
-    return train_model(inputs, tmp_path_factory.mktemp("random-model"), steps=1, lr=1e-12, batch=2, warmup=0)
+    return tiny_world.random_model
 
 
 @pytest.fixture(scope="module")
-def trained_model(inputs, tmp_path_factory) -> Path:
-    """200 steps of 32 on the noisy corpus's train split (~25 epochs of its ~250 pairs)."""
-    return train_model(inputs, tmp_path_factory.mktemp("trained-model"), steps=200, lr=5e-4, batch=32,
-                       warmup=10)
+def trained_model(tiny_world) -> Path:
+    """The session's model: 200 steps of 32 on the noisy corpus's train split (~25 epochs)."""
+    return Path(tiny_world.trained["model_dir"])
 
 
 def eval_params(out: Path, *benchmarks: BenchmarkSpec, ks=(1, 5, 10), split="test") -> EvaluateParams:
@@ -435,7 +400,7 @@ def show(title: str, values: dict[str, float]) -> str:
 # 3. Trained far above chance, random near chance
 
 
-@pytest.mark.slow
+@pytest.mark.unit
 def test_trained_model_scores_far_above_chance_and_random_near_it(inputs, trained_model, random_model, tmp_path):
     spec = BenchmarkSpec(name="pmc-figure-types", path=str(inputs["benchmark"]))
     trained = evaluate(eval_params(tmp_path / "trained", spec), model=str(trained_model),
@@ -495,6 +460,7 @@ def mlflow_store(tmp_path, monkeypatch):
         mlflow.set_tracking_uri(previous)
 
 
+@pytest.mark.unit
 def test_registered_model_uri_loads_and_evaluates_like_its_folder(inputs, random_model, mlflow_store, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -549,6 +515,7 @@ def test_registered_model_uri_loads_and_evaluates_like_its_folder(inputs, random
     assert (tmp_path / "uri" / "metrics" / "eval.json").is_file()
 
 
+@pytest.mark.unit
 def test_unknown_model_source_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "no-such-model")
@@ -600,6 +567,7 @@ def small_benchmark(inputs) -> tuple[Path, list[dict[str, str]], list[str]]:
     return bench, rows, classes
 
 
+@pytest.mark.unit
 def test_undecodable_image_is_skipped_counted_and_left_out_of_the_metrics(inputs, random_model, small_benchmark,
                                                                           tmp_path):
     source, rows, classes = small_benchmark
@@ -636,6 +604,7 @@ def test_undecodable_image_is_skipped_counted_and_left_out_of_the_metrics(inputs
         assert len(list(csv.DictReader(fh))) == 48
 
 
+@pytest.mark.unit
 def test_benchmark_with_no_readable_image_is_an_error_not_a_metric(inputs, random_model, tmp_path):
     rows = [{"path": "a.jpg", "label": "bar chart"}, {"path": "b.jpg", "label": "chest X-ray"}]
     bench = write_benchmark(tmp_path / "bench", tmp_path, rows, None,
@@ -645,6 +614,7 @@ def test_benchmark_with_no_readable_image_is_an_error_not_a_metric(inputs, rando
                  model=str(random_model), shards_dir=inputs["shards"].outputs.shards)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("bad", ["PET scan", "Chest X-ray", "bar chart "])
 def test_label_outside_the_declared_classes_is_an_error_naming_line_and_label(small_benchmark, tmp_path, bad):
     source, rows, classes = small_benchmark
@@ -658,6 +628,7 @@ def test_label_outside_the_declared_classes_is_an_error_naming_line_and_label(sm
     assert "line 8" in message and repr(bad) in message, message
 
 
+@pytest.mark.unit
 def test_declared_class_without_images_is_an_error_naming_it(small_benchmark, tmp_path):
     source, rows, classes = small_benchmark
     missing = classes[5]
@@ -673,6 +644,7 @@ def test_declared_class_without_images_is_an_error_naming_it(small_benchmark, tm
         load_benchmark("declared", str(bench), classes=classes)
 
 
+@pytest.mark.unit
 def test_class_folder_layout_uses_folder_names_as_classes(inputs, random_model, small_benchmark, tmp_path):
     source, rows, _ = small_benchmark
     root = tmp_path / "folders"
@@ -698,6 +670,7 @@ def test_class_folder_layout_uses_folder_names_as_classes(inputs, random_model, 
 # 6. Outputs
 
 
+@pytest.mark.unit
 def test_outputs_metrics_plots_and_report(inputs, random_model, small_benchmark, tmp_path):
     source, rows, classes = small_benchmark
     bench = write_benchmark(tmp_path / "bench", source, rows, classes)

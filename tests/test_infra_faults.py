@@ -51,7 +51,7 @@ from .conftest import (
     small_params,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 BUCKET = "faults"
 PREFIX = "pmc/2026-11"

@@ -134,18 +134,21 @@ def compose_schema() -> dict[str, Any]:
     return json.loads((COMPOSE_DIR / "compose-spec.schema.json").read_text())
 
 
+@pytest.mark.unit
 def test_vendored_compose_spec_schema_is_a_valid_draft7_schema() -> None:
     schema = compose_schema()
     assert schema["title"] == "Compose Specification"
     jsonschema.Draft7Validator.check_schema(schema)
 
 
+@pytest.mark.unit
 def test_compose_file_validates_against_the_compose_spec() -> None:
     validator = jsonschema.Draft7Validator(compose_schema())
     errors = sorted(validator.iter_errors(compose_rendered()), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
 
 
+@pytest.mark.unit
 def test_compose_spec_validation_catches_a_misspelt_key() -> None:
     """The schema check is not vacuous: a typo in a service key fails it."""
     doc = compose_rendered()
@@ -153,6 +156,7 @@ def test_compose_spec_validation_catches_a_misspelt_key() -> None:
     assert list(jsonschema.Draft7Validator(compose_schema()).iter_errors(doc))
 
 
+@pytest.mark.unit
 def test_env_example_declares_exactly_the_variables_compose_uses() -> None:
     used: set[str] = set()
     interpolate(compose_raw(), read_env_file(ENV_EXAMPLE), used)
@@ -161,6 +165,7 @@ def test_env_example_declares_exactly_the_variables_compose_uses() -> None:
     assert declared - used == set(), "declared in .env.example, unused by docker-compose.yml"
 
 
+@pytest.mark.unit
 def test_env_example_holds_placeholders_only_for_secrets() -> None:
     for name, value in read_env_file(ENV_EXAMPLE).items():
         if SECRET_NAME.search(name) or name.endswith(("_USER", "_USERNAME", "_ACCESS_KEY_ID")):
@@ -185,6 +190,7 @@ def required_variables() -> list[str]:
     return sorted(names)
 
 
+@pytest.mark.unit
 def test_every_password_is_required_by_compose() -> None:
     required = set(required_variables())
     for name in ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "PREFECT_DB_PASSWORD",
@@ -193,6 +199,7 @@ def test_every_password_is_required_by_compose() -> None:
         assert name in required
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", required_variables())
 def test_compose_refuses_to_start_without_a_required_variable(name: str) -> None:
     for env in ({k: v for k, v in read_env_file(ENV_EXAMPLE).items() if k != name},
@@ -201,6 +208,7 @@ def test_compose_refuses_to_start_without_a_required_variable(name: str) -> None
             compose_rendered(env)
 
 
+@pytest.mark.unit
 def test_secret_environment_variables_come_from_required_variables_only() -> None:
     """No literal and no default for anything secret-looking, in any service."""
     required_form = re.compile(r"\$\{[A-Za-z_]\w*:\?[^}]+\}")
@@ -213,6 +221,7 @@ def test_secret_environment_variables_come_from_required_variables_only() -> Non
     assert not offenders, f"secret-looking variables with a literal or default value: {offenders}"
 
 
+@pytest.mark.unit
 def test_every_long_running_service_has_a_healthcheck() -> None:
     services = compose_rendered()["services"]
     long_running = {name for name, service in services.items() if is_long_running(service)}
@@ -222,11 +231,13 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
         assert check.get("test") and not check.get("disable"), f"{name}: no healthcheck"
 
 
+@pytest.mark.unit
 def test_one_shot_services_do_not_restart() -> None:
     services = compose_rendered()["services"]
     assert services["minio-init"]["restart"] == "no"
 
 
+@pytest.mark.unit
 def test_volumes_are_named_volumes_declared_at_top_level() -> None:
     doc = compose_rendered()
     declared = set(doc.get("volumes") or {})
@@ -245,6 +256,7 @@ def test_volumes_are_named_volumes_declared_at_top_level() -> None:
     assert used == declared, f"declared but unused volumes: {declared - used}"
 
 
+@pytest.mark.unit
 def test_service_dependencies_wait_for_health() -> None:
     services = compose_rendered()["services"]
     mlflow = services["mlflow"]["depends_on"]
@@ -261,6 +273,7 @@ def test_service_dependencies_wait_for_health() -> None:
             assert dependency in services, f"{name} depends on unknown service {dependency}"
 
 
+@pytest.mark.unit
 def test_services_run_what_the_topology_needs() -> None:
     services = compose_rendered()["services"]
     mlflow_env = environment_items(services["mlflow"])
@@ -294,6 +307,7 @@ def test_services_run_what_the_topology_needs() -> None:
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
+@pytest.mark.unit
 def test_trainer_image_is_built_from_the_project_dockerfile() -> None:
     services = compose_rendered()["services"]
     for name in ("mlflow", "prefect-worker", "prefect-worker-gpu"):
@@ -303,6 +317,7 @@ def test_trainer_image_is_built_from_the_project_dockerfile() -> None:
         assert (context / build["dockerfile"]).resolve() == DOCKERFILE
 
 
+@pytest.mark.integration
 def test_compose_configs_exist_and_scripts_parse() -> None:
     doc = compose_rendered()
     for name, config in doc["configs"].items():
@@ -318,6 +333,7 @@ def test_compose_configs_exist_and_scripts_parse() -> None:
             assert source in doc["configs"], f"{name}: unknown config {source}"
 
 
+@pytest.mark.integration
 def test_mlflow_entrypoint_renders_an_auth_config_mlflow_accepts(tmp_path: Path, monkeypatch) -> None:
     from mlflow.server.auth.config import read_auth_config
 
@@ -344,6 +360,7 @@ def test_mlflow_entrypoint_renders_an_auth_config_mlflow_accepts(tmp_path: Path,
     assert config.authorization_function == "mlflow.server.auth:authenticate_request_basic_auth"
 
 
+@pytest.mark.integration
 def test_mlflow_entrypoint_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "MLFLOW_ADMIN_USERNAME": "admin",
            "MLFLOW_ADMIN_PASSWORD": "x", "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "a.ini")}
@@ -352,6 +369,7 @@ def test_mlflow_entrypoint_refuses_to_start_without_its_secrets(tmp_path: Path) 
     assert result.returncode != 0 and "MLFLOW_DB_PASSWORD" in result.stderr
 
 
+@pytest.mark.unit
 def test_postgres_init_creates_the_roles_and_databases() -> None:
     script = (COMPOSE_DIR / "postgres-init.sh").read_text()
     for statement in ("CREATE ROLE mlflow LOGIN PASSWORD :'mlflow_password'",
@@ -381,6 +399,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
             for parts in (line.strip().split(None, 1) for line in logical)]
 
 
+@pytest.mark.unit
 def test_dockerfile_runs_as_a_non_root_user() -> None:
     users = [args.strip() for instruction, args in dockerfile_instructions() if instruction == "USER"]
     assert users, "no USER instruction: the image would run as root"
@@ -389,6 +408,7 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
     assert f"--uid {IMAGE_UID}" in DOCKERFILE.read_text()
 
 
+@pytest.mark.unit
 def test_dockerfile_installs_exactly_the_lock_then_the_project() -> None:
     runs = [args for instruction, args in dockerfile_instructions() if instruction == "RUN"]
     lock = [i for i, run in enumerate(runs) if "pip install --no-cache-dir -r requirements.lock" in run]
@@ -404,6 +424,7 @@ def test_dockerfile_installs_exactly_the_lock_then_the_project() -> None:
     assert "PREFECT_HOME=/app/" in env
 
 
+@pytest.mark.unit
 def test_dockerfile_copies_no_secrets() -> None:
     for instruction, args in dockerfile_instructions():
         if instruction in ("COPY", "ADD"):
@@ -423,6 +444,7 @@ def k8s_documents() -> list[tuple[str, int, dict[str, Any]]]:
             for index, doc in enumerate(yaml_docs(path))]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize(("filename", "index", "doc"), k8s_documents(),
                          ids=[f"{name}[{index}]-{doc['kind']}" for name, index, doc in k8s_documents()])
@@ -431,6 +453,7 @@ def test_kubernetes_manifest_validates_strictly(filename: str, index: int, doc: 
     k8s_validate(doc, version)
 
 
+@pytest.mark.unit
 def test_kubernetes_validation_catches_a_misspelt_field() -> None:
     job = next(doc for _, _, doc in k8s_documents() if doc["kind"] == "Job")
     broken = copy.deepcopy(job)
@@ -444,6 +467,7 @@ def by_kind(kind: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.unit
 def test_train_job_is_a_coherent_multi_node_ddp_launch() -> None:
     service, job = by_kind("Service"), by_kind("Job")
     job_name, service_name = job["metadata"]["name"], service["metadata"]["name"]
@@ -479,12 +503,14 @@ def test_train_job_is_a_coherent_multi_node_ddp_launch() -> None:
     assert pod["securityContext"]["runAsUser"] == IMAGE_UID
 
 
+@pytest.mark.integration
 def test_the_training_module_takes_the_flags_the_launchers_pass() -> None:
     result = subprocess.run([sys.executable, "-m", "biomedclip.train", "--help"], cwd=ROOT,
                             capture_output=True, text=True, check=True)
     assert "--params" in result.stdout
 
 
+@pytest.mark.unit
 def test_configmap_and_secret_carry_the_endpoints_and_credentials() -> None:
     endpoints = by_kind("ConfigMap")["data"]
     assert {"MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "PREFECT_API_URL"} <= set(endpoints)
@@ -547,6 +573,7 @@ def strip_prefect_pod_fields(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+@pytest.mark.unit
 def test_work_pool_variables_are_a_valid_json_schema() -> None:
     variables = work_pool_template()["variables"]
     jsonschema.Draft7Validator.check_schema(variables)
@@ -560,6 +587,7 @@ def test_work_pool_variables_are_a_valid_json_schema() -> None:
         jsonschema.validate(value, variables["properties"][name])
 
 
+@pytest.mark.unit
 def test_work_pool_placeholders_are_all_declared() -> None:
     from prefect.utilities.templating import find_placeholders
 
@@ -570,6 +598,7 @@ def test_work_pool_placeholders_are_all_declared() -> None:
     assert {"image", "namespace", "gpus", "cpu", "memory", "env", "service_account_name"} <= placeholders
 
 
+@pytest.mark.integration
 def test_prefect_server_accepts_the_base_job_template() -> None:
     from prefect.server.schemas.actions import WorkPoolCreate
 
@@ -577,6 +606,7 @@ def test_prefect_server_accepts_the_base_job_template() -> None:
     assert pool.base_job_template["variables"]["properties"]["gpus"]["default"] == 1
 
 
+@pytest.mark.integration
 def test_prefect_server_rejects_an_undeclared_placeholder() -> None:
     from prefect.server.schemas.actions import WorkPoolCreate
 
@@ -586,6 +616,7 @@ def test_prefect_server_rejects_an_undeclared_placeholder() -> None:
         WorkPoolCreate(name="k8s-gpu", type="kubernetes", base_job_template=template)
 
 
+@pytest.mark.unit
 def test_work_pool_job_satisfies_the_kubernetes_workers_own_checks() -> None:
     manifest = render_job_manifest(work_pool_template(), {})
     assert manifest["apiVersion"] == "batch/v1" and manifest["kind"] == "Job"
@@ -595,6 +626,7 @@ def test_work_pool_job_satisfies_the_kubernetes_workers_own_checks() -> None:
     assert pod["containers"][0]["name"] == "prefect-job"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("values", [{}, EXAMPLE_VALUES], ids=["defaults", "example-values"])
 def test_work_pool_job_manifest_validates_strictly(values: dict[str, Any], version: str) -> None:
@@ -603,6 +635,7 @@ def test_work_pool_job_manifest_validates_strictly(values: dict[str, Any], versi
     k8s_validate(strip_prefect_pod_fields(manifest), version)
 
 
+@pytest.mark.unit
 def test_work_pool_job_requests_the_gpus_variable() -> None:
     template = work_pool_template()
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
@@ -637,10 +670,12 @@ def syntax_check(shell: str, path: Path) -> None:
     assert result.returncode == 0 and not result.stderr, result.stderr
 
 
+@pytest.mark.integration
 def test_sbatch_script_parses() -> None:
     syntax_check("bash", SBATCH)
 
 
+@pytest.mark.unit
 def test_sbatch_directives_are_complete_and_consistent() -> None:
     directives = sbatch_directives()
     for option in ("nodes", "ntasks-per-node", "gpus-per-node", "cpus-per-task", "time", "output"):
@@ -654,6 +689,7 @@ def test_sbatch_directives_are_complete_and_consistent() -> None:
     assert all(i < first_command for i, line in enumerate(lines) if line.startswith("#SBATCH"))
 
 
+@pytest.mark.unit
 def test_sbatch_never_prints_credentials() -> None:
     text = SBATCH.read_text()
     assert not re.search(r"^\s*set\s+(-\w*x|-o\s+xtrace)", text, re.M), "xtrace would print secrets"
@@ -662,6 +698,7 @@ def test_sbatch_never_prints_credentials() -> None:
             assert not re.search(r"\$\{?\w*(PASSWORD|SECRET|KEY|TOKEN|AUTH)", line), line
 
 
+@pytest.mark.integration
 def test_sbatch_launches_one_training_process_per_task(tmp_path: Path) -> None:
     """Run the script with stand-ins for scontrol and srun: the env file reaches the tasks without
     being printed, MASTER_ADDR is the allocation's first node, srun starts biomedclip.train."""
@@ -697,6 +734,7 @@ def test_sbatch_launches_one_training_process_per_task(tmp_path: Path) -> None:
     assert srun["MLFLOW_TRACKING_PASSWORD"] == secret  # exported to the tasks
 
 
+@pytest.mark.unit
 def test_slurm_task_variables_become_the_process_group_ranks() -> None:
     """What each srun task does with the script's MASTER_ADDR and SLURM's ids."""
     from biomedclip.train.distributed import _from_slurm

@@ -15,6 +15,8 @@ from biomedclip.ingest.split import split_of
 
 from .conftest import ingest_params
 
+pytestmark = pytest.mark.unit
+
 ALLOWED = {"CC BY", "CC0", "CC BY-SA", "CC BY-ND"}
 CONDITION_REASON = {"missing_media": "media_missing", "corrupt_image": "image_unreadable",
                     "tiny_image": "image_too_small", "huge_image": "image_too_large"}

@@ -18,7 +18,7 @@ import yaml
 
 from .conftest import REPO, ingest_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def run_flow(params, tmp_path: Path, name: str) -> str:

@@ -42,7 +42,7 @@ from biomedclip.ingest.run import run_ingest
 
 from .conftest import ingest_params, small_params
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(180)]
 ALLOWED = {"CC BY", "CC0", "CC BY-SA", "CC BY-ND"}
 # Noise that costs an article a pair or adds a reject (or, for several graphics, repeats a fig id).
 REJECTED_NOISE = {"graphical_abstract", "no_figures", "no_caption", "duplicate_image",

@@ -35,6 +35,7 @@ def assert_same_outputs(a, b) -> None:
     assert images_a == images_b
 
 
+@pytest.mark.unit
 def test_a_grown_corpus_is_read_incrementally_and_equals_a_run_from_scratch(tmp_path):
     corpus = tmp_path / "raw"
     generate_corpus(small_params(corpus, articles=20))
@@ -53,6 +54,7 @@ def test_a_grown_corpus_is_read_incrementally_and_equals_a_run_from_scratch(tmp_
     assert third["articles"]["processed"] == 0 and third["pairs"] == second["pairs"]
 
 
+@pytest.mark.unit
 def test_removed_articles_leave_the_manifest_and_their_images_the_store(tmp_path):
     corpus = tmp_path / "raw"
     generate_corpus(small_params(corpus, articles=12))
@@ -70,6 +72,7 @@ def test_removed_articles_leave_the_manifest_and_their_images_the_store(tmp_path
     assert not any((params.outputs.images / key).exists() for key in only_gone)
 
 
+@pytest.mark.unit
 def test_changed_params_reprocess_everything_and_lost_images_are_restored(tmp_path):
     corpus = tmp_path / "raw"
     generate_corpus(small_params(corpus, articles=8))
@@ -85,6 +88,7 @@ def test_changed_params_reprocess_everything_and_lost_images_are_restored(tmp_pa
     assert lost.is_file() and report["articles"]["processed"] >= 1
 
 
+@pytest.mark.integration
 def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_result(tmp_path):
     corpus = tmp_path / "raw"
     generate_corpus(small_params(corpus, articles=60), workers=2)
@@ -120,6 +124,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert not leftovers, leftovers
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("knob", ["workers", "batch_size"])
 def test_fan_out_settings_do_not_change_the_result(tmp_path, noisy_corpus, ingested_noisy, knob):
     corpus, _ = noisy_corpus
@@ -129,6 +134,7 @@ def test_fan_out_settings_do_not_change_the_result(tmp_path, noisy_corpus, inges
     assert_same_outputs(reference, other)
 
 
+@pytest.mark.unit
 def test_a_change_to_the_extraction_code_reprocesses_every_article(tmp_path, monkeypatch):
     """Editing the code under test is simulated by changing the digest of that code (the real
     digest is a hash of the extraction modules' source files)."""

@@ -15,6 +15,8 @@ from biomedclip.ingest.jats import JatsError, count_panels, parse_article
 from biomedclip.ingest.licenses import from_code, from_text, from_url
 from biomedclip.ingest.rejects import Reason
 
+pytestmark = pytest.mark.unit
+
 
 def read(shared_fixtures, name: str):
     return parse_article((shared_fixtures / "pmc" / name).read_bytes())

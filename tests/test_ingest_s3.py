@@ -27,7 +27,7 @@ from biomedclip.storage import ObjectReadError
 
 from .conftest import SLOWDOWN, FaultProxy, ingest_params, small_params
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 BUCKET = "oa-mirror"
 PRIVATE = "oa-private"

@@ -1,124 +1,219 @@
-"""End to end: a copy of this project in a temp dir, real git, real DVC, real Prefect runs.
+"""End to end: copies of this project in temp dirs, real git, real DVC, real Prefect runs.
 
 These are the users' first steps on a fresh clone: the demo corpus regenerates exactly the
 version `data.dvc` records, and `dvc repro` runs the stages through their Prefect flows, then
-re-runs only what a change touches.
+re-runs only what a change touches. And the lineage audit: two workspaces share one Prefect
+server and run interleaved, then one re-runs its evaluation alone (DVC skips the rest); every
+registered version names exactly the flow runs that made its own inputs, checked on the server.
+
+The flows report to the session's Prefect server (PREFECT_API_URL), as a team's would.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import pytest
 import yaml
 
-from .conftest import BIN, clone_project, sh
+from .conftest import BIN, REPO, clone_project, flow_runs_on, prefect_request, sh
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
+STAGE_FLOWS = {"demo_benchmark": "demo-data", "ingest": "ingest", "validate": "validate", "shard": "shard",
+               "tokenizer": "tokenizer", "train": "train", "evaluate": "evaluate", "register": "register"}
+
+
+class Workspace:
+    """A project clone whose commands report to a shared Prefect server; each command's new flow
+    runs (by flow name) are kept, in the order the commands ran."""
+
+    def __init__(self, project: Path, api: str) -> None:
+        self.project, self.api = project, api
+        self.runs: list[dict[str, str]] = []  # per command: {flow name: flow run id}
+
+    def env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.api}
+
+    def __call__(self, *args: str, timeout: int = 900) -> str:
+        before = set(flow_runs_on(self.api))
+        output = sh(self.project, *args, env=self.env(), timeout=timeout)
+        new = {run_id: run for run_id, run in flow_runs_on(self.api).items() if run_id not in before}
+        by_flow = {run["flow"]: run_id for run_id, run in new.items()}
+        assert len(by_flow) == len(new), f"a flow ran twice in one command: {new}"
+        self.runs.append(by_flow)
+        return output
+
+    def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, **self.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("PREFECT_HOME", None)
+        return subprocess.run(args, cwd=self.project, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def params(self) -> dict[str, Any]:
+        return yaml.safe_load((self.project / "params.yaml").read_text())
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        (self.project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def registry(self) -> mlflow.MlflowClient:
+        uri = f"sqlite:///{self.project / 'mlflow.db'}"
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def lineage(self, version: int) -> dict[str, Any]:
+        return json.loads(self("biomedclip", "lineage", f"models:/biomedclip/{version}", "--json"))
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return clone_project(tmp_path_factory.mktemp("clone") / "project")
+def project(tmp_path_factory, prefect_api) -> Workspace:
+    """The project as a fresh clone has it (a handful of training steps: the wiring is under test)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(name, raising=False)
+        yield Workspace(clone_project(tmp_path_factory.mktemp("clone") / "project"), prefect_api)
+
+
+@pytest.fixture(scope="module")
+def neighbour(tmp_path_factory, prefect_api) -> Workspace:
+    """A second workspace on the same Prefect server: another team member's clone, 80 articles."""
+    root = clone_project(tmp_path_factory.mktemp("neighbour") / "project",
+                         demo={"articles": 80}, validate={"split_tolerance": 0.1})
+    workspace = Workspace(root, prefect_api)
+    sh(root, "biomedclip", "demo-data", "--no-benchmark", env=workspace.env())
+    return workspace
 
 
 def test_fresh_clone_regenerates_exactly_the_data_version_in_data_dvc(project):
-    assert not (project / "data" / "raw").exists()
-    recorded = (project / "data.dvc").read_text()
-    sh(project, "biomedclip", "demo-data", "--no-benchmark")
+    assert not (project.project / "data" / "raw").exists()
+    recorded = (project.project / "data.dvc").read_text()
+    project("biomedclip", "demo-data", "--no-benchmark")
     # DVC hashes the regenerated tree into its cache; data.dvc must not change.
-    sh(project, "dvc", "commit", "--force", "data.dvc")
-    assert (project / "data.dvc").read_text() == recorded, "regenerated data/raw differs"
-    status = json.loads(sh(project, "dvc", "status", "--json", "data.dvc").strip().splitlines()[-1])
+    project("dvc", "commit", "--force", "data.dvc")
+    assert (project.project / "data.dvc").read_text() == recorded, "regenerated data/raw differs"
+    status = json.loads(project("dvc", "status", "--json", "data.dvc").strip().splitlines()[-1])
     assert status == {}
 
 
-def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
-    first = sh(project, "dvc", "repro")
-    assert "Running stage 'demo_benchmark'" in first
-    labels = project / "data" / "benchmarks" / "pmc-figure-types" / "labels.csv"
-    assert len(labels.read_text().splitlines()) == 1 + 16 * 20
-    with sqlite3.connect(project / ".prefect" / "prefect.db") as db:
-        runs = db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f "
-                          "ON r.flow_id = f.id").fetchall()
-        artifacts = db.execute("SELECT key FROM artifact").fetchall()
-    assert ("demo-data", "COMPLETED") in runs
-    assert ("demo-data",) in artifacts
-    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs(project, neighbour):
+    """A's data stages run, then all of B's pipeline, then the rest of A's: "the newest completed
+    run of each flow" would have given A's model B's ingest, validate and shard runs."""
+    first = project("dvc", "repro", "shard")
+    assert "Running stage 'shard'" in first and "Running stage 'train'" not in first
+    neighbour("dvc", "repro")
+    rest = project("dvc", "repro")
+    assert "Running stage 'train'" in rest and "Running stage 'ingest'" not in rest
+    a_data, a_model = project.runs[-2], project.runs[-1]
+    assert set(a_data) == {"ingest", "validate", "shard"}
+    assert set(a_model) == {"demo-data", "tokenizer", "train", "evaluate", "register"}
+    made_by = {**a_data, **a_model}
 
-    report = json.loads((project / "metrics" / "ingest.json").read_text())
+    chain = project.lineage(1)
+    assert chain["flow_runs"] == {flow: made_by[flow] for flow in (
+        "ingest", "validate", "shard", "tokenizer", "train", "evaluate", "register")}
+    assert neighbour.lineage(1)["flow_runs"] == {flow: run for flow, run in neighbour.runs[0].items()
+                                                 if flow != "demo-data"}
+    on_server = flow_runs_on(project.api)
+    for flow, run_id in chain["flow_runs"].items():
+        assert on_server[run_id]["flow"] == flow and on_server[run_id]["state_type"] == "COMPLETED"
+    # Each stage's record beside its outputs, versioned by DVC with them.
+    for stage, flow in STAGE_FLOWS.items():
+        record = json.loads((project.project / "reports" / "flow-runs" / f"{flow}.json").read_text())
+        assert record["flow_run"]["id"] == made_by[flow] and record["flow_run"]["api"] == project.api, stage
+
+
+def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
+    root = project.project
+    labels = root / "data" / "benchmarks" / "pmc-figure-types" / "labels.csv"
+    assert len(labels.read_text().splitlines()) == 1 + 16 * 20
+    made_by = {**project.runs[-2], **project.runs[-1]}
+    artifacts = {a["key"] for a in prefect_request(project.api, "POST", "/artifacts/filter", limit=200,
+                                                   flow_runs={"id": {"any_": list(made_by.values())}})}
+    assert {"demo-data", "ingest-report", "validation-report", "shard-report", "tokenizer", "train-report",
+            "evaluation", "registered-model"} <= artifacts
+    assert "Data and pipelines are up to date" in project("dvc", "status")
+
+    report = json.loads((root / "metrics" / "ingest.json").read_text())
     assert report["pairs"]["total"] > 1000
     assert min(report["pairs"]["val"], report["pairs"]["test"]) > 20
-    for flow in ("validate", "shard", "tokenizer", "train"):
-        assert (flow, "COMPLETED") in runs, flow
-    assert {("validation-report",), ("shard-report",), ("train-report",)} <= set(artifacts)
-    run_info = json.loads((project / "data" / "train" / "run.json").read_text())
-    assert (project / run_info["model_dir"] / "open_clip_model.safetensors").is_file()
-    assert run_info["mlflow_run_id"] and (project / "mlflow.db").is_file()
-    assert json.loads((project / "metrics" / "validate.json").read_text())["success"] is True
-    assert (project / "reports" / "validation" / "index.html").is_file()
+    run_info = json.loads((root / "data" / "train" / "run.json").read_text())
+    assert (root / run_info["model_dir"] / "open_clip_model.safetensors").is_file()
+    assert run_info["mlflow_run_id"] and (root / "mlflow.db").is_file()
+    assert json.loads((root / "metrics" / "validate.json").read_text())["success"] is True
+    assert (root / "reports" / "validation" / "index.html").is_file()
     for split in ("train", "val", "test"):
-        sizes = json.loads((project / "data" / "shards" / split / "sizes.json").read_text())
+        sizes = json.loads((root / "data" / "shards" / split / "sizes.json").read_text())
         assert sum(sizes.values()) == report["pairs"][split]
-    again = sh(project, "dvc", "repro")
-    assert "Running stage" not in again
+    assert "Running stage" not in project("dvc", "repro")
+    assert project.runs[-1] == {}
 
     # The registered version's lineage, verified against this workspace, then a byte changed.
-    registered = json.loads((project / "metrics" / "register.json").read_text())
-    uri = f"models:/{registered['name']}/{registered['version']}"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PREFECT_HOME", None)
-    shown = subprocess.run(["biomedclip", "lineage", uri, "--json"], cwd=project, env=env, capture_output=True,
-                           text=True, timeout=600)
-    assert shown.returncode == 0, shown.stderr
-    chain = json.loads(shown.stdout)
+    registered = json.loads((root / "metrics" / "register.json").read_text())
+    chain = project.lineage(registered["version"])
     assert chain["run_id"] == run_info["mlflow_run_id"]
     assert {"ingest", "validate", "shard", "tokenizer", "train", "evaluate"} <= set(chain["dvc_lock"]["stages"])
-    assert {"ingest", "validate", "shard", "train", "evaluate"} <= set(chain["flow_runs"])
-    assert chain["data"]["version"] == yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
-    assert "verified" in sh(project, "biomedclip", "lineage", uri, "--verify")
-    shard = sorted((project / "data" / "shards" / "train").glob("*.tar"))[0]
+    assert chain["data"]["version"] == yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
+    uri = f"models:/{registered['name']}/{registered['version']}"
+    assert "verified" in project("biomedclip", "lineage", uri, "--verify")
+    shard = sorted((root / "data" / "shards" / "train").glob("*.tar"))[0]
     original = shard.read_bytes()
     shard.write_bytes(original[:2000] + bytes([original[2000] ^ 0xFF]) + original[2001:])
-    failed = subprocess.run(["biomedclip", "lineage", uri, "--verify"], cwd=project, env=env,
-                            capture_output=True, text=True, timeout=600)
+    failed = project.run("biomedclip", "lineage", uri, "--verify")
     assert failed.returncode == 1 and shard.name in failed.stdout + failed.stderr
     shard.write_bytes(original)
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = project.params()
     params["demo"]["noise"]["tiff"] = 0.05  # the corpus's knob: the benchmark does not read it
     params["ingest"]["workers"] = 1  # how the ingest runs, not what it produces
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+    project.set_params(params)
+    assert "Data and pipelines are up to date" in project("dvc", "status")
     params["shard"]["samples_per_shard"] = 100  # re-runs shard (and what follows) only
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = sh(project, "dvc", "status")
+    project.set_params(params)
+    status = project("dvc", "status")
     assert "shard:" in status and "validate:" not in status and "ingest:" not in status
     params["ingest"]["caption"]["min_words"] = 6
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = sh(project, "dvc", "status")
+    project.set_params(params)
+    status = project("dvc", "status")
     assert "ingest" in status and "demo_benchmark" not in status
+
+
+def test_an_evaluation_rerun_alone_is_a_new_version_naming_the_old_runs_of_the_skipped_stages(project):
+    """Only the evaluation changed (its params and its benchmark's size): DVC skips the data and
+    training stages; the new version's lineage names the new evaluate and register runs and, for
+    the rest, the runs that really made them."""
+    params = project.params()
+    for section, key in (("shard", "samples_per_shard"), ("ingest", "caption")):  # the last test's edits
+        params[section][key] = yaml.safe_load((REPO / "params.yaml").read_text())[section][key]
+    params["evaluate"]["ks"] = [1, 5, 10, 20]
     params["demo"]["benchmark"]["per_class"] = 3
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "demo_benchmark" in sh(project, "dvc", "status")
-    assert "Running stage 'demo_benchmark'" in sh(project, "dvc", "repro")
+    project.set_params(params)
+    before = project.lineage(1)
+    output = project("dvc", "repro")
+    ran = [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+    assert ran == ["demo_benchmark", "evaluate", "register"], output[-3000:]
+    labels = project.project / "data" / "benchmarks" / "pmc-figure-types" / "labels.csv"
     assert len(labels.read_text().splitlines()) == 1 + 16 * 3
+    assert set(project.runs[-1]) == {"demo-data", "evaluate", "register"}
+    new = {flow: run for flow, run in project.runs[-1].items() if flow != "demo-data"}  # not a model input
+    registered = json.loads((project.project / "metrics" / "register.json").read_text())
+    assert registered["version"] == 2
+    chain = project.lineage(2)
+    assert chain["flow_runs"] == {**before["flow_runs"], **new}
+    assert chain["model_sha256"] == before["model_sha256"]  # the same weights, a new lineage
+    assert project.lineage(1)["flow_runs"] == before["flow_runs"]  # version 1 keeps its own
+    on_server = flow_runs_on(project.api)
+    assert all(on_server[run_id]["flow"] == flow for flow, run_id in chain["flow_runs"].items())
 
 
-def test_a_failing_critical_check_stops_dvc_repro_before_shard(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
+def test_a_failing_critical_check_stops_dvc_repro_before_shard(neighbour):
+    params = neighbour.params()
     params["validate"]["min_pairs"] = 10**9
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PREFECT_HOME", None)
-    result = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True,
-                            timeout=600)
+    neighbour.set_params(params)
+    result = neighbour.run("dvc", "repro")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "min_pairs" in output and "critical expectation(s) failed" in output
     assert "Running stage 'shard'" not in output
-    assert json.loads((project / "metrics" / "validate.json").read_text())["success"] is False
+    assert json.loads((neighbour.project / "metrics" / "validate.json").read_text())["success"] is False

@@ -1,8 +1,8 @@
 """The model registry with a real MLflow store (SQLite + local artifacts in a temp dir).
 
-A tiny model is trained for 150 steps on the noisy demo corpus's shards (tracking on, so it
-has an MLflow run); a second model with the same architecture and freshly initialised weights
-stands in for a worse one. No mocks: real pyfunc logging, registry aliases, evaluations of both
+The session's tiny model (conftest's `tiny_world`: 200 steps on the noisy demo corpus's shards,
+tracked, so it has an MLflow run) is registered; its initial weights, given a run of their own,
+stand in for a worse model. No mocks: real pyfunc logging, registry aliases, evaluations of both
 models on the same test shards, a fresh process loading the pyfunc, `mlflow models serve`.
 """
 
@@ -21,31 +21,20 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from safetensors.torch import save_file
+import yaml
 
 from biomedclip.config import (
     EvaluateOutputs,
     EvaluateParams,
     GateParams,
     RegisterParams,
-    ShardOutputs,
-    ShardParams,
-    TokenizerParams,
-    TrackingParams,
-    TrainOutputs,
-    TrainParams,
 )
 from biomedclip.register import lineage_facts
 from biomedclip.register.lineage import lineage, lineage_text, verify
 from biomedclip.register.registry import RegistryError, decisions, gate, promote, register, rollback
-from biomedclip.shard import write_shards
-from biomedclip.train.loop import train
-from biomedclip.train.model import build
-from biomedclip.train.tokenizer import prepare_tokenizer
 
 from .conftest import REPO, free_port
 
-pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
@@ -54,42 +43,22 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(ingested_noisy, tmp_path_factory):
-    """Shards, a trained model with its MLflow run, a random model with its own run."""
-    ingest, _, _ = ingested_noisy
+def world(tiny_world, tmp_path_factory):
+    """The session's trained model (its MLflow run in the session's store) and its initial weights
+    given a run of their own, as the worse model."""
     root = tmp_path_factory.mktemp("registry")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    tracking = TrackingParams(uri=f"sqlite:///{root}/mlflow.db", system_metrics=False)
-    shards = ShardParams(samples_per_shard=64, outputs=ShardOutputs(
-        shards=root / "shards", manifest=root / "shards" / "manifest.json", report=root / "shard.json"))
-    write_shards(ingest, shards)
-    tokenizer = TokenizerParams(out=root / "tokenizer", min_frequency=1)
-    prepare_tokenizer(tokenizer, ingest.outputs.pairs)
-    cwd = Path.cwd()
-    os.chdir(root)  # MLflow's default artifact root (./mlruns) lands in the temp dir
-    try:
-        params = TrainParams(tokenizer=tokenizer, epochs=1, samples_per_epoch=32 * 150, global_batch=32, lr=5e-4, warmup_steps=10, workers=0,
-                             checkpoint_every=1000, tracking=tracking, outputs=TrainOutputs(
-                                 dir=root / "train", run_info=root / "train" / "run.json",
-                                 loss_curve=root / "loss.csv", metrics=root / "train.json"))
-        trained = train(params, shards)
-        # The same architecture, untrained: copy the folder, replace the weights, give it a run.
-        random_dir = root / "random"
-        shutil.copytree(trained["model_dir"], random_dir)
-        torch.manual_seed(123)
-        model = build("biomedclip-tiny", random_dir / "text").model
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(random_dir / "open_clip_model.safetensors"))
-        mlflow.set_tracking_uri(tracking.uri)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mlflow.set_tracking_uri(tiny_world.tracking.uri)
         with mlflow.start_run() as run:
             pass
-        untrained = {**trained, "model_dir": str(random_dir), "mlflow_run_id": run.info.run_id,
-                     "model_sha256": sha256(random_dir / "open_clip_model.safetensors")}
-        yield {"root": root, "tracking": tracking, "shards": shards, "trained": trained, "untrained": untrained,
+        untrained = {**tiny_world.trained, "model_dir": str(tiny_world.random_model),
+                     "mlflow_run_id": run.info.run_id,
+                     "model_sha256": sha256(tiny_world.random_model / "open_clip_model.safetensors")}
+        yield {"root": root, "tracking": tiny_world.tracking, "shards": tiny_world.shards,
+               "trained": tiny_world.trained, "untrained": untrained,
                "evaluate": EvaluateParams(benchmarks=(), outputs=EvaluateOutputs(
                    metrics=root / "eval.json", plots=root / "plots", report=root / "report.md"))}
-    finally:
-        os.chdir(cwd)
 
 
 def registry_params(root: Path, name: str) -> RegisterParams:
@@ -99,14 +68,15 @@ def registry_params(root: Path, name: str) -> RegisterParams:
                                           guards=("retrieval/text_to_image/recall_at_10",), tolerance=0.05))
 
 
-def tags_for(info: dict) -> dict[str, str]:
+def tags_for(info: dict, flow_runs: dict[str, str] | None = None, lock: Path = REPO / "dvc.lock") -> dict[str, str]:
     return lineage_facts.collect(params_path=REPO / "params.yaml", train_info=info,
                                  validate_result=REPO / "metrics" / "validate.json",
                                  shard_manifest=Path(info["model_dir"]).parent / "missing.json",
-                                 eval_metrics=None, lock=REPO / "dvc.lock", data_dvc=REPO / "data.dvc",
-                                 flow_runs={})
+                                 eval_metrics=None, lock=lock, data_dvc=REPO / "data.dvc",
+                                 flow_runs=flow_runs or {})
 
 
+@pytest.mark.integration
 def test_register_twice_gives_one_version_with_lineage_tags(world):
     params = registry_params(world["root"], "twice")
     first = register(params, world["tracking"], train_info=world["trained"], lineage=tags_for(world["trained"]),
@@ -123,6 +93,7 @@ def test_register_twice_gives_one_version_with_lineage_tags(world):
     assert version.tags["biomedclip.model.sha256"] == world["trained"]["model_sha256"]
 
 
+@pytest.mark.integration
 def test_the_pyfunc_loads_in_a_fresh_process_and_matches_the_checkpoint(world):
     params = registry_params(world["root"], "pyfunc")
     done = register(params, world["tracking"], train_info=world["trained"], lineage=tags_for(world["trained"]))
@@ -159,6 +130,7 @@ print(json.dumps({{"image": out["image_embedding"][0], "text": out["text_embeddi
     assert abs(sum(got["probabilities"]) - 1) < 1e-5
 
 
+@pytest.mark.unit
 def test_gate_rule():
     params = RegisterParams(gate=GateParams(primary="p", guards=("g",), min_improvement=0.01, tolerance=0.02))
     assert gate(None, {"p": 0.1, "g": 0.1}, params)[0]
@@ -169,6 +141,7 @@ def test_gate_rule():
         gate({"p": 0.5}, {"p": 0.6}, params.model_copy(update={"gate": GateParams(primary="x")}))
 
 
+@pytest.mark.integration
 def test_promote_better_refuse_worse_on_the_current_test_set_and_roll_back(world):
     root, tracking, evaluate = world["root"], world["tracking"], world["evaluate"]
     shards = world["shards"].outputs.shards
@@ -213,16 +186,17 @@ import json, sys
 from pathlib import Path
 from biomedclip.config import EvaluateOutputs, EvaluateParams, GateParams, RegisterParams, TrackingParams
 from biomedclip.register.registry import promote
-root, version, uri = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+root, version, uri, shards = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 params = RegisterParams(model_name="race", decision_log=root / "race.jsonl", output=root / "race.json",
                         gate=GateParams(primary="retrieval/image_to_text/recall_at_10", guards=(), min_improvement=0.0))
 evaluate = EvaluateParams(benchmarks=(), outputs=EvaluateOutputs(metrics=root / f"e{version}.json",
                           plots=root / f"p{version}", report=root / f"r{version}.md"))
-record = promote(params, TrackingParams(uri=uri), evaluate, root / "shards", version=version, actor=f"p{version}")
+record = promote(params, TrackingParams(uri=uri), evaluate, shards, version=version, actor=f"p{version}")
 print(json.dumps(record))
 """
 
 
+@pytest.mark.integration
 def test_concurrent_promotions_leave_the_aliases_consistent(world):
     root, tracking = world["root"], world["tracking"]
     params = registry_params(root, "race")
@@ -235,7 +209,8 @@ def test_concurrent_promotions_leave_the_aliases_consistent(world):
         pass
     v3 = register(params, tracking, train_info={**world["trained"], "mlflow_run_id": run.info.run_id},
                   lineage=tags_for(world["trained"]))
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(root), str(v["version"]), tracking.uri],
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(root), str(v["version"]), tracking.uri,
+                               str(world["shards"].outputs.shards)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
              for v in (v2, v3)]
     outputs = [p.communicate(timeout=600) for p in procs]
@@ -252,6 +227,7 @@ def test_concurrent_promotions_leave_the_aliases_consistent(world):
     assert final == str(expected)
 
 
+@pytest.mark.integration
 def test_mlflow_models_serve_answers_an_embedding_request(world):
     params = registry_params(world["root"], "served")
     done = register(params, world["tracking"], train_info=world["trained"], lineage=tags_for(world["trained"]))
@@ -286,6 +262,36 @@ def test_mlflow_models_serve_answers_an_embedding_request(world):
         server.wait(timeout=30)
 
 
+@pytest.mark.integration
+def test_the_same_model_from_new_inputs_is_a_new_version_of_the_model_already_logged(world, tmp_path):
+    """Evaluation re-run (DVC skipped the rest): the same weights and training run, a new evaluate
+    flow run. That is a new version with its own lineage and dvc.lock, made from the model already
+    logged (no second upload); registering either lineage again is the version it already has."""
+    params, info, tracking = registry_params(world["root"], "relineaged"), world["trained"], world["tracking"]
+    locks = {}
+    for n in (1, 2):
+        locks[n] = tmp_path / f"lock{n}" / "dvc.lock"
+        locks[n].parent.mkdir()
+        locks[n].write_text(yaml.safe_dump({"schema": "2.0", "stages": {"evaluate": {
+            "cmd": "python flows/evaluate.py", "outs": [{"path": "metrics/eval.json", "md5": f"{n}" * 32}]}}}))
+    flow_runs = {n: {"train": "train-run", "evaluate": f"evaluate-run-{n}"} for n in (1, 2)}
+    first = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[1], locks[1]), dvc_lock=locks[1])
+    second = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[2], locks[2]), dvc_lock=locks[2])
+    assert first["created"] and second["created"] and second["version"] == first["version"] + 1
+    for n, done in ((1, first), (2, second)):
+        again = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[n], locks[n]),
+                         dvc_lock=locks[n])
+        assert (again["created"], again["version"]) == (False, done["version"])
+        chain = lineage(done["uri"], params, tracking)
+        assert chain["flow_runs"] == flow_runs[n]
+        assert chain["dvc_lock"]["stages"]["evaluate"]["outs"] == {"metrics/eval.json": f"{n}" * 32}
+    client = mlflow.MlflowClient(tracking.uri)
+    versions = [client.get_model_version("relineaged", str(v["version"])) for v in (first, second)]
+    assert versions[0].source.startswith("models:/m-") and versions[1].source == versions[0].source  # one upload
+    assert client.get_model_version_by_alias("relineaged", "challenger").version == str(second["version"])
+
+
+@pytest.mark.integration
 def test_lineage_lists_the_chain_and_verify_catches_a_changed_shard_byte(world, tmp_path):
     params = registry_params(world["root"], "audited")
     info = world["trained"]

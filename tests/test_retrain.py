@@ -35,9 +35,9 @@ import yaml
 from biomedclip.demo import generate_corpus
 from biomedclip.retrain.workspace import workspace_lock
 
-from .conftest import BIN, clone_project, sh, small_params
+from .conftest import BIN, clone_project, prefect_request, sh, small_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 BUCKET, PREFIX, REMOTE = "pmc-oa-opendata-test", "oa", "dvc-remote"
 
 
@@ -110,15 +110,7 @@ def registered_versions(world: World) -> list[int]:
 
 
 def api(world: World, method: str, path: str, **body) -> dict:
-    """One Prefect REST call; a 503 (the SQLite-backed server busy on a loaded machine) is
-    retried as Prefect's own client does."""
-    for attempt in range(6):
-        response = httpx.request(method, f"{world.api}{path}", json=None if method == "GET" else body, timeout=30)
-        if response.status_code != 503:
-            break
-        time.sleep(2 ** attempt)
-    response.raise_for_status()
-    return response.json()
+    return prefect_request(world.api, method, path, **body)
 
 
 def last_artifact(world: World, key: str) -> str:

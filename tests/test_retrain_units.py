@@ -174,6 +174,7 @@ def state(tmp_path) -> Path:
 # --- sync ----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_first_sync_mirrors_every_version_and_later_syncs_fetch_nothing(source, target, state):
     """The first sync copies every version byte for byte (and nothing else: not metadata/, not
     inventory-reports/). A second sync reads no object at all (the listing tags are remembered).
@@ -214,6 +215,7 @@ def test_first_sync_mirrors_every_version_and_later_syncs_fetch_nothing(source, 
     assert store.gets == [], "the tags confirmed by content were not remembered"
 
 
+@pytest.mark.unit
 def test_a_new_version_is_the_only_thing_fetched(source, target, state):
     """PMC publishes version 2 of an article: the next sync fetches exactly its files."""
     do_sync(source, target, state)
@@ -231,6 +233,7 @@ def test_a_new_version_is_the_only_thing_fetched(source, target, state):
     assert (target / old).is_dir(), "the earlier version must stay"
 
 
+@pytest.mark.unit
 def test_a_retracted_version_is_fetched_again_and_its_dropped_media_deleted(source, target, state):
     """An existing version's JSON now says `is_retracted: true` and one of its figures is gone
     from the source: the version is reported changed and retracted, only the JSON is fetched,
@@ -257,6 +260,7 @@ def test_a_retracted_version_is_fetched_again_and_its_dropped_media_deleted(sour
     assert tree(target) == tree(source, only_versions=True)
 
 
+@pytest.mark.unit
 def test_a_withdrawn_version_is_removed_unless_the_guard_refuses(source, target, state, extra):
     """A version gone from the source is removed locally. With `max_removed_fraction=0` the same
     sync is refused, and nothing at all happens: the withdrawn version stays, a version new in
@@ -284,6 +288,7 @@ def test_a_withdrawn_version_is_removed_unless_the_guard_refuses(source, target,
     assert tree(target) == tree(source, only_versions=True)
 
 
+@pytest.mark.unit
 def test_the_default_guard_refuses_to_empty_the_corpus_from_an_empty_source(source, target, state,
                                                                              tmp_path):
     """A mistyped source (an empty folder) must not wipe the mirrored corpus."""
@@ -296,6 +301,7 @@ def test_the_default_guard_refuses_to_empty_the_corpus_from_an_empty_source(sour
     assert tree(target) == before
 
 
+@pytest.mark.unit
 def test_a_failed_download_leaves_the_target_untouched(source, target, state, extra):
     """Three new articles and one changed version; reading one file of the second new article
     fails. The sync raises, and none of it is applied (not even the versions whose downloads
@@ -325,6 +331,7 @@ def test_a_failed_download_leaves_the_target_untouched(source, target, state, ex
     assert tree(target) == tree(source, only_versions=True)
 
 
+@pytest.mark.unit
 def test_the_inventory_listing_mirrors_the_same_versions(source, target, state, tmp_path):
     """`retrain.listing: inventory` (PMC's daily S3 inventory, which the demo corpus also
     writes) finds the same versions as listing the prefixes, and mirrors the same files."""
@@ -335,6 +342,7 @@ def test_the_inventory_listing_mirrors_the_same_versions(source, target, state, 
     assert (again.fetched_objects, again.unchanged) == (0, ARTICLES)
 
 
+@pytest.mark.unit
 def test_content_that_is_not_an_article_version_is_left_alone(source, target, state):
     """The target may hold other things (a README, an inventory copy, a folder named like a
     PMCID but without a version): syncs, removals included, never touch them."""
@@ -403,6 +411,7 @@ def snapshot(repo: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.integration
 def test_commit_on_branch_commits_the_data_version_without_touching_the_checkout(repo):
     """A new branch is created from HEAD with the working-tree content of the paths (ignored
     files left out, other files as in HEAD); HEAD, the branch, the index and the working tree
@@ -441,6 +450,7 @@ def test_commit_on_branch_commits_the_data_version_without_touching_the_checkout
     assert snapshot(repo) == before
 
 
+@pytest.mark.integration
 def test_commit_on_the_checked_out_branch_moves_head_and_leaves_the_paths_clean(repo):
     """Committing on the branch that is checked out moves HEAD to the new commit, and `git
     status` shows the committed paths clean (the index follows); other edits stay pending."""
@@ -461,6 +471,7 @@ def test_commit_on_the_checked_out_branch_moves_head_and_leaves_the_paths_clean(
     assert git(repo, "show", "HEAD:train.py") == "print('train')"
 
 
+@pytest.mark.integration
 def test_a_new_branch_exists_even_when_there_is_nothing_new_to_commit(repo):
     """The first lineage commit with the paths as they are in HEAD: the returned commit is
     HEAD, and the branch the retrain reports (`branch`, `commit`) must then exist there."""
@@ -486,6 +497,7 @@ with workspace_lock(Path(sys.argv[1]), wait=False, timeout_s=0):
 """
 
 
+@pytest.mark.integration
 def test_workspace_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
     """While another process holds the lock, acquiring fails at once (wait=False) or after the
     timeout (wait=True), naming the holder's pid; once that process is killed with SIGKILL, the
@@ -525,6 +537,7 @@ def test_workspace_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path)
 # --- params --------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("cron", ["0 3 * *", "0 3 * * * *", "60 * * * *", "0 24 * * *",
                                   "0 3 * * 8", "0 3 * * fri-mon", "*/0 * * * *", "0 3 0 * *",
                                   "0 3 * 13 *", "@fortnightly", "every monday"])
@@ -535,6 +548,7 @@ def test_a_bad_cron_is_refused_naming_the_key(cron):
     assert "retrain.schedule" in message and "cron" in message, message
 
 
+@pytest.mark.unit
 def test_a_bad_timezone_is_refused_naming_the_key():
     for zone in ("Mars/Olympus_Mons", "", "../etc/passwd"):
         with pytest.raises(ConfigError) as info:
@@ -543,6 +557,7 @@ def test_a_bad_timezone_is_refused_naming_the_key():
         assert "retrain.schedule" in message and "timezone" in message, message
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("cron", ["*/15 * * * *", "0 3 * * mon-fri", "@daily", "0 3 * * 1",
                                   "30 2 1,15 jan-jun *", "0 0 * * 7", "0 9-17/2 * * MON"])
 def test_valid_schedules_are_accepted(cron):
@@ -550,6 +565,7 @@ def test_valid_schedules_are_accepted(cron):
     assert (schedule.cron, schedule.timezone) == (cron, "Europe/London")
 
 
+@pytest.mark.unit
 def test_params_yaml_retrain_section_equals_the_defaults():
     assert load_params(REPO / "params.yaml").retrain == Params().retrain
 
@@ -561,6 +577,7 @@ BUCKET = "pmc-sync-mirror"
 PREFIX = "pmc/2026-11"
 
 
+@pytest.mark.integration
 def test_sync_from_s3_equals_the_folder_and_remembers_etags(source, tmp_path, moto_url, monkeypatch):
     """The corpus uploaded key for key under s3://pmc-sync-mirror/pmc/2026-11/ syncs to the same
     files as the folder does. A second sync from S3 fetches nothing and neither downloads nor

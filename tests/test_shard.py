@@ -147,6 +147,7 @@ def reference(resplit, tmp_path_factory) -> Path:
 # 1. Round trip
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("which", ["ingest", "resplit"])
 def test_every_pair_round_trips_through_the_shards_of_its_split(manifests, which, tmp_path):
     pairs, images = manifests[which]
@@ -195,6 +196,7 @@ def test_every_pair_round_trips_through_the_shards_of_its_split(manifests, which
     assert leftovers(root) == []
 
 
+@pytest.mark.unit
 def test_shards_load_as_open_clip_reads_them(resplit, reference):
     """open_clip_train's webdataset pipeline: decode("pilrgb"), image from jpg, text from txt."""
     rows = manifest_rows(resplit[0])
@@ -209,6 +211,7 @@ def test_shards_load_as_open_clip_reads_them(resplit, reference):
             assert text == rows[key]["caption"]
 
 
+@pytest.mark.unit
 def test_tar_members_are_grouped_per_sample_with_fixed_metadata(reference):
     shards = sorted(reference.glob("*/*.tar"))
     assert shards
@@ -234,12 +237,14 @@ def test_tar_members_are_grouped_per_sample_with_fixed_metadata(reference):
 # 2. Determinism and order
 
 
+@pytest.mark.unit
 def test_two_runs_give_byte_identical_outputs(resplit, reference, tmp_path):
     again = tmp_path / "elsewhere" / "shards"
     shard(*resplit, again)
     assert tree(again) == tree(reference)  # tars, sizes.json and manifest.json, nothing else
 
 
+@pytest.mark.unit
 def test_manifest_row_order_does_not_change_the_shards(resplit, reference, tmp_path):
     pairs, images = resplit
     table = pq.read_table(pairs)
@@ -251,6 +256,7 @@ def test_manifest_row_order_does_not_change_the_shards(resplit, reference, tmp_p
     assert tars(root) == tars(reference)
 
 
+@pytest.mark.unit
 def test_seed_changes_the_train_order_only(resplit, reference, tmp_path):
     root = tmp_path / "shards"
     shard(*resplit, root, seed=1)
@@ -263,6 +269,7 @@ def test_seed_changes_the_train_order_only(resplit, reference, tmp_path):
         assert (root / split / "sizes.json").read_bytes() == (reference / split / "sizes.json").read_bytes()
 
 
+@pytest.mark.unit
 def test_train_is_shuffled_not_in_manifest_or_pmcid_order(resplit, reference):
     rows = manifest_rows(resplit[0])
     train = keys_in_order(reference, "train")
@@ -275,6 +282,7 @@ def test_train_is_shuffled_not_in_manifest_or_pmcid_order(resplit, reference):
     assert len(first) >= PER // 2
 
 
+@pytest.mark.unit
 def test_val_and_test_are_in_numeric_pmcid_then_pair_id_order(resplit, reference):
     rows = manifest_rows(resplit[0])
     for split in ("val", "test"):
@@ -351,6 +359,7 @@ def killed_and_resumed(resplit, tmp_path_factory):
     return root, state, before, interrupted, report
 
 
+@pytest.mark.integration
 def test_the_kill_landed_mid_shard(killed_and_resumed):
     """Precondition of the resume tests: three shards recorded, the fourth half-written."""
     _, state, _, interrupted, _ = killed_and_resumed
@@ -358,6 +367,7 @@ def test_the_kill_landed_mid_shard(killed_and_resumed):
     assert "train/000003.tar" not in interrupted and "manifest.json" not in interrupted
 
 
+@pytest.mark.integration
 def test_resumed_run_equals_an_uninterrupted_one(killed_and_resumed, reference):
     root, _, _, _, report = killed_and_resumed
     assert tars(root) == tars(reference)
@@ -367,12 +377,14 @@ def test_resumed_run_equals_an_uninterrupted_one(killed_and_resumed, reference):
     assert report["train"]["samples"] == sum(1 for _ in keys_in_order(reference, "train"))
 
 
+@pytest.mark.integration
 def test_resume_keeps_the_shards_already_written(killed_and_resumed):
     root, _, before, _, _ = killed_and_resumed
     assert before, "the killed run recorded no shard"
     assert {name: (root / name).stat().st_ino for name in before} == before, "kept shards were rewritten"
 
 
+@pytest.mark.integration
 def test_resume_leaves_no_temp_files(killed_and_resumed):
     """The killed run left a half-written `.000003.tar.*.tmp` and its `.shard-*` scratch folder
     (with the SQLite sort of the whole manifest); the completed run must not leave them behind."""
@@ -381,6 +393,7 @@ def test_resume_leaves_no_temp_files(killed_and_resumed):
     assert set(tree(root)) == set(tars(root)) | {"manifest.json", *(f"{s}/sizes.json" for s in SPLITS)}
 
 
+@pytest.mark.integration
 def test_resume_rewrites_kept_shards_that_are_gone_or_cut_short(resplit, reference, tmp_path):
     root = tmp_path / "shards"
     kill_mid_run(*resplit, root, stall_at=3 * PER + 3)
@@ -394,6 +407,7 @@ def test_resume_rewrites_kept_shards_that_are_gone_or_cut_short(resplit, referen
     assert not (root / ".shard-state.json").exists()
 
 
+@pytest.mark.unit
 def test_rerun_of_a_finished_run_rewrites_nothing_but_repairs_the_folder(resplit, reference, tmp_path):
     root = tmp_path / "shards"
     shard(*resplit, root)
@@ -407,6 +421,7 @@ def test_rerun_of_a_finished_run_rewrites_nothing_but_repairs_the_folder(resplit
     assert (root / "train" / "000000.tar").stat().st_ino == inodes["train/000000.tar"]
 
 
+@pytest.mark.unit
 def test_stale_shards_of_other_inputs_are_fully_rewritten(resplit, reference, tmp_path):
     root = tmp_path / "shards"
     shard(*resplit, root, seed=1)
@@ -417,6 +432,7 @@ def test_stale_shards_of_other_inputs_are_fully_rewritten(resplit, reference, tm
     assert tree(root) == tree(reference)
 
 
+@pytest.mark.integration
 def test_stale_killed_run_of_other_inputs_is_discarded(resplit, reference, tmp_path):
     root = tmp_path / "shards"
     kill_mid_run(*resplit, root, stall_at=2 * PER + 3, seed=1)
@@ -425,6 +441,7 @@ def test_stale_killed_run_of_other_inputs_is_discarded(resplit, reference, tmp_p
     assert not (root / ".shard-state.json").exists()
 
 
+@pytest.mark.unit
 def test_leftover_shards_of_a_bigger_earlier_run_are_removed(resplit, tmp_path):
     pairs, images = resplit
     table = pq.read_table(pairs)
@@ -465,6 +482,7 @@ def assert_failed_cleanly(root: Path) -> None:
     assert leftovers(root) == []
 
 
+@pytest.mark.unit
 def test_missing_image_names_the_pair_and_path(store_copy, tmp_path):
     pairs, images, rows = store_copy
     row = unique_image(rows, "test")
@@ -477,6 +495,7 @@ def test_missing_image_names_the_pair_and_path(store_copy, tmp_path):
     assert_failed_cleanly(root)
 
 
+@pytest.mark.unit
 def test_modified_image_fails_its_sha256_check(store_copy, tmp_path):
     pairs, images, rows = store_copy
     row = unique_image(rows, "val")
@@ -492,6 +511,7 @@ def test_modified_image_fails_its_sha256_check(store_copy, tmp_path):
     assert_failed_cleanly(root)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("column", ["caption", "image_sha256", "split", "image_key", "pmcid"])
 def test_manifest_missing_a_column_is_named(resplit, tmp_path, column):
     pairs, images = resplit
@@ -504,6 +524,7 @@ def test_manifest_missing_a_column_is_named(resplit, tmp_path, column):
     assert_failed_cleanly(root)
 
 
+@pytest.mark.unit
 def test_unknown_split_value_is_named(resplit, tmp_path):
     pairs, images = resplit
     rows = pq.read_table(pairs).to_pylist()
@@ -518,6 +539,7 @@ def test_unknown_split_value_is_named(resplit, tmp_path):
     assert_failed_cleanly(root)
 
 
+@pytest.mark.unit
 def test_unreadable_manifest_is_a_shard_input_error(resplit, tmp_path):
     broken = tmp_path / "pairs.parquet"
     broken.write_bytes(b"not parquet at all")

@@ -23,10 +23,8 @@ import pytest
 import torch
 import yaml
 
-from biomedclip.config import ShardOutputs, ShardParams, TokenizerParams
-from biomedclip.shard import write_shards
 from biomedclip.train.distributed import _from_slurm
-from biomedclip.train.tokenizer import build_tokenizer, prepare_tokenizer, text_directory
+from biomedclip.train.tokenizer import build_tokenizer, text_directory
 
 from .conftest import REPO
 
@@ -116,6 +114,7 @@ def tiny_text_dir(tmp_path_factory) -> Path:
     return text_directory("biomedclip-tiny", root / "tokenizer", root / "text")
 
 
+@pytest.mark.integration
 def test_two_processes_give_the_loss_and_gradients_of_one(tiny_text_dir, tmp_path):
     script = tmp_path / "equivalence.py"
     script.write_text(EQUIVALENCE_SCRIPT)
@@ -149,17 +148,12 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tiny_text_dir, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def train_inputs(ingested_noisy, tmp_path_factory) -> dict[str, Path]:
-    """The noisy corpus's train shards (64 samples each) and a WordPiece tokenizer built from it."""
+def train_inputs(ingested_noisy, tiny_world) -> dict[str, Path]:
+    """The session's shards of the noisy corpus (64 samples each) and its WordPiece tokenizer."""
     ingest, _, _ = ingested_noisy
-    root = tmp_path_factory.mktemp("ddp-inputs")
-    shards = ShardParams(samples_per_shard=64, outputs=ShardOutputs(
-        shards=root / "shards", manifest=root / "shards" / "manifest.json", report=root / "shard.json"))
-    report = write_shards(ingest, shards)
-    assert report["train"]["samples"] >= 64
-    prepare_tokenizer(TokenizerParams(out=root / "tokenizer"), ingest.outputs.pairs)
-    return {"pairs": ingest.outputs.pairs, "images": ingest.outputs.images, "shards": root / "shards",
-            "tokenizer": root / "tokenizer", "train_samples": report["train"]["samples"]}
+    assert tiny_world.split_sizes["train"] >= 64
+    return {"pairs": ingest.outputs.pairs, "images": ingest.outputs.images,
+            "shards": tiny_world.shards.outputs.shards, "tokenizer": tiny_world.tokenizer}
 
 
 def write_params(folder: Path, inputs: dict, **train) -> Path:
@@ -190,6 +184,7 @@ def write_params(folder: Path, inputs: dict, **train) -> Path:
 # 2. End to end under torchrun
 
 
+@pytest.mark.integration
 def test_train_under_torchrun_tracks_and_writes_once(train_inputs, tmp_path):
     steps = 4
     params_path = write_params(tmp_path, train_inputs, epochs=1, samples_per_epoch=8 * steps,
@@ -244,6 +239,7 @@ def test_train_under_torchrun_tracks_and_writes_once(train_inputs, tmp_path):
 # 3. SLURM
 
 
+@pytest.mark.unit
 def test_slurm_variables_map_onto_torch_distributed():
     env = {"SLURM_PROCID": "1", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1"}
     _from_slurm(env)
@@ -257,6 +253,7 @@ def test_slurm_variables_map_onto_torch_distributed():
     assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == ("10.0.0.7", "12345")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("env", [
     {"RANK": "0", "WORLD_SIZE": "2", "SLURM_PROCID": "1", "SLURM_NTASKS": "4"},  # torchrun inside srun
     {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_LOCALID": "0"},  # a one-task allocation
@@ -272,6 +269,7 @@ def test_slurm_variables_left_alone(env):
 # 4. A global batch that does not split over the processes
 
 
+@pytest.mark.integration
 def test_global_batch_that_does_not_split_fails_naming_the_numbers(train_inputs, tmp_path):
     params_path = write_params(tmp_path, train_inputs, epochs=1, samples_per_epoch=18, global_batch=9,
                                workers=0, tracking={"enabled": False})

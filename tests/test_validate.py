@@ -18,6 +18,8 @@ from biomedclip.config import IngestOutputs, ValidateOutputs, ValidateParams
 from biomedclip.validate import ValidationFailed, ValidationInputError, validate_manifest
 from biomedclip.validate.checks import CHECKS
 
+pytestmark = pytest.mark.unit
+
 ASSETS = ("pairs", "articles", "ingest_report")  # one GX suite/checkpoint each
 
 
