@@ -42,11 +42,11 @@ run: data  ## The main job: every pipeline stage on the embedded defaults.
 	dvc push --quiet
 	dvc status
 
-test: install  ## The whole test suite, end-to-end tests included (what CI runs).
+test: install  ## The whole test suite: unit, integration and e2e tiers (what CI runs).
 	pytest
 
-test-fast: install  ## Unit tests only: skips the slow end-to-end tests.
-	pytest -m "not slow"
+test-fast: install  ## The unit tier: in-process tests only, no subprocess, no server.
+	pytest -m unit
 
 lint: install
 	ruff check src tests flows bench
