@@ -503,11 +503,12 @@ class Topology:
         return {key: value for key, value in pairs if key != "MLFLOW_TRACKING_USERNAME"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def topology():
     """PostgreSQL (OS binaries), moto S3, `mlflow server` (basic auth) and `prefect server` on
-    loopback, started by the project's own launcher and stopped by it at the end. The state dir
-    is outside pytest's 0700 temp tree: run as root, PostgreSQL runs as the OS user `postgres`."""
+    loopback, started by the project's own launcher once per session and stopped by it at the end
+    (a test that stops a service brings it back). The state dir is outside pytest's 0700 temp
+    tree: run as root, PostgreSQL runs as the OS user `postgres`."""
     import tempfile
 
     if shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):

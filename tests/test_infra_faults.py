@@ -1,7 +1,7 @@
 """Infrastructure faults: a flaky or refusing S3, a PostgreSQL that is down.
 
 What is real: moto's S3 server on 127.0.0.1 holding a demo corpus in PMC's layout; the Prefect
-flow `flows/ingest.py` in its own process (a temporary Prefect server in a temp PREFECT_HOME);
+flow `flows/ingest.py` in its own process (reporting to the session's Prefect server);
 boto3's retries; `infra/local/launch.py` starting and stopping PostgreSQL (OS binaries), moto,
 `mlflow server` and `prefect server`; the `biomedclip` CLI in its own process.
 
@@ -114,7 +114,7 @@ THROTTLED = range(10, 18)  # these object GETs (1-based) are answered 503 SlowDo
 
 
 def test_s3_throttling_for_a_while_is_retried_and_gives_the_clean_runs_manifest(
-        bucket, clean, make_proxy, tmp_path):
+        bucket, clean, make_proxy, prefect_api, tmp_path):
     """The Prefect flow reads the bucket through the proxy, which answers object GETs number
     10 to 17 with 503 SlowDown: every refused object is asked for again, and the manifest is the
     one a run without faults makes."""
@@ -123,9 +123,7 @@ def test_s3_throttling_for_a_while_is_retried_and_gives_the_clean_runs_manifest(
     params = ingest_params(bucket, out, s3=S3Params(endpoint_url=proxy.url))
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump({"ingest": params.model_dump(mode="json")}))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),  # a temporary Prefect server
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "150"}  # 20 s is short on a busy VM
-    env.pop("PREFECT_API_URL", None)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}  # the session's Prefect server
     result = subprocess.run([sys.executable, str(REPO / "flows" / "ingest.py"), "--params", str(params_file)],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

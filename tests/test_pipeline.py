@@ -64,7 +64,13 @@ class Workspace:
         return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     def lineage(self, version: int) -> dict[str, Any]:
-        return json.loads(self("biomedclip", "lineage", f"models:/biomedclip/{version}", "--json"))
+        """`biomedclip lineage --json`, read in this process (the CLI is run once, below)."""
+        from biomedclip.config import RegisterParams, TrackingParams
+        from biomedclip.register.lineage import lineage
+
+        return lineage(f"models:/biomedclip/{version}",
+                       RegisterParams(decision_log=self.project / "registry" / "decisions.jsonl"),
+                       TrackingParams(uri=f"sqlite:///{self.project / 'mlflow.db'}"))
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +104,28 @@ def test_fresh_clone_regenerates_exactly_the_data_version_in_data_dvc(project):
 
 
 def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs(project, neighbour):
-    """A's data stages run, then all of B's pipeline, then the rest of A's: "the newest completed
-    run of each flow" would have given A's model B's ingest, validate and shard runs."""
-    first = project("dvc", "repro", "shard")
-    assert "Running stage 'shard'" in first and "Running stage 'train'" not in first
-    neighbour("dvc", "repro")
-    rest = project("dvc", "repro")
-    assert "Running stage 'train'" in rest and "Running stage 'ingest'" not in rest
+    """A's data stages, B's up to training, the rest of A's, the rest of B's. "The newest completed
+    run of each flow" would have given A's model B's ingest, validate and shard runs, and B's
+    model A's tokenizer and train runs."""
+    assert "Running stage 'shard'" in project("dvc", "repro", "shard")
+    assert "Running stage 'train'" in neighbour("dvc", "repro", "train")
+    assert "Running stage 'ingest'" not in project("dvc", "repro")
+    assert "Running stage 'register'" in neighbour("dvc", "repro")
     a_data, a_model = project.runs[-2], project.runs[-1]
     assert set(a_data) == {"ingest", "validate", "shard"}
     assert set(a_model) == {"demo-data", "tokenizer", "train", "evaluate", "register"}
+    b_made_by = {**neighbour.runs[-2], **neighbour.runs[-1]}
+    assert set(b_made_by) == set(STAGE_FLOWS.values())
     made_by = {**a_data, **a_model}
 
-    chain = project.lineage(1)
-    assert chain["flow_runs"] == {flow: made_by[flow] for flow in (
-        "ingest", "validate", "shard", "tokenizer", "train", "evaluate", "register")}
-    assert neighbour.lineage(1)["flow_runs"] == {flow: run for flow, run in neighbour.runs[0].items()
-                                                 if flow != "demo-data"}
+    cli = project.run("biomedclip", "lineage", "models:/biomedclip/1", "--json")
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    shown = json.loads(cli.stdout)
+    model_flows = ("ingest", "validate", "shard", "tokenizer", "train", "evaluate", "register")
+    assert shown["flow_runs"] == {flow: made_by[flow] for flow in model_flows}
+    assert neighbour.lineage(1)["flow_runs"] == {flow: b_made_by[flow] for flow in model_flows}
     on_server = flow_runs_on(project.api)
-    for flow, run_id in chain["flow_runs"].items():
+    for flow, run_id in shown["flow_runs"].items():
         assert on_server[run_id]["flow"] == flow and on_server[run_id]["state_type"] == "COMPLETED"
     # Each stage's record beside its outputs, versioned by DVC with them.
     for stage, flow in STAGE_FLOWS.items():
@@ -148,6 +157,12 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
         assert sum(sizes.values()) == report["pairs"][split]
     assert "Running stage" not in project("dvc", "repro")
     assert project.runs[-1] == {}
+    # The data stages reproduce, byte for byte, the outputs the committed dvc.lock records.
+    committed, here = (yaml.safe_load(lock.read_text())["stages"] for lock in (REPO / "dvc.lock", root / "dvc.lock"))
+    for stage in ("demo_benchmark", "ingest", "shard", "tokenizer"):
+        outputs = [{o["path"]: o["md5"] for o in lock[stage]["outs"] if "flow-runs" not in o["path"]}
+                   for lock in (committed, here)]
+        assert outputs[1] == outputs[0], stage
 
     # The registered version's lineage, verified against this workspace, then a byte changed.
     registered = json.loads((root / "metrics" / "register.json").read_text())

@@ -123,13 +123,22 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
 
 def connect(params: TrackingParams):
     """The MLflow client of the configured store, checked reachable. This process's MLflow points
-    at the same store, so `models:/` and `runs:/` URIs resolve against it."""
+    at the same store, so `models:/` and `runs:/` URIs and MLflow's fluent API resolve against it.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which `tracking_uri` reads as the
+    user's choice: a later `connect` to another store would silently get this one, and so would
+    every child process. The export is undone: the variable stays what the user made it."""
     import mlflow
 
     uri = tracking_uri(params)
     check_reachable(uri)
+    exported = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
+    if exported is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = exported
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def download(artifact_uri: str, destination: Path, params: TrackingParams) -> Path:
