@@ -42,11 +42,11 @@ run: data  ## The main job: every pipeline stage on the embedded defaults.
 	dvc push --quiet
 	dvc status
 
-test: install  ## The whole test suite: unit, integration and e2e tiers (what CI runs).
-	pytest
+test: install  ## The whole test suite: unit, integration and e2e tiers, on two workers (what CI runs).
+	pytest -n 2 --dist loadgroup
 
 test-fast: install  ## The unit tier: in-process tests only, no subprocess, no server.
-	pytest -m unit
+	pytest -n 2 --dist loadgroup -m unit
 
 lint: install
 	ruff check src tests flows bench

@@ -247,7 +247,7 @@ def test_training_outlives_an_mlflow_server_restart_and_loses_no_metric(pipeline
     project, env = pipeline["project"], pipeline["env"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     out = tmp_path / "train"
-    params["train"].update(nproc=1, samples_per_epoch=32 * 80, log_every=1, checkpoint_every=1000,
+    params["train"].update(nproc=1, samples_per_epoch=32 * 40, log_every=1, checkpoint_every=1000,
                            outputs={"dir": str(out), "run_info": str(out / "run.json"),
                                     "loss_curve": str(out / "loss.csv"), "metrics": str(out / "metrics.json")})
     params["train"]["tracking"]["experiment"] = "restart-drill"
