@@ -43,10 +43,10 @@ run: data  ## The main job: every pipeline stage on the embedded defaults.
 	dvc status
 
 test: install  ## The whole test suite: unit, integration and e2e tiers, on two workers (what CI runs).
-	pytest -n 2 --dist loadgroup
+	pytest -n 2
 
 test-fast: install  ## The unit tier: in-process tests only, no subprocess, no server.
-	pytest -n 2 --dist loadgroup -m unit
+	pytest -n 2 -m unit
 
 lint: install
 	ruff check src tests flows bench

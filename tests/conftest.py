@@ -40,31 +40,42 @@ TIERS = ("unit", "integration", "e2e")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`), one a core. A worker takes a
-# whole group, in order: a module (its fixtures and stateful sequences stay whole), or the modules
-# that share an expensive session fixture (built once, in one worker). The longest groups start
-# first (measured serially: ~9, ~6.5, ~6 and ~5.5 minutes), so the two workers end together.
+# `make test` runs two pytest-xdist workers (`-n 2`), one a core. A worker takes a whole group, in
+# order: a module (its fixtures and stateful sequences stay whole), or the modules that share an
+# expensive session fixture (built once, in one worker). The longest groups start first (measured
+# serially: ~9, ~6.5, ~6 and ~5.5 minutes), so the two workers end together. (xdist's own
+# `--dist loadgroup` cannot be used: pytest 9 ignores the node ids it rewrites.)
 SHARED_GROUPS = {"topology": ("test_infra_faults", "test_infra_topology"),
                  "tiny-world": ("test_evaluate", "test_registry", "test_train", "test_train_ddp")}
 LONGEST_FIRST = ("topology", "tiny-world", "test_retrain", "test_pipeline")
 
 
-def group_of(item: pytest.Item) -> str:
-    module = item.path.stem
+def group_of(nodeid: str) -> str:
+    module = Path(nodeid.split("::", 1)[0]).stem
     return next((group for group, modules in SHARED_GROUPS.items() if module in modules), module)
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects (an untiered test is an error, not skipped)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # and before xdist groups
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any):
+    """The groups above as xdist's work units, in collection order (longest first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order below, not "most tests first"
+    return GroupScheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: an untiered test is an error, not skipped
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wrong = [f"{item.nodeid} ({', '.join(m.name for m in item.iter_markers() if m.name in TIERS) or 'none'})"
              for item in items if len({m.name for m in item.iter_markers() if m.name in TIERS}) != 1]
     if wrong:
         raise pytest.UsageError("every test needs exactly one tier marker (unit, integration or e2e):\n  "
                                 + "\n  ".join(wrong))
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(item)))
     rank = {group: i for i, group in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(group_of(item), len(rank)))  # stable: the order within a group stays
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: in-group order stays
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +139,7 @@ def noisy_corpus(tmp_path_factory) -> tuple[DemoParams, CorpusReport]:
 @dataclass(frozen=True)
 class TinyWorld:
     """The noisy corpus's shards and vocabulary, the demo benchmark, and the session's one trained
-    model: the tiny profile, 200 steps of 32 (~25 epochs of the ~250 train pairs), tracked in an
+    model: the tiny profile, 100 steps of 32 (~13 epochs of the ~250 train pairs), tracked in an
     MLflow store of its own, with a model at its initial weights beside it."""
 
     root: Path
@@ -177,7 +188,7 @@ def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
             outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
                                  metrics=out / "train.json"))
 
-    trained_params = params(root / "trained", steps=200, lr=5e-4, batch=32, warmup=10, tracked=True)
+    trained_params = params(root / "trained", steps=100, lr=5e-4, batch=32, warmup=10, tracked=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.chdir(root)  # MLflow's default artifact root (./mlruns) lands here

@@ -7,7 +7,7 @@
    count, ties half).
 2. `match_ranks` over 100k candidates runs in bounded memory (a child process's peak RSS), far
    below the 40 GB an N×N float matrix would take.
-3. A tiny model trained ~200 steps on the noisy demo corpus scores far above chance on the
+3. A tiny model trained 100 steps on the noisy demo corpus scores far above chance on the
    demo zero-shot benchmark and on test-split retrieval; the same model at initialisation scores
    near chance. Both sets of numbers are printed (`pytest -s`) and are in the assertion messages.
 4. A model registered in a real MLflow registry (SQLite store in tmp_path) loads by
@@ -24,7 +24,7 @@ corpus's ingest sharded (its val split is empty and its test split has 27 pairs:
 evaluated on those 27), a WordPiece tokenizer built from it, and the generated demo benchmark (16
 figure types). Models come from the real trainer (`biomedclip.train.loop.train`): "random" is one
 step at lr 1e-12 (initial weights in the trainer's own output layout), "trained" is the session's
-200-step model.
+100-step model (measured: zero-shot top-1 0.28 against 0.16 required, 0.34 at 200 steps).
 """
 
 from __future__ import annotations
@@ -372,7 +372,7 @@ def random_model(tiny_world) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_model(tiny_world) -> Path:
-    """The session's model: 200 steps of 32 on the noisy corpus's train split (~25 epochs)."""
+    """The session's model: 100 steps of 32 on the noisy corpus's train split (~13 epochs)."""
     return Path(tiny_world.trained["model_dir"])
 
 
