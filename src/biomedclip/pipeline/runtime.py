@@ -26,9 +26,10 @@ def api_url() -> str:
 
 @contextmanager
 def one_api() -> Iterator[str]:
-    """Make this process's API the one every process it starts reports to (Dask workers, the
-    stages `dvc repro` runs): one server to watch, and no temporary server of their own each
-    (7-20 s apiece, and several writers on one SQLite file)."""
+    """Make this process's API the one the processes it starts report to (Dask workers): one
+    server to watch, and no temporary server of their own each (7-20 s apiece, and several
+    writers on one SQLite file). The retrain hands `api_url()` to `dvc repro`'s stages the same
+    way, through their environment."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = api_url()
