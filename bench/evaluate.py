@@ -42,7 +42,7 @@ print(json.dumps({"seconds": seconds, "queries": min(queries, n), "chunk": chunk
 def embedding_throughput(batch: int) -> dict[str, float] | None:
     from biomedclip.config import load_params
     from biomedclip.evaluate.embedding import decode, embed_images, embed_texts, shard_samples
-    from biomedclip.evaluate.models import load_model
+    from biomedclip.models import load_model
 
     params = load_params(REPO / "params.yaml")
     info_path = params.train.outputs.run_info

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import tomllib
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +50,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # gets ~14 minutes of them and the small modules fill the gaps. (xdist's own `--dist loadgroup`
 # cannot be used: pytest 9 ignores the node ids it rewrites.)
 SHARED_GROUPS = {"topology": ("test_infra_faults", "test_infra_topology"),
-                 "tiny-world": ("test_evaluate", "test_registry", "test_train", "test_train_ddp")}
+                 "tiny-world": ("test_evaluate", "test_published", "test_registry", "test_train", "test_train_ddp")}
 LONGEST_FIRST = ("topology", "test_retrain", "test_pipeline", "tiny-world")
 
 
@@ -419,6 +422,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ask_model_server(model_uri: str, tracking_uri: str, cwd: Path, records: list[dict[str, Any]],
+                     env: dict[str, str] | None = None) -> Any:
+    """Start `mlflow models serve` on a registered model, POST `records` to /invocations once it
+    answers /ping (within 120 s), stop it; returns the JSON answer."""
+    port = free_port()
+    env = {**(env or os.environ), "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                               "-h", "127.0.0.1", "-p", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the model server did not come up in 120 s"
+            time.sleep(1)
+        body = json.dumps({"dataframe_records": records}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

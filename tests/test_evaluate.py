@@ -61,9 +61,9 @@ from biomedclip.evaluate.classification import (
     confusion_matrix,
 )
 from biomedclip.evaluate.embedding import embed_images, embed_texts, shard_samples
-from biomedclip.evaluate.models import load_model
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics, retrieval_metrics
 from biomedclip.evaluate.run import evaluate
+from biomedclip.models import load_model
 
 MODEL_TESTS = ("caption_finds_its_image", "deterministic_embeddings", "jpeg_reencoding_invariance")
 
@@ -513,15 +513,6 @@ def test_registered_model_uri_loads_and_evaluates_like_its_folder(inputs, random
     assert by_uri["zero_shot"] == by_folder["zero_shot"]
     assert by_uri["confusion"] == by_folder["confusion"]
     assert (tmp_path / "uri" / "metrics" / "eval.json").is_file()
-
-
-@pytest.mark.unit
-def test_unknown_model_source_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_model(tmp_path / "no-such-model")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"open_clip_config\.json"):
-        load_model(tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------------------------

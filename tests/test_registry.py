@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -33,7 +30,7 @@ from biomedclip.register import lineage_facts
 from biomedclip.register.lineage import lineage, lineage_text, verify
 from biomedclip.register.registry import RegistryError, decisions, gate, promote, register, rollback
 
-from .conftest import REPO, free_port
+from .conftest import REPO, ask_model_server
 
 BIN = Path(sys.executable).parent
 
@@ -118,7 +115,7 @@ print(json.dumps({{"image": out["image_embedding"][0], "text": out["text_embeddi
     import tarfile
 
     from biomedclip.evaluate.embedding import decode, embed_images, embed_texts
-    from biomedclip.evaluate.models import load_model
+    from biomedclip.models import load_model
 
     loaded = load_model(world["trained"]["model_dir"])
     with tarfile.open(image) as tar:
@@ -232,34 +229,10 @@ def test_mlflow_models_serve_answers_an_embedding_request(world):
     params = registry_params(world["root"], "served")
     done = register(params, world["tracking"], train_info=world["trained"], lineage=tags_for(world["trained"]))
     mlflow.MlflowClient(world["tracking"].uri).set_registered_model_alias("served", "champion", str(done["version"]))
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": world["tracking"].uri, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", "models:/served@champion",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=world["root"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the model server did not come up in 120 s"
-            time.sleep(1)
-        body = json.dumps({"dataframe_records": [{"text": "chest X-ray showing pneumonia"}]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.loads(response.read())
-        embedding = answer["predictions"][0]["text_embedding"]
-        assert len(embedding) == 128 and abs(sum(x * x for x in embedding) - 1) < 1e-4
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    answer = ask_model_server("models:/served@champion", world["tracking"].uri, world["root"],
+                              [{"text": "chest X-ray showing pneumonia"}])
+    embedding = answer["predictions"][0]["text_embedding"]
+    assert len(embedding) == 128 and abs(sum(x * x for x in embedding) - 1) < 1e-4
 
 
 @pytest.mark.integration

@@ -216,7 +216,9 @@ def test_tiny_profile_learns(tiny_world):
     assert json.loads(params.outputs.metrics.read_text())["final_loss"] == losses[-1]
     final = Path(info["model_dir"])
     assert final == params.outputs.dir / "final"
-    assert {"open_clip_model.safetensors", "open_clip_config.json", "text"} <= {p.name for p in final.iterdir()}
+    # The published layout: the text tower's config and tokenizer beside the weights, a model card.
+    assert {"open_clip_model.safetensors", "open_clip_config.json", "config.json", "vocab.txt",
+            "README.md"} <= {p.name for p in final.iterdir()}
     assert info["model_sha256"] == sha256(final / "open_clip_model.safetensors")
 
 
@@ -493,7 +495,7 @@ def test_mlflow_run_records_params_metrics_dataset_and_model(corpus, tmp_path, m
         return found
 
     logged = artifacts()
-    assert {"model/open_clip_model.safetensors", "model/open_clip_config.json", "model/text/vocab.txt",
+    assert {"model/open_clip_model.safetensors", "model/open_clip_config.json", "model/vocab.txt",
             "loss_curve.png", tracked.outputs.loss_curve.name} <= logged, sorted(logged)
     downloaded = Path(mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="model/open_clip_model.safetensors", tracking_uri=uri,

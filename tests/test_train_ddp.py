@@ -200,8 +200,9 @@ def test_train_under_torchrun_tracks_and_writes_once(train_inputs, tmp_path):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "latest", "step-00000002", "step-00000004"]
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000004"
-    assert sorted(p.name for p in (out / "final").iterdir()) == [
-        "open_clip_config.json", "open_clip_model.safetensors", "text"]
+    final = {p.name for p in (out / "final").iterdir()}
+    assert {"README.md", "config.json", "open_clip_config.json", "open_clip_model.safetensors", "vocab.txt"} <= final
+    assert not [name for name in final if name.startswith(".") or name == "text"], final
     assert not [p for p in tmp_path.rglob(".*") if ".partial-" in p.name or ".old-" in p.name]
     assert log.count("trained biomedclip-tiny") == 1, explain(result)
     assert log.count("checkpoint " + str(out / "checkpoints")) == 2, explain(result)

@@ -42,6 +42,7 @@ EXPECTED_ERRORS: dict[str, dict[str, int]] = {
     "biomedclip.shard.writer": {"ShardInputError": FAILED},
     "biomedclip.evaluate.benchmarks": {"BenchmarkError": FAILED},
     "biomedclip.tracking": {"TrackingUnavailable": FAILED},
+    "biomedclip.models": {"ModelSourceError": FAILED},
     "biomedclip.register.registry": {"RegistryError": FAILED},
     "biomedclip.retrain.cycle": {"RetrainFailed": FAILED},
     "builtins": {"FileNotFoundError": FAILED, "ValueError": FAILED},
@@ -354,21 +355,113 @@ def evaluate_command(
 
 
 @app.command("register")
-def register_command(ctx: typer.Context) -> None:
-    """Register the trained model in MLflow with its full lineage (alias `challenger`).
+def register_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Register a model trained elsewhere instead: a folder in "
+                                              "the published layout, hf-hub:<org>/<repo> (from the local "
+                                              "Hugging Face cache), or an MLflow URI.")] = None,
+    alias: Annotated[str, typer.Option(help="The alias an external model gets (with --model).")] = "baseline",
+) -> None:
+    """Register the trained model in MLflow with its full lineage (alias `challenger`), or, with
+    `--model`, a model trained elsewhere (alias `baseline`).
 
-    Logs a pyfunc (images and/or texts in, normalised embeddings and zero-shot probabilities out;
-    safetensors weights, no pickles) plus the open_clip folder, and tags the version with the git
-    commit, data, manifest, validation, shard and dvc.lock digests, params, Prefect flow runs and
-    evaluation. Registering the same model again returns the existing version.
+    The trained model: logs a pyfunc (images and/or texts in, normalised embeddings and zero-shot
+    probabilities out; safetensors weights, no pickles) plus the open_clip folder, and tags the
+    version with the git commit, data, manifest, validation, shard and dvc.lock digests, params,
+    Prefect flow runs and evaluation. Registering the same model again returns the existing version.
+
+    `--model` (e.g. Microsoft's `hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224`):
+    its weights as published, an MLflow run with its evaluation on today's test split and
+    benchmarks, and *external* lineage (source, weights sha256, config). The same weights register
+    once; `biomedclip compare models:/biomedclip@champion models:/biomedclip@baseline` then says
+    which is better.
     """
-    from biomedclip.register.stage import register_trained
-
     state: Context = ctx.obj
     params = state.params()
+    if model is not None:
+        from biomedclip.register.registry import register_external
+
+        result = register_external(params.register_, params.train.tracking, params.evaluate,
+                                   params.shard.outputs.shards, source=model, alias=alias)
+        out.print(f"{result['uri']} {'registered' if result['created'] else 'already registered'} "
+                  f"(alias {alias}) from {model}")
+        return
+    from biomedclip.register.stage import register_trained
+
     result = register_trained(params, state.params_path)
     _made_here(params, "register", ctx)
     out.print(f"{result['uri']} {'registered' if result['created'] else 'already registered'} (alias challenger)")
+
+
+@app.command("compare")
+def compare_command(
+    ctx: typer.Context,
+    models: Annotated[list[str], typer.Argument(help="Two or more models: models:/name@alias, models:/name/N, "
+                                                "@alias or a version number of register.model_name, a "
+                                                "folder, hf-hub:<org>/<repo>. The first is the reference.")],
+    report: Annotated[Path, typer.Option(help="Where the markdown table and the JSON go (compare.md, "
+                                         "compare.json).")] = Path("reports/compare"),
+) -> None:
+    """Evaluate models on the same test split and benchmarks, side by side, with the differences.
+
+    Stored numbers are not comparable (the test split grows with PMC): every model is evaluated
+    here, as `evaluate` does. `biomedclip compare @champion @baseline` answers "is ours better
+    than Microsoft's?" (the best value of each metric in bold; Δ against the first model).
+    """
+    import json
+
+    from rich.markdown import Markdown
+
+    from biomedclip.atomic_io import atomic_write_bytes
+    from biomedclip.evaluate.compare import compare, markdown
+
+    state: Context = ctx.obj
+    params = state.params()
+    name = params.register_.model_name
+    sources = [f"models:/{name}{m}" if m.startswith("@") else f"models:/{name}/{m}" if m.isdigit() else m
+               for m in models]
+    result = compare(sources, params.evaluate, shards_dir=params.shard.outputs.shards,
+                     tracking=params.train.tracking, progress=lambda s: err.print(f"evaluating {s}", highlight=False))
+    text = markdown(result)
+    atomic_write_bytes(report / "compare.md", text.encode())
+    atomic_write_bytes(report / "compare.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+    out.print(Markdown(text))
+    out.print(f"written: {report / 'compare.md'}, {report / 'compare.json'}", highlight=False)
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="The model: a folder, hf-hub:<org>/<repo>, models:/name@alias, ...")],
+    dest: Annotated[Path, typer.Argument(help="The folder to write (must not exist, or be an earlier export).")],
+    hub_id: Annotated[str | None, typer.Option(help="The hub repo you will upload it to (<org>/<repo>): the "
+                                               "config names the text tower by it, so hf-hub: loads it.")] = None,
+) -> None:
+    """Write a model as a folder plain open_clip loads: `local-dir:DEST` from any working directory,
+    or, uploaded as it is to the repo `--hub-id` names, `hf-hub:<org>/<repo>`.
+
+    The published layout: `open_clip_config.json`, the weights, the text tower's `config.json` and
+    tokenizer beside them, and the model card (`README.md`).
+    """
+    from biomedclip.atomic_io import atomic_directory
+    from biomedclip.models import TextTower, located, write_model_folder
+
+    state: Context = ctx.obj
+    params = state.params()
+    if hub_id is not None and hub_id.count("/") != 1:
+        raise typer.BadParameter(f"{hub_id!r} is not <org>/<repo>", param_hint="--hub-id")
+    if dest.exists() and not (dest / "open_clip_config.json").is_file():
+        raise typer.BadParameter(f"{dest} exists and is not a model folder: it would be replaced", param_hint="DEST")
+    with located(model, tracking=params.train.tracking) as files, atomic_directory(dest) as staging:
+        text = files.text if files.text is None or hub_id is None else \
+            TextTower(files.text.config_dir, files.text.tokenizer_dir, hub_id)
+        card = (files.folder / "README.md").read_text(encoding="utf-8") if (files.folder / "README.md").is_file() \
+            else f"# {model}\n\nExported from `{model}` by `biomedclip export`.\n"
+        text_name = None if hub_id or (text and text.hub_id) else str(dest.resolve())
+        write_model_folder(staging, final=dest, weights=files.weights, model_cfg=files.model_cfg, text=text,
+                           card=card, preprocess_cfg=files.spec.get("preprocess_cfg"), text_name=text_name)
+    out.print(f"wrote {dest}: open_clip.create_model_from_pretrained('local-dir:{dest.resolve()}')"
+              + (f"; upload it to {hub_id} to load hf-hub:{hub_id}" if hub_id else ""), highlight=False)
 
 
 @app.command("promote")

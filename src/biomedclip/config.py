@@ -336,7 +336,10 @@ class TrainParams(Section):
     """`biomedclip train`: contrastive pretraining with open_clip (the BiomedCLIP recipe)."""
 
     profile: Literal["biomedclip", "biomedclip-tiny"] = "biomedclip-tiny"
-    init_from: PathValue | None = None  # an open_clip checkpoint file or a local hf-hub-style folder
+    # Continue from a model: a published-layout folder, hf-hub:<org>/<repo> (local cache), a model
+    # of this project, models:/ or runs:/ (its weights must fit `profile`; the tokenizer stage then
+    # takes its vocabulary).
+    init_from: str | None = None
     tokenizer: TokenizerParams = TokenizerParams()
     epochs: Annotated[int, Field(ge=1)] = 16
     samples_per_epoch: Annotated[int, Field(ge=1)] | None = None  # default: the train split's size
@@ -413,6 +416,9 @@ class GateParams(Section):
     guards: Annotated[tuple[str, ...], Field(strict=False)] = (
         "retrieval/text_to_image/recall_at_10", "zero_shot/pmc-figure-types/top1")
     tolerance: Annotated[float, Field(ge=0, strict=False)] = 0.02  # a guard may drop at most this
+    # An alias (e.g. `baseline`, Microsoft's model registered with `biomedclip register --model`)
+    # the challenger must also not fall below on the primary metric, beyond the tolerance.
+    reference: Slug | None = None
 
 
 class RegisterParams(Section):

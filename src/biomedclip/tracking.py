@@ -150,6 +150,14 @@ def download(artifact_uri: str, destination: Path, params: TrackingParams) -> Pa
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination)))
 
 
+def new_run(params: TrackingParams, run_name: str, tags: dict[str, str]) -> str:
+    """A new run in the configured experiment (created when missing); returns its id."""
+    client = connect(params)
+    experiment = client.get_experiment_by_name(params.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(params.experiment)
+    return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
 def log_evaluation(run_id: str, params: TrackingParams, metrics: dict[str, float], files: list[tuple[Path, str]]) -> None:
     """An evaluation into an existing run: its numbers as metrics, its outputs as artifacts
     (`files`: (local file or folder, artifact folder))."""

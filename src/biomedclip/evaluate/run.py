@@ -28,8 +28,8 @@ from biomedclip.evaluate.embedding import (
     embed_texts,
     shard_samples,
 )
-from biomedclip.evaluate.models import LoadedModel, load_model
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
+from biomedclip.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 

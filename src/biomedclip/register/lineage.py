@@ -6,6 +6,10 @@ from the copy logged with the model) → data version → validation result → 
 metrics → Prefect flow runs → promotion history. `--verify` re-hashes the local workspace with
 DVC (raw data, manifest, shards, model folder...) against that `dvc.lock`, re-hashes every shard
 against the shard manifest, and the registered model's weights against their recorded digest.
+
+A model registered from elsewhere (`biomedclip register --model`, e.g. Microsoft's published
+BiomedCLIP as `baseline`) has external lineage: its source, the weights' sha256 and its config,
+and the evaluation run; `--verify` re-hashes its registered weights.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import yaml
 
 from biomedclip.config import RegisterParams, TrackingParams
 from biomedclip.digests import file_sha256
+from biomedclip.models import WEIGHT_FILES
 from biomedclip.register.registry import RegistryError, decisions
 from biomedclip.tracking import connect, download
 
 log = logging.getLogger(__name__)
-WEIGHTS = "open_clip_model.safetensors"
+WEIGHTS = WEIGHT_FILES[0]  # the file this project's models keep their weights in
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
@@ -61,9 +66,12 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[
                if d.get("model") == version.name and (d.get("version") == int(version.version)
                                                       or d.get("previous_champion") == int(version.version))]
     aliases = list(getattr(version, "aliases", []) or [])
+    external = {"source": tags.get("external.source"), "config": tags.get("external.config")} \
+        if tags.get("lineage.kind") == "external" else None
     return {
         "model": version.name, "version": int(version.version), "aliases": aliases,
-        "source": version.source, "run_id": version.run_id,
+        "source": version.source, "run_id": version.run_id, "kind": tags.get("lineage.kind", "trained"),
+        "external": external, "weights_file": tags.get("model.weights_file", WEIGHTS),
         "git": {"commit": tags.get("git.commit"), "dirty": tags.get("git.dirty"),
                 "data_commit": tags.get("git.data_commit"), "data_branch": tags.get("git.data_branch")},
         "params": {"sha256": tags.get("params.sha256"),
@@ -87,7 +95,10 @@ def verify(chain: dict[str, Any], tracking: TrackingParams, *, shard_manifest: P
            repo_root: Path = Path(".")) -> list[str]:
     """Mismatches between the recorded lineage and what is here (empty: all verified): the DVC
     outputs and raw data against the logged dvc.lock, every shard against the shard manifest, the
-    local model folder and the registered weights against the recorded weights digest."""
+    local model folder and the registered weights against the recorded weights digest. An
+    external model has no workspace lineage: its registered weights are re-hashed."""
+    if chain.get("kind") == "external":
+        return _verify_registered_weights(chain, tracking)
     return [*_verify_dvc_outputs(chain, repo_root), *_verify_shards(chain, shard_manifest),
             *_verify_model_folder(chain, model_dir), *_verify_registered_weights(chain, tracking)]
 
@@ -154,17 +165,35 @@ def _verify_registered_weights(chain: dict[str, Any], tracking: TrackingParams) 
     if not recorded:
         return []
     uri = f"models:/{chain['model']}/{chain['version']}"
+    name = chain.get("weights_file") or WEIGHTS
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            found = sorted(download(uri, Path(tmp), tracking).rglob(WEIGHTS))
+            found = sorted(download(uri, Path(tmp), tracking).rglob(name))
         except Exception as exc:  # any failure to read them is a finding, not a crash
             return [f"{uri}: artifacts unreadable ({exc})"]
         if not found:
-            return [f"{uri}: no {WEIGHTS} in its artifacts"]
+            return [f"{uri}: no {name} in its artifacts"]
         return [] if file_sha256(found[0]) == recorded else [f"{uri}: registered weights differ from their recorded sha256"]
 
 
+def _external_text(chain: dict[str, Any]) -> list[str]:
+    lines = ["  external model (not trained by this pipeline)",
+             f"  source         {chain['external']['source']}",
+             f"  weights        {chain['weights_file']}  sha256 {chain['model_sha256']}",
+             f"  config         {chain['external']['config']}",
+             f"  evaluated in   run {chain['run_id']} on the test split of shard manifest "
+             f"sha256 {chain['data']['shard_manifest_sha256']}"]
+    if chain["metrics"]:
+        lines.append("  metrics")
+        lines += [f"    {k}  {v}" for k, v in chain["metrics"].items()]
+    return lines
+
+
 def lineage_text(chain: dict[str, Any]) -> str:
+    if chain.get("kind") == "external":
+        head = f"{chain['model']} version {chain['version']}" + (
+            f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else "")
+        return "\n".join([head, *_external_text(chain), *_promotion_lines(chain)]) + "\n"
     lines = [f"{chain['model']} version {chain['version']}" + (f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else ""),
              f"  run            {chain['run_id']}",
              f"  git commit     {chain['git']['commit']} (dirty: {chain['git']['dirty']})",
@@ -187,8 +216,12 @@ def lineage_text(chain: dict[str, Any]) -> str:
     if chain["flow_runs"]:
         lines.append("  Prefect flow runs")
         lines += [f"    {k}  {v}" for k, v in sorted(chain["flow_runs"].items())]
-    lines.append("  promotion history" if chain["promotions"] else "  promotion history: none")
+    return "\n".join([*lines, *_promotion_lines(chain)]) + "\n"
+
+
+def _promotion_lines(chain: dict[str, Any]) -> list[str]:
+    lines = ["  promotion history" if chain["promotions"] else "  promotion history: none"]
     for d in chain["promotions"]:
         lines.append(f"    {d['time']}  {d['action']} v{d['version']}  promoted={d['promoted']}  by {d.get('actor')}"
                      + (f"  ({d.get('why') or d.get('reason')})" if d.get("why") or d.get("reason") else ""))
-    return "\n".join(lines) + "\n"
+    return lines

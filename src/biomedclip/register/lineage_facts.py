@@ -68,6 +68,19 @@ def collect(*, params_path: Path, train_info: dict[str, Any], validate_result: P
     return {f"{PREFIX}{k}": v for k, v in tags.items()}
 
 
+def external_tags(*, source: str, weights: Path, sha256: str, model_cfg: dict[str, Any], run_id: str,
+                  metrics: dict[str, float], shards_manifest: Path) -> dict[str, str]:
+    """The lineage tags of a model trained elsewhere: where it came from and what it is, instead
+    of the data and runs that built it; its evaluation, and the test split it was measured on."""
+    tags = {"lineage.kind": "external", "external.source": source, "model.sha256": sha256,
+            "model.weights_file": weights.name, "external.config": json.dumps(model_cfg, sort_keys=True)[:5000],
+            "mlflow.run_id": run_id,
+            "shards.manifest_sha256": file_sha256(shards_manifest) if shards_manifest.is_file() else "missing",
+            **{f"eval.{k}": f"{v:.6g}" for k, v in metrics.items()}}
+    tags["lineage.key"] = hashlib.sha256(json.dumps({"kind": "external", "model.sha256": sha256}).encode()).hexdigest()
+    return {f"{PREFIX}{k}": v for k, v in tags.items()}
+
+
 def lineage_key(tags: dict[str, str]) -> str:
     """What a version is built from (model, data, shards, evaluation, the flow runs that made
     each), as one digest: registering the same model from the same inputs again is the same

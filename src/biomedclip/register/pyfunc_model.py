@@ -1,9 +1,10 @@
 """The registered model's MLflow pyfunc: embeddings and zero-shot probabilities, no repo needed.
 
-Logged as "models from code" (this file is the model; nothing is pickled), with the open_clip
-folder (`open_clip_config.json`, `open_clip_model.safetensors`, `text/`) as its artifact and
-pinned requirements (torch, open_clip_torch, transformers, pillow). It depends on no module of
-this repository, so `mlflow.pyfunc.load_model("models:/biomedclip@champion")` works anywhere.
+Logged as "models from code" (this file is the model; nothing is pickled), with the model folder
+in the published layout as its artifact (`open_clip_config.json`, the weights, the text tower's
+`config.json` and tokenizer beside them; older versions: in `text/`) and pinned requirements
+(torch, open_clip_torch, transformers, pillow). It depends on no module of this repository, so
+`mlflow.pyfunc.load_model("models:/biomedclip@champion")` works anywhere.
 
 Input: a DataFrame with an `image` column (raw bytes, base64 text, or a file path) and/or a
 `text` column. Output: `image_embedding` / `text_embedding` (L2-normalised lists of floats) and,
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 TEMPLATES = ("this is an image of {}", "{} presented in image", "a photo of {}")
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 def _image_bytes(value) -> bytes:
@@ -47,18 +49,20 @@ class BiomedCLIPModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import open_clip
         import torch
-        from safetensors.torch import load_file
 
         folder = Path(context.artifacts["open_clip"])
         spec = json.loads((folder / "open_clip_config.json").read_text())
         config = copy.deepcopy(spec["model_cfg"])
-        text = str(folder / "text")
+        text = str(folder if (folder / "config.json").is_file() else folder / "text")
         config["text_cfg"].update(hf_model_name=text, hf_tokenizer_name=text, hf_model_pretrained=False)
-        model = open_clip.CustomTextCLIP(**config)
         vision = config["vision_cfg"]
+        if vision.get("timm_model_name"):
+            vision["timm_model_pretrained"] = False
+        model = open_clip.CustomTextCLIP(**config)
         if vision.get("timm_model_name") and vision.get("image_size", 224) != 224:
             model.visual.set_input_size(vision["image_size"])
-        model.load_state_dict(load_file(str(folder / "open_clip_model.safetensors")), strict=True)
+        weights = next(folder / name for name in WEIGHT_FILES if (folder / name).is_file())
+        open_clip.load_checkpoint(model, str(weights), strict=True, weights_only=True)
         self.model = model.eval()
         preprocess = spec.get("preprocess_cfg", {})
         self.preprocess = open_clip.image_transform(vision.get("image_size", 224), is_train=False,

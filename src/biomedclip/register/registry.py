@@ -6,7 +6,12 @@
 - `promote`: re-evaluates the champion and the challenger on the challenger's test split and
   benchmarks (stored numbers are not comparable: the test set grows with PMC), then moves
   `champion` only if the primary metric improves by the margin and no guard metric drops
-  beyond the tolerance; the first version passes. `force` with a reason overrides.
+  beyond the tolerance (and, with `gate.reference`, the primary metric does not fall below the
+  reference alias's beyond the tolerance); the first version passes. `force` with a reason overrides.
+- `register_external`: registers a model trained elsewhere (Microsoft's published BiomedCLIP,
+  typically, as alias `baseline`): its weights as they were published, an MLflow run holding its
+  evaluation on today's test split and benchmarks, and lineage tags that say *external* (source,
+  weights sha256, config) instead of training lineage. The same weights register once.
 - `rollback`: moves `champion` back to the previous champion.
 
 Every decision is recorded on the version (tags) and appended to a JSON-lines decision log.
@@ -30,13 +35,15 @@ from typing import Any
 from filelock import FileLock
 
 from biomedclip.config import EvaluateOutputs, EvaluateParams, RegisterParams, TrackingParams
-from biomedclip.register.lineage_facts import PREFIX, flatten_metrics
-from biomedclip.tracking import connect
+from biomedclip.digests import file_sha256
+from biomedclip.models import located, write_model_folder
+from biomedclip.register.lineage_facts import PREFIX, external_tags, flatten_metrics
+from biomedclip.tracking import connect, new_run
 
 log = logging.getLogger(__name__)
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, BASELINE = "champion", "challenger", "baseline"
 REQUIREMENTS = ("torch", "torchvision", "open_clip_torch", "transformers", "timm", "safetensors",
                 "pillow", "pandas", "numpy", "mlflow")
 
@@ -78,6 +85,23 @@ def _input_example(model_dir: Path):
                          "text": ["chest X-ray showing bilateral opacities"]})
 
 
+def _log_pyfunc(model_dir: Path) -> str:
+    """Log the model folder as the pyfunc into the active run; returns the logged model's URI."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name="biomedclip", python_model=str(PYFUNC_CODE), artifacts={"open_clip": str(model_dir)},
+        signature=_signature(), input_example=_input_example(model_dir),
+        pip_requirements=pinned_requirements()).model_uri
+
+
+def _create_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # it exists already
+        client.create_registered_model(name, description="BiomedCLIP: CLIP pretrained on PMC figure-caption pairs")
+
+
 def _version_of(client, name: str, alias: str):
     from mlflow.exceptions import MlflowException
 
@@ -109,15 +133,13 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
     lineage (e.g. measured by a new evaluation run) becomes a new version of the model already
     logged: no second upload of the weights."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     client = connect(tracking)
     name, run_id = params.model_name, train_info.get("mlflow_run_id")
     if not run_id:
         raise RegistryError("the training run has no MLflow run id (tracking was off): train with "
                             "train.tracking.enabled to register")
-    with contextlib.suppress(MlflowException):  # it exists already
-        client.create_registered_model(name, description="BiomedCLIP: CLIP pretrained on PMC figure-caption pairs")
+    _create_registered_model(client, name)
     model_sha, key = train_info["model_sha256"], lineage.get(f"{PREFIX}lineage.key")
     same_model = [v for v in client.search_model_versions(f"name='{name}'")
                   if v.tags.get(f"{PREFIX}model.sha256") == model_sha and v.run_id == run_id]
@@ -132,18 +154,64 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
             folder = f"lineage/{(key or 'unkeyed')[:16]}"  # one per lineage: versions of one run keep theirs
             mlflow.log_artifact(str(dvc_lock), folder)
             tags[f"{PREFIX}lineage.dvc_lock"] = f"{folder}/{dvc_lock.name}"
-        if same_model:  # logged already: a new version of that logged model (`models:/<model_id>`)
-            source = same_model[0].source
-        else:
-            source = mlflow.pyfunc.log_model(
-                name="biomedclip", python_model=str(PYFUNC_CODE), artifacts={"open_clip": str(train_info["model_dir"])},
-                signature=_signature(), input_example=_input_example(Path(train_info["model_dir"])),
-                pip_requirements=pinned_requirements()).model_uri
+        # Logged already: a new version of that logged model (`models:/<model_id>`).
+        source = same_model[0].source if same_model else _log_pyfunc(Path(train_info["model_dir"]))
     registered = mlflow.register_model(source, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     log.info("registered %s version %s (alias %s)", name, registered.version, CHALLENGER)
     return {"name": name, "version": int(registered.version), "uri": f"models:/{name}/{registered.version}",
             "created": True}
+
+
+def register_external(params: RegisterParams, tracking: TrackingParams, evaluate: EvaluateParams, shards_dir: Path,
+                      *, source: str, alias: str = BASELINE) -> dict[str, Any]:
+    """Register a model trained elsewhere (any model source) as a version with *external*
+    lineage, evaluated on today's test split and benchmarks, and point `alias` at it; returns
+    {name, version, uri, created, tags}. The same weights are the version already there."""
+    import mlflow
+
+    if alias in (CHAMPION, CHALLENGER):
+        raise RegistryError(f"alias {alias!r} is the promotion gate's: an external model takes another "
+                            f"(e.g. {BASELINE}), and `biomedclip promote --version N` if it should serve")
+    client = connect(tracking)
+    name = params.model_name
+    _create_registered_model(client, name)
+    with located(source, tracking=tracking) as files, tempfile.TemporaryDirectory(prefix="biomedclip-external-") as tmp:
+        sha = file_sha256(files.weights)
+        for existing in client.search_model_versions(f"name='{name}'"):
+            if existing.tags.get(f"{PREFIX}lineage.kind") == "external" and \
+                    existing.tags.get(f"{PREFIX}model.sha256") == sha:
+                client.set_registered_model_alias(name, alias, existing.version)
+                log.info("%s version %s already holds these weights (%s): alias %s", name, existing.version,
+                         sha[:12], alias)
+                return {"name": name, "version": int(existing.version), "uri": f"models:/{name}/{existing.version}",
+                        "created": False, "tags": dict(existing.tags)}
+        # A self-contained copy: the weights as published, the config in today's spelling, the
+        # text tower's config and tokenizer beside them (wherever they were found).
+        model_dir = Path(tmp) / "model"
+        model_dir.mkdir()
+        text_name = files.model_cfg.get("text_cfg", {}).get("hf_model_name")
+        write_model_folder(model_dir, final=model_dir, weights=files.weights, model_cfg=files.model_cfg,
+                           text=files.text, text_name=text_name, preprocess_cfg=files.spec.get("preprocess_cfg"),
+                           card=_external_card(files.folder, source, sha))
+        run_id = new_run(tracking, f"external: {source}"[:250], {f"{PREFIX}lineage.kind": "external"})
+        metrics = _evaluate_uri(str(model_dir), evaluate, shards_dir, tracking, mlflow_run_id=run_id)
+        tags = external_tags(source=source, weights=files.weights, sha256=sha, model_cfg=files.model_cfg,
+                             run_id=run_id, metrics=metrics, shards_manifest=shards_dir / "manifest.json")
+        with mlflow.start_run(run_id=run_id):
+            mlflow.set_tags(tags)
+            logged = _log_pyfunc(model_dir)
+    registered = mlflow.register_model(logged, name, tags=tags)
+    client.set_registered_model_alias(name, alias, registered.version)
+    log.info("registered %s as %s version %s (alias %s)", source, name, registered.version, alias)
+    return {"name": name, "version": int(registered.version), "uri": f"models:/{name}/{registered.version}",
+            "created": True, "tags": tags}
+
+
+def _external_card(folder: Path, source: str, sha256: str) -> str:
+    own = folder / "README.md"
+    header = f"Registered from `{source}` (weights sha256 `{sha256}`), as it was published.\n\n"
+    return header + (own.read_text(encoding="utf-8", errors="replace") if own.is_file() else "")
 
 
 # -- decisions ---------------------------------------------------------------------------------
@@ -174,11 +242,22 @@ def _record(client, params: RegisterParams, record: dict[str, Any]) -> dict[str,
     return record
 
 
-def gate(champion: dict[str, float] | None, challenger: dict[str, float], params: RegisterParams) -> tuple[bool, str]:
-    """The promotion rule on two flattened evaluations of the same data; (passes, why)."""
+def gate(champion: dict[str, float] | None, challenger: dict[str, float], params: RegisterParams,
+         reference: dict[str, float] | None = None) -> tuple[bool, str]:
+    """The promotion rule on flattened evaluations of the same data; (passes, why). With a
+    `reference` (the `gate.reference` alias's evaluation), the challenger must also not fall below
+    it on the primary metric by more than the tolerance."""
     g = params.gate
+    if reference is not None:
+        if g.primary not in reference or g.primary not in challenger:
+            raise RegistryError(f"gate metric {g.primary} is not in the evaluation")
+        shortfall = reference[g.primary] - challenger[g.primary]
+        if shortfall > g.tolerance:
+            return False, (f"{g.primary} {challenger[g.primary]:.4f} is {shortfall:.4f} below reference "
+                           f"{g.reference} ({reference[g.primary]:.4f}), beyond tolerance {g.tolerance}")
     if champion is None:
-        return True, "no champion yet: the first version passes"
+        return True, "no champion yet: the first version passes" + (
+            f"; not below reference {g.reference}" if reference is not None else "")
     missing = [k for k in (g.primary, *g.guards) if k not in challenger or k not in champion]
     if missing:
         raise RegistryError(f"gate metrics {missing} are not in the evaluation (keys look like "
@@ -195,14 +274,16 @@ def gate(champion: dict[str, float] | None, challenger: dict[str, float], params
     return True, f"{g.primary} {challenger[g.primary]:.4f} vs champion {champion[g.primary]:.4f} (gain {gain:+.4f}); guards hold"
 
 
-def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path, tracking: TrackingParams) -> dict[str, float]:
+def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path, tracking: TrackingParams, *,
+                  mlflow_run_id: str | None = None) -> dict[str, float]:
     from biomedclip.evaluate.run import evaluate as run_evaluation
 
     with tempfile.TemporaryDirectory(prefix="biomedclip-gate-") as tmp:
         out = Path(tmp)
         local = evaluate.model_copy(update={"outputs": EvaluateOutputs(
             metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
-        return flatten_metrics(run_evaluation(local, model=uri, shards_dir=shards_dir, tracking=tracking))
+        return flatten_metrics(run_evaluation(local, model=uri, shards_dir=shards_dir, tracking=tracking,
+                                              mlflow_run_id=mlflow_run_id))
 
 
 def promote(params: RegisterParams, tracking: TrackingParams, evaluate: EvaluateParams, shards_dir: Path, *,
@@ -222,10 +303,18 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
         champion = _version_of(client, name, CHAMPION)
         if champion is not None and champion.version == candidate.version:
             raise RegistryError(f"{name} version {candidate.version} is already the {CHAMPION}")
+        reference = _version_of(client, name, params.gate.reference) if params.gate.reference else None
+        if params.gate.reference and reference is None:
+            raise RegistryError(f"register.gate.reference is {params.gate.reference!r}, an alias {name} does not "
+                                f"have: `biomedclip register --model SOURCE --alias {params.gate.reference}` first")
         challenger_metrics = _evaluate_uri(f"models:/{name}/{candidate.version}", evaluate, shards_dir, tracking)
         champion_metrics = (_evaluate_uri(f"models:/{name}/{champion.version}", evaluate, shards_dir, tracking)
                             if champion is not None else None)
-        passed, why = gate(champion_metrics, challenger_metrics, params)
+        reference_metrics = None
+        if reference is not None:
+            reference_metrics = (challenger_metrics if reference.version == candidate.version else
+                                 _evaluate_uri(f"models:/{name}/{reference.version}", evaluate, shards_dir, tracking))
+        passed, why = gate(champion_metrics, challenger_metrics, params, reference_metrics)
         promoted = passed or force
         record = {"time": _now(), "action": "promote", "model": name, "version": int(candidate.version),
                   "previous_champion": int(champion.version) if champion else None, "promoted": promoted,
@@ -234,7 +323,10 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
                   "challenger_metrics": {k: challenger_metrics[k] for k in (params.gate.primary, *params.gate.guards)
                                          if k in challenger_metrics},
                   "champion_metrics": {k: champion_metrics[k] for k in (params.gate.primary, *params.gate.guards)
-                                       if champion_metrics and k in champion_metrics} or None}
+                                       if champion_metrics and k in champion_metrics} or None,
+                  **({"reference": params.gate.reference,
+                      "reference_metrics": {params.gate.primary: reference_metrics[params.gate.primary]}}
+                     if reference_metrics else {})}
         if promoted:
             now = _version_of(client, name, CHAMPION)  # nobody moved it meanwhile (another machine)
             if (now.version if now else None) != (champion.version if champion else None):

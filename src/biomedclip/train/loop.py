@@ -4,8 +4,9 @@
     torchrun --nproc_per_node 8 -m biomedclip.train        # one node, 8 GPUs (NCCL)
     biomedclip train --nproc 2                               # the same, launched for you
 
-Outputs under `train.outputs.dir`: `checkpoints/step-N/` (resumable), `final/` (an hf-hub-style
-open_clip folder: `open_clip_config.json`, `open_clip_model.safetensors`, `text/`), and
+Outputs under `train.outputs.dir`: `checkpoints/step-N/` (resumable), `final/` (the model in the
+published BiomedCLIP layout, `biomedclip.models.write_model_folder`: plain open_clip loads it with
+`local-dir:`), `text/` (the text tower the model is built from), and
 `run.json` (the MLflow run id and digests later stages read), plus the loss curve (DVC plot)
 and `metrics/train.json` (final loss and validation retrieval).
 """
@@ -35,15 +36,16 @@ from biomedclip.console import progress, stderr_is_terminal
 from biomedclip.digests import file_sha256
 from biomedclip.evaluate.embedding import ModelEncoder, embed_pairs, shard_samples
 from biomedclip.evaluate.retrieval import retrieval_metrics
+from biomedclip.models import WEIGHT_FILES, TextTower, write_model_folder
 from biomedclip.tracking import Tracker
 from biomedclip.tracking import tracker as make_tracker
 from biomedclip.train import checkpoint
 from biomedclip.train.data import ShardStream, loader, stream_seed, train_shards
 from biomedclip.train.distributed import World, close_world, init_world
-from biomedclip.train.model import Bundle, build, parameter_count, save_model_config
-from biomedclip.train.report import loss_figure
+from biomedclip.train.model import Bundle, build, parameter_count
+from biomedclip.train.report import loss_figure, model_card
 from biomedclip.train.step import MAX_LOGIT_SCALE, clip_loss, contrastive_backward, lr_at
-from biomedclip.train.tokenizer import text_directory
+from biomedclip.train.tokenizer import hub_id, text_directory
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ class Trainer:
             dist.barrier()
         torch.manual_seed(self.params.seed)  # the same initial weights on every rank
         bundle = build(self.params.profile, text_dir, init_from=self.params.init_from,
-                       text_weights=_text_weights(self.params))
+                       tracking=self.params.tracking, text_weights=_text_weights(self.params))
         if self.params.grad_checkpointing:
             bundle.model.set_grad_checkpointing(True)
         torch.manual_seed(stream_seed(self.params.seed, 1, self.world.rank))  # dropout, per rank
@@ -296,17 +298,22 @@ class Trainer:
                run_id: str | None) -> dict[str, Any]:
         p = self.params
         final = self.out / "final"
-        with atomic_directory(final) as staging:
-            checkpoint_weights = checkpoint.model_weights(model)
-            from safetensors.torch import save_file
-
-            save_file(checkpoint_weights, str(staging / "open_clip_model.safetensors"))
-            save_model_config(bundle.config, staging / "open_clip_config.json")
-            text = staging / "text"
-            text.mkdir()
-            for item in (self.out / "text").iterdir():
-                (text / item.name).write_bytes(item.read_bytes())
         validation = validation_retrieval(model, bundle, self.shards.outputs.shards / "val")
+        # The tower has a hub id only where both its vocabulary and its config are the published
+        # ones: the checkpoint's own vocabulary, in the profile that is the published architecture.
+        tower_id = hub_id(p.tokenizer.out) if p.profile == "biomedclip" else None
+        facts = {"profile": p.profile, "parameters": f"{parameter_count(model):,}",
+                 "image size": bundle.config["vision_cfg"]["image_size"],
+                 "context length": bundle.config["text_cfg"]["context_length"],
+                 "initialised from": p.init_from or "random weights",
+                 "training steps": f"{self.total_steps} x {p.global_batch} pairs",
+                 "shard manifest sha256": self.shard_manifest_sha, "MLflow run": run_id or "(not tracked)"}
+        with atomic_directory(final) as staging:
+            write_model_folder(staging, final=final, weights=checkpoint.model_weights(model), model_cfg=bundle.config,
+                               text=TextTower(self.out / "text", self.out / "text", tower_id),
+                               card=model_card(title=f"BiomedCLIP ({p.profile})", facts=facts, hub_id=tower_id,
+                                               folder=str(final.resolve()),
+                                               metrics={f"val/{k}": round(v, 4) for k, v in validation.items()}))
         metrics = {"steps": self.total_steps, "final_loss": history[-1]["loss"] if history else None,
                    "parameters": parameter_count(model), **{f"val/{k}": round(v, 6) for k, v in validation.items()}}
         atomic_write_bytes(p.outputs.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
@@ -319,7 +326,7 @@ class Trainer:
             tracker.log_figure(figure, "loss_curve.png")
         info = {"mlflow_run_id": run_id, "digest": self.digest, "profile": p.profile,
                 "model_dir": str(final), "shard_manifest_sha256": self.shard_manifest_sha,
-                "model_sha256": file_sha256(final / "open_clip_model.safetensors"), "steps": self.total_steps}
+                "model_sha256": file_sha256(final / WEIGHT_FILES[0]), "steps": self.total_steps}
         atomic_write_bytes(p.outputs.run_info, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
         tracker.finish()
         log.info("trained %s: final loss %s; validation %s", p.profile, metrics["final_loss"],

@@ -13,7 +13,6 @@ from a local folder (BERT config + tokenizer, see `tokenizer.text_directory`), n
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,11 +21,11 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from biomedclip.models import load_weights, located
+
 log = logging.getLogger(__name__)
 
 PROFILES = Path(__file__).with_name("profiles")
-WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
-                "pytorch_model.bin")
 _registered = False
 
 
@@ -62,17 +61,11 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _weights_in(folder: Path) -> Path:
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"{folder}: no weights file ({', '.join(WEIGHT_FILES)})")
-
-
-def build(profile: str, text_dir: Path, *, init_from: Path | None = None,
+def build(profile: str, text_dir: Path, *, init_from: str | None = None, tracking: Any = None,
           text_weights: bool = False) -> Bundle:
-    """Instantiate a profile offline: random weights, or `init_from` (an open_clip checkpoint file
-    or a local hf-hub-style folder holding one); `text_weights` loads the BERT weights found in
+    """Instantiate a profile offline: random weights, or those of `init_from` (any model source:
+    a published-layout folder, `hf-hub:` from the local cache, an MLflow URI read from `tracking`'s
+    store, or an open_clip checkpoint file); `text_weights` loads the BERT weights found in
     `text_dir` (a local PubMedBERT) into the text tower."""
     config = profile_config(profile, text_dir, text_weights=text_weights)
     model = open_clip.CustomTextCLIP(**config)
@@ -80,11 +73,12 @@ def build(profile: str, text_dir: Path, *, init_from: Path | None = None,
     if config["vision_cfg"].get("timm_model_name") and image_size != 224:
         model.visual.set_input_size(image_size)  # timm builds its ViTs for 224 px
     if init_from is not None:
-        path = _weights_in(init_from) if init_from.is_dir() else init_from
-        if not path.is_file():
-            raise FileNotFoundError(f"init_from: {path} does not exist")
-        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
-        log.info("initialised %s from %s", profile, path)
+        if Path(init_from).is_file():  # a bare checkpoint file
+            load_weights(model, Path(init_from))
+        else:
+            with located(init_from, tracking=tracking) as files:
+                load_weights(model, files.weights)
+        log.info("initialised %s from %s", profile, init_from)
     preprocess_train = open_clip.image_transform(image_size, is_train=True,
                                                  mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD)
     preprocess_val = open_clip.image_transform(image_size, is_train=False,
@@ -92,11 +86,3 @@ def build(profile: str, text_dir: Path, *, init_from: Path | None = None,
     tokenizer = open_clip.tokenizer.HFTokenizer(str(text_dir),
                                                 context_length=config["text_cfg"]["context_length"])
     return Bundle(model, preprocess_train, preprocess_val, tokenizer, config)
-
-
-def save_model_config(config: dict[str, Any], path: Path) -> None:
-    """The open_clip config as users load it: text tower paths relative to the model folder."""
-    portable = copy.deepcopy(config)
-    portable["text_cfg"].update(hf_model_name="text", hf_tokenizer_name="text", hf_model_pretrained=False)
-    path.write_text(json.dumps({"model_cfg": portable, "preprocess_cfg": {
-        "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}}, indent=2) + "\n")

@@ -1,9 +1,13 @@
 """The text tower's tokenizer and config, in the HF folder format open_clip's HFTokenizer loads.
 
-PubMedBERT built its uncased WordPiece vocabulary from PubMed text. Where a user has a local copy
-of PubMedBERT (`train.tokenizer.pubmedbert_dir`), its tokenizer is used as it is; otherwise an
-uncased WordPiece vocabulary is built from the training captions, the same way, and saved as a
-DVC-tracked folder so every later run (and every registered model) uses the same one.
+PubMedBERT built its uncased WordPiece vocabulary from PubMed text. Where training continues from
+a checkpoint (`train.init_from`, e.g. Microsoft's BiomedCLIP), the checkpoint's own vocabulary is
+used; where a user has a local copy of PubMedBERT (`train.tokenizer.pubmedbert_dir`), its
+tokenizer is used as it is; otherwise an uncased WordPiece vocabulary is built from the training
+captions, the same way, and saved as a DVC-tracked folder so every later run (and every
+registered model) uses the same one. A vocabulary larger than the checkpoint's embedding table
+is refused (its ids would index rows that do not exist). `text_tower.json` in the folder says
+where the vocabulary came from, and its hub id when it has one.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ import pyarrow.parquet as pq
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.config import TokenizerParams
+from biomedclip.models import located
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PROFILES = Path(__file__).with_name("profiles")
+RECORD = "text_tower.json"
+
+
+class VocabularyMismatch(ValueError):
+    """A vocabulary that does not fit the embedding table of the checkpoint training starts from."""
 
 
 def train_captions(pairs: Path, batch_rows: int = 50_000) -> Iterator[str]:
@@ -77,16 +87,31 @@ def build_tokenizer(captions: Iterator[str], out: Path, *, vocab_size: int, min_
     return size
 
 
-def copy_tokenizer(source: Path, out: Path) -> int:
-    """Use a local PubMedBERT (or any HF BERT) tokenizer folder as it is."""
+def copy_tokenizer(source: Path, out: Path, *, record: dict[str, object] | None = None,
+                   table_rows: int | None = None, table_of: str = "") -> int:
+    """Use a local PubMedBERT (or any HF BERT) tokenizer folder as it is; with `table_rows`,
+    refuse it when it is larger than the embedding table of `table_of`."""
     from transformers import AutoTokenizer
 
     if not (source / "vocab.txt").is_file() and not (source / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{source}: no vocab.txt or tokenizer.json (a local PubMedBERT folder)")
     tokenizer = AutoTokenizer.from_pretrained(source)
+    if table_rows is not None and len(tokenizer) > table_rows:
+        raise VocabularyMismatch(f"the vocabulary in {source} has {len(tokenizer)} tokens, the embedding table of "
+                                 f"{table_of} {table_rows} rows: it does not match that checkpoint")
     with atomic_directory(out) as staging:
         tokenizer.save_pretrained(staging)
+        (staging / RECORD).write_text(json.dumps({"source": str(source), **(record or {})}, indent=2,
+                                                 sort_keys=True) + "\n")
     return len(tokenizer)
+
+
+def hub_id(tokenizer_dir: Path) -> str | None:
+    """The hub id of the text tower the vocabulary in `tokenizer_dir` came with, if any."""
+    try:
+        return json.loads((tokenizer_dir / RECORD).read_text()).get("hub_id")
+    except (OSError, ValueError):
+        return None
 
 
 def text_directory(profile: str, tokenizer_dir: Path, out: Path) -> Path:
@@ -105,9 +130,29 @@ def text_directory(profile: str, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
-def prepare_tokenizer(params: TokenizerParams, pairs: Path) -> dict[str, object]:
-    """The tokenizer stage: PubMedBERT's tokenizer when a local copy is configured, else a
-    vocabulary built from the manifest's train captions. Returns what it did."""
+def from_checkpoint(params: TokenizerParams, init_from: str, tracking: object = None) -> dict[str, object]:
+    """The vocabulary for training that continues from `init_from`: the checkpoint's own (or
+    `pubmedbert_dir`'s), checked against the checkpoint's embedding table."""
+    with located(init_from, tracking=tracking) as files:
+        if files.text is None:
+            raise VocabularyMismatch(f"train.init_from {init_from}: its text tower is open_clip's own "
+                                     "transformer, not a BERT; the biomedclip profiles need a BERT text tower")
+        rows = files.text.vocab_size()
+        source = params.pubmedbert_dir or files.text.tokenizer_dir
+        hub = files.text.hub_id if params.pubmedbert_dir is None else None
+        size = copy_tokenizer(source, params.out, table_rows=rows, table_of=init_from,
+                              record={"init_from": init_from, "hub_id": hub, "embedding_rows": rows})
+    what = "the vocabulary of" if params.pubmedbert_dir is None else f"{params.pubmedbert_dir}, checked against"
+    return {"source": f"{what} {init_from}", "vocab_size": size, "embedding_rows": rows}
+
+
+def prepare_tokenizer(params: TokenizerParams, pairs: Path, *, init_from: str | None = None,
+                      tracking: object = None) -> dict[str, object]:
+    """The tokenizer stage: the vocabulary of the checkpoint training starts from (`init_from`),
+    else PubMedBERT's tokenizer when a local copy is configured, else a vocabulary built from the
+    manifest's train captions. Returns what it did."""
+    if init_from is not None:
+        return from_checkpoint(params, init_from, tracking)
     if params.pubmedbert_dir is not None:
         size = copy_tokenizer(params.pubmedbert_dir, params.out)
         return {"source": str(params.pubmedbert_dir), "vocab_size": size}
