@@ -192,3 +192,29 @@ def test_a_written_folder_is_self_contained_and_plain_open_clip_loads_it_from_el
     hub.mkdir()
     write_model_folder(hub, final=hub, weights=files.weights, model_cfg=files.model_cfg, text=files.text, card="")
     assert json.loads((hub / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]["hf_model_name"] == BERT
+
+
+@pytest.mark.unit
+def test_the_cli_exports_and_names_a_missing_model_in_one_line(published, cache, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from biomedclip.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("{}\n")  # every default
+    runner = CliRunner()
+    out = tmp_path / "shared-model"
+    done = runner.invoke(app, ["export", f"hf-hub:{BIOMEDCLIP}", str(out), "--hub-id", "org/my-biomedclip"])
+    assert done.exit_code == 0, done.output
+    spec = json.loads((out / "open_clip_config.json").read_text())
+    assert spec["model_cfg"]["text_cfg"]["hf_model_name"] == "org/my-biomedclip"  # the repo it goes to
+    assert spec["model_cfg"]["text_cfg"]["hf_proj_type"] == "mlp"
+    assert (out / "config.json").is_file() and (out / "vocab.txt").is_file()
+    assert torch.allclose(embed(load_model(out))[0], embed(load_model(published["current"]))[0])
+    (tmp_path / "notes").mkdir()
+    refused = runner.invoke(app, ["export", str(out), str(tmp_path / "notes")])
+    assert refused.exit_code == 2 and "not a model folder" in refused.output
+    missing = runner.invoke(app, ["evaluate", "--model", "hf-hub:someone/absent"])
+    assert missing.exit_code == 1
+    message = " ".join(missing.output.split())  # the console wraps long lines
+    assert "hf-hub:someone/absent: not in the Hugging Face cache" in message and "Traceback" not in missing.output

@@ -514,7 +514,8 @@ def lineage_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show where a registered model came from: run, commit, params, dvc.lock stages, data,
-    validation, shards, metrics, Prefect flow runs and promotion history."""
+    validation, shards, metrics, Prefect flow runs and promotion history; for a model registered
+    from elsewhere (`register --model`), its source, weights sha256, config and evaluation run."""
     import json
 
     from biomedclip.register.lineage import lineage, lineage_text, verify
@@ -536,7 +537,9 @@ def lineage_command(
             if problems:
                 err.print("[bold red]verification failed:[/]\n" + "\n".join(f"  {p}" for p in problems), highlight=False)
             else:
-                out.print("[green]verified:[/] data, manifest, shards and model match the recorded lineage")
+                out.print("[green]verified:[/] " + ("the registered weights match their recorded sha256"
+                                                    if chain.get("kind") == "external" else
+                                                    "data, manifest, shards and model match the recorded lineage"))
     if problems:
         raise typer.Exit(FAILED)
 
