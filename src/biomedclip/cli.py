@@ -410,8 +410,6 @@ def compare_command(
     """
     import json
 
-    from rich.markdown import Markdown
-
     from biomedclip.atomic_io import atomic_write_bytes
     from biomedclip.evaluate.compare import compare, markdown
 
@@ -422,11 +420,32 @@ def compare_command(
                for m in models]
     result = compare(sources, params.evaluate, shards_dir=params.shard.outputs.shards,
                      tracking=params.train.tracking, progress=lambda s: err.print(f"evaluating {s}", highlight=False))
-    text = markdown(result)
-    atomic_write_bytes(report / "compare.md", text.encode())
+    atomic_write_bytes(report / "compare.md", markdown(result).encode())
     atomic_write_bytes(report / "compare.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
-    out.print(Markdown(text))
+    out.print(_comparison_table(result))
     out.print(f"written: {report / 'compare.md'}, {report / 'compare.json'}", highlight=False)
+
+
+def _comparison_table(result: dict[str, Any]) -> Table:
+    """The comparison for a terminal: models as letters (named in the caption), the best in bold."""
+    from biomedclip.evaluate.compare import cell
+
+    letters = {model: chr(ord("A") + i) for i, model in enumerate(result["models"])}
+    first = result["models"][0]
+    table = Table(title=f"{result['split']} split and benchmarks", caption="  ".join(
+        f"{letter} = {model}" for model, letter in letters.items()), caption_justify="left")
+    table.add_column("metric", overflow="fold")
+    for model in result["models"]:
+        table.add_column(letters[model], justify="right")
+    for model in result["models"][1:]:
+        table.add_column(f"{letters[model]} − {letters[first]}", justify="right")
+    for metric, row in result["metrics"].items():
+        cells = [("" if row.get(m) is None else f"[bold]{cell(metric, row[m])}[/]" if result["best"].get(metric) == m
+                  else cell(metric, row[m])) for m in result["models"]]
+        deltas = [f"{result['delta'][metric][m]:+.4f}" if m in result["delta"].get(metric, {}) else ""
+                  for m in result["models"][1:]]
+        table.add_row(metric, *cells, *deltas)
+    return table
 
 
 @app.command("export")

@@ -23,6 +23,11 @@ def comparable(metric: str) -> bool:
     return not any(word in metric for word in NOT_SCORES)
 
 
+def cell(metric: str, value: float) -> str:
+    """A value as the table shows it: counts as whole numbers, scores to 4 decimals."""
+    return f"{value:.0f}" if not comparable(metric) and float(value).is_integer() else f"{value:.4f}"
+
+
 def better(metric: str, a: float, b: float) -> bool:
     """Whether `a` is a better score than `b` on `metric`."""
     return a < b if metric.endswith(LOWER_IS_BETTER) else a > b
@@ -80,7 +85,7 @@ def markdown(result: dict[str, Any]) -> str:
         cells = []
         for model in models:
             value = row.get(model)
-            text = "" if value is None else f"{value:.4f}"
+            text = "" if value is None else cell(metric, value)
             cells.append(f"**{text}**" if result["best"].get(metric) == model else text)
         deltas = [f"{result['delta'][metric][m]:+.4f}" if m in result["delta"].get(metric, {}) else "" for m in others]
         lines.append("| " + " | ".join([metric, *cells, *deltas]) + " |")
