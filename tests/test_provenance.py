@@ -105,3 +105,20 @@ def test_a_version_is_its_model_and_inputs_not_where_or_when_it_was_registered()
     for change in ({"prefect.flow_run.evaluate": "e2"}, {"eval.retrieval/image_to_text/recall_at_10": "0.6"},
                    {"data.version": "d2.dir"}, {"model.sha256": "cd" * 32}, {"prefect.flow_run.shard": "s9"}):
         assert lineage_key(tags(**change)) != key, change
+
+
+def test_the_logged_lock_leaves_out_the_registering_stage(tmp_path):
+    """While `register` runs, dvc.lock still holds the previous registration's outputs: logged as
+    this model's lineage, they failed every later `lineage --verify` (found by test_pipeline)."""
+    import yaml
+
+    from biomedclip.register.stage import inputs_lock
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "train": {"cmd": "python flows/train.py", "outs": [{"path": "data/train", "md5": "a" * 32}]},
+        "register": {"cmd": "python flows/register.py", "outs": [{"path": "metrics/register.json", "md5": "b" * 32}]}}}))
+    logged = yaml.safe_load(inputs_lock(lock, tmp_path / "out.lock").read_text())
+    assert list(logged["stages"]) == ["train"] and logged["schema"] == "2.0"
+    assert "register" in yaml.safe_load(lock.read_text())["stages"], "the workspace's lock is not touched"
+    assert inputs_lock(tmp_path / "missing.lock", tmp_path / "x") is None

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import Params
 from biomedclip.provenance import flow_run_ids
 from biomedclip.register import lineage_facts
 from biomedclip.register.registry import register
+
+STAGE = "register"  # this stage's name in dvc.yaml
 
 
 def register_trained(params: Params, params_path: Path, *, flow_run_id: str | None = None) -> dict[str, Any]:
@@ -24,11 +29,24 @@ def register_trained(params: Params, params_path: Path, *, flow_run_id: str | No
                                  validate_result=params.validate_.outputs.result,
                                  shard_manifest=params.shard.outputs.manifest,
                                  eval_metrics=params.evaluate.outputs.metrics, flow_runs=flow_runs)
-    result = register(params.register_, params.train.tracking, train_info=info, lineage=tags,
-                      dvc_lock=Path("dvc.lock"))
+    with tempfile.TemporaryDirectory(prefix="biomedclip-lineage-") as tmp:
+        lock = inputs_lock(Path("dvc.lock"), Path(tmp) / "dvc.lock")
+        result = register(params.register_, params.train.tracking, train_info=info, lineage=tags, dvc_lock=lock)
     record = {k: result[k] for k in ("name", "version", "uri")}
     atomic_write_bytes(params.register_.output, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return {**result, "tags": tags}
+
+
+def inputs_lock(lock: Path, out: Path, stage: str = STAGE) -> Path | None:
+    """`lock` without the registering stage: while it runs, DVC still holds its previous outputs
+    there (the earlier registration's record), which describe no input of this model and would
+    fail every later `lineage --verify`. Written to `out`; None when there is no lock."""
+    if not lock.is_file():
+        return None
+    content = yaml.safe_load(lock.read_text()) or {}
+    content.get("stages", {}).pop(stage, None)
+    out.write_text(yaml.safe_dump(content, sort_keys=False))
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:
