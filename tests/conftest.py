@@ -14,6 +14,7 @@ import http.server
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,9 @@ TIERS = ("unit", "integration", "e2e")
 # Torch on one thread, here and in every process a test starts: on 2 cores shared with other jobs,
 # two OpenMP threads spin-wait on a busy core (~10x slower than one thread measured here).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# `platform.processor()` runs `uname -p` once per process and caches it; h5py's import asks. Asked
+# here first, it starts no process inside a unit test.
+platform.processor()
 
 
 # `make test` runs two pytest-xdist workers (`-n 2`), one a core. A worker takes a whole group, in

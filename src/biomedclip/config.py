@@ -369,12 +369,29 @@ class TrainParams(Section):
         return self
 
 
+BENCHMARK_FORMATS = ("auto", "labels_csv", "class_folders", "pcam", "lc25000", "rsna_pneumonia", "tcga_til")
+BENCHMARK_PRESETS = ("pcam", "lc25000_lung", "lc25000_colon", "tcga_til", "rsna_pneumonia")
+
+
 class BenchmarkSpec(Section):
-    """A labelled zero-shot benchmark: `labels.csv` (path,label) or class folders, local or S3."""
+    """A labelled benchmark in the format users download it in, local or S3 (see the README)."""
 
     name: Slug
     path: str  # a folder or s3://bucket/prefix
-    classes: Annotated[tuple[str, ...], Field(strict=False)] | None = None  # default: dataset.json / labels
+    format: Literal[BENCHMARK_FORMATS] = "auto"  # auto: detected from the files
+    preset: Literal[BENCHMARK_PRESETS] | None = None  # the paper's prompts, templates and headline metric
+    # A list: the class names (= prompts) in order; a mapping: dataset label -> class prompt.
+    classes: Annotated[tuple[str, ...], Field(strict=False)] | dict[str, str] | None = None
+    templates: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] | None = None  # default: preset's, else global
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        bad = [t for t in self.templates or () if t.count("{}") != 1]
+        if bad:
+            raise ValueError(f"templates need exactly one {{}} for the class name: {bad}")
+        if self.format == "lc25000" and self.preset not in ("lc25000_lung", "lc25000_colon"):
+            raise ValueError("format lc25000 holds two tasks: set preset to lc25000_lung or lc25000_colon")
+        return self
 
 
 class EvaluateOutputs(Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +60,10 @@ class ObjectStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def download(self, key: str, path: Path) -> None:
+        """The object into the file `path`, streamed: never whole in memory (large files: PCam's)."""
+        ...
+
     def uri_of(self, key: str) -> str: ...
 
 
@@ -103,6 +108,12 @@ class LocalStore:
         if path.is_symlink() or not path.is_file():
             raise MissingObject(f"{self.uri_of(key)} does not exist")
         return path.read_bytes()
+
+    def download(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if source.is_symlink() or not source.is_file():
+            raise MissingObject(f"{self.uri_of(key)} does not exist")
+        shutil.copyfile(source, path)
 
     def uri_of(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{key}"
@@ -187,6 +198,19 @@ class S3Store:
                 log.warning("reading %s failed (%s); retry %d in %.1fs", uri, exc, attempt, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def download(self, key: str, path: Path) -> None:
+        """boto3's managed transfer: multipart, streamed to the file, retried per part."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise MissingObject(f"{self.uri_of(key)} does not exist") from None
+            raise ObjectReadError(f"{self.uri_of(key)}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectReadError(f"{self.uri_of(key)}: {exc}") from exc
 
     def uri_of(self, key: str) -> str:
         return f"{self.uri}/{key}"

@@ -28,6 +28,7 @@ from biomedclip.evaluate.embedding import (
     embed_texts,
     shard_samples,
 )
+from biomedclip.evaluate.formats import PRESETS
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
 from biomedclip.models import LoadedModel, load_model
 
@@ -61,20 +62,23 @@ def _collect_labels(pairs: Iterable[tuple[Image.Image, int]], labels: list[int])
 def zero_shot(loaded: LoadedModel, params: EvaluateParams) -> tuple[dict[str, Any], dict[str, list]]:
     results, predictions = {}, {}
     for spec in params.benchmarks:
-        bench = load_benchmark(spec.name, spec.path, classes=list(spec.classes) if spec.classes else None,
+        preset = PRESETS.get(spec.preset) if spec.preset else None
+        bench = load_benchmark(spec.name, spec.path, classes=spec.classes, format=spec.format, preset=spec.preset,
                                s3=params.s3)
+        templates = spec.templates or (preset.templates if preset else params.templates)
         labels: list[int] = []
         image_features = embed_images(loaded, _collect_labels(bench.images(), labels), params.batch_size)
         if not len(image_features):
             raise ValueError(f"benchmark {spec.name}: no readable images ({len(bench.skipped)} skipped)")
         classes = class_embeddings(lambda texts: embed_texts(loaded, texts, params.batch_size),
-                                   bench.classes, params.templates)
+                                   bench.classes, templates)
         scores = 100.0 * image_features @ classes.T
         truth = torch.tensor(labels)
         metrics = classification_metrics(scores, truth)
         metrics["chance_top1"] = 1.0 / len(bench.classes)
         metrics["classes"] = bench.classes
         metrics["skipped"] = len(bench.skipped)
+        metrics["headline"] = preset.headline if preset else "top1"  # the metric the paper reports for it
         if bench.skipped:
             log.warning("benchmark %s: %d images skipped, e.g. %s", spec.name, len(bench.skipped), bench.skipped[0])
         results[spec.name] = metrics
