@@ -400,6 +400,26 @@ class EvaluateOutputs(Section):
     report: PathValue = Path("reports/model-tests.md")  # behavioural checks of the model
 
 
+class LinearProbeParams(Section):
+    """Few-shot and full linear probes (ELEVATER's protocol, as the paper on PCam and RSNA): logistic
+    regression on frozen, L2-normalised image features of benchmarks that have a train split."""
+
+    enabled: bool = True  # benchmarks without a train split are never probed
+    fractions: Annotated[tuple[float, ...], Field(strict=False, min_length=1)] = (0.01, 0.1, 1.0)
+    seeds: Annotated[int, Field(ge=1)] = 3  # class-stratified draws per fraction below 1
+    c_grid: Annotated[tuple[float, ...], Field(strict=False, min_length=1)] = (0.01, 0.1, 1.0, 10.0, 100.0)
+    val_fraction: Annotated[float, Field(gt=0, lt=1, strict=False)] = 0.2  # carved from train without a val split
+    max_iter: Annotated[int, Field(ge=10)] = 1000
+    cache: PathValue = Path(".cache/features")  # image features per (model, benchmark version, split)
+
+    @model_validator(mode="after")
+    def _fractions_in_range(self) -> Self:
+        bad = [f for f in self.fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"fractions must be in (0, 1]: {bad}")
+        return self
+
+
 class EvaluateParams(Section):
     """`biomedclip evaluate`: retrieval on the test split and zero-shot classification."""
 
@@ -413,6 +433,7 @@ class EvaluateParams(Section):
     benchmarks: Annotated[tuple[BenchmarkSpec, ...], Field(strict=False)] = (
         BenchmarkSpec(name="pmc-figure-types", path="data/benchmarks/pmc-figure-types"),)
     s3: S3Params = S3Params()
+    linear_probe: LinearProbeParams = LinearProbeParams()
     jpeg_quality: Annotated[int, Field(ge=10, le=95)] = 75  # the re-encoding invariance check
     min_jpeg_similarity: Annotated[float, Field(gt=0, le=1, strict=False)] = 0.9
     outputs: EvaluateOutputs = EvaluateOutputs()

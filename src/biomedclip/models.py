@@ -89,6 +89,7 @@ class LoadedModel(NamedTuple):
     tokenizer: Any  # list[str] -> LongTensor
     folder: Path
     config: dict[str, Any]
+    digest: str = ""  # sha256 of the weights file: what caches of this model's outputs are keyed by
 
 
 # -- the Hugging Face cache ---------------------------------------------------------------------
@@ -311,7 +312,10 @@ def build(files: ModelFiles, device: torch.device | str = "cpu") -> LoadedModel:
     load_weights(model, files.weights)
     model.to(device).eval()
     image_size = getattr(model.visual, "image_size", files.model_cfg["vision_cfg"].get("image_size", 224))
-    return LoadedModel(model, preprocess_for(files, image_size), tokenizer_for(files), files.folder, files.spec)
+    from biomedclip.digests import file_sha256
+
+    return LoadedModel(model, preprocess_for(files, image_size), tokenizer_for(files), files.folder, files.spec,
+                       file_sha256(files.weights))
 
 
 def load_model(source: str | Path, device: torch.device | str = "cpu", download_to: Path | None = None,

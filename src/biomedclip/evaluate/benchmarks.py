@@ -53,8 +53,19 @@ class Benchmark:
     examples: list[tuple[str, int]]  # (key in the store, class index)
     store: ObjectStore
     format: str = "labels_csv"
+    split: str | None = None  # the split read; None: the format has no splits (every image)
     reader: Any = None  # reads keys into images: formats.StoreImages (default), DicomImages, PcamImages
     skipped: list[dict[str, str]] = field(default_factory=list)  # filled while images are read
+
+    def version(self) -> str:
+        """A digest of what the benchmark is: its files (names, sizes, change tags), classes and
+        examples. A feature cache keyed by it is never stale."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps([self.format, self.split, self.classes, self.examples]).encode())
+        for info in self.store.list(""):
+            digest.update(f"{info.key}\0{info.size}\0{info.tag}\n".encode())
+        return digest.hexdigest()
 
     def counts(self) -> dict[str, int]:
         found = Counter(label for _, label in self.examples)
@@ -78,7 +89,8 @@ def _from_csv(name: str, root: str, store: ObjectStore, declared: list[str] | No
     rows = list(csv.DictReader(io.StringIO(text)))
     if rows and not {"path", "label"} <= set(rows[0]):
         raise BenchmarkError(f"{root}/labels.csv: needs columns path,label (has {sorted(rows[0])})")
-    if rows and "split" in rows[0]:  # one file for every split: keep this one's rows
+    has_splits = bool(rows) and "split" in rows[0]
+    if has_splits:  # one file for every split: keep this one's rows
         rows = [row for row in rows if (row["split"] or "").strip().lower() in SPLIT_NAMES[split]]
     classes = declared or sorted({row["label"] for row in rows})
     index = {c: i for i, c in enumerate(classes)}
@@ -97,7 +109,7 @@ def _from_csv(name: str, root: str, store: ObjectStore, declared: list[str] | No
         if key.startswith(("/", "..")):
             raise BenchmarkError(f"{root}/labels.csv line {line}: path {row['path']!r} leaves the benchmark")
         examples.append((key, index[row["label"]]))
-    return Benchmark(name, root, classes, examples, store)
+    return Benchmark(name, root, classes, examples, store, split=split if has_splits else None)
 
 
 def _from_folders(name: str, root: str, store: ObjectStore, declared: list[str] | None, split: str) -> Benchmark:
@@ -116,7 +128,7 @@ def _from_folders(name: str, root: str, store: ObjectStore, declared: list[str] 
     if unknown:
         raise BenchmarkError(f"{root}: folders {unknown} are not among the declared classes {classes}")
     examples = [(key, i) for i, c in enumerate(classes) for key in sorted(found.get(c, []))]
-    return Benchmark(name, root, classes, examples, store)
+    return Benchmark(name, root, classes, examples, store, split=split if split_dir else None)
 
 
 def _prompts(labels: list[str], classes: Sequence[str] | Mapping[str, str] | None,
@@ -166,7 +178,7 @@ def _read(name: str, root: str, store: ObjectStore, format: str, declared: list[
     """The benchmark with its dataset labels as `classes` (prompts are mapped after)."""
     if format == "pcam":
         labels, examples, reader = formats.pcam(store, root, split)
-        return Benchmark(name, root, labels, examples, store, reader=reader)
+        return Benchmark(name, root, labels, examples, store, split=split, reader=reader)
     if format == "lc25000":
         labels, examples = formats.lc25000(store, root, preset)
         return Benchmark(name, root, labels, examples, store)

@@ -6,10 +6,11 @@ model-test report, and logs the same into the training's MLflow run when there i
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from PIL import Image
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import EvaluateOutputs, EvaluateParams, TrackingParams
-from biomedclip.evaluate.benchmarks import load_benchmark
+from biomedclip.evaluate.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from biomedclip.evaluate.classification import class_embeddings, classification_metrics
 from biomedclip.evaluate.embedding import (
     decode,
@@ -29,6 +30,7 @@ from biomedclip.evaluate.embedding import (
     shard_samples,
 )
 from biomedclip.evaluate.formats import PRESETS
+from biomedclip.evaluate.probe import cache_key, cached_features, linear_probe
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
 from biomedclip.models import LoadedModel, load_model
 
@@ -59,33 +61,71 @@ def _collect_labels(pairs: Iterable[tuple[Image.Image, int]], labels: list[int])
         yield image
 
 
-def zero_shot(loaded: LoadedModel, params: EvaluateParams) -> tuple[dict[str, Any], dict[str, list]]:
-    results, predictions = {}, {}
+def _features(loaded: LoadedModel, bench: Benchmark, params: EvaluateParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """A benchmark split's image features and labels, from the feature cache when it has them."""
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        labels: list[int] = []
+        features = embed_images(loaded, _collect_labels(bench.images(), labels), params.batch_size)
+        if bench.skipped:
+            log.warning("benchmark %s (%s): %d images skipped, e.g. %s", bench.name, bench.split or "all",
+                        len(bench.skipped), bench.skipped[0])
+        return features, torch.tensor(labels, dtype=torch.long)
+
+    if not loaded.digest or bench.split is None or not params.linear_probe.enabled:
+        return compute()  # only what a probe reads again is cached: benchmarks with splits
+    key = cache_key(loaded.digest, bench.version(), bench.split or "all")
+    return cached_features(params.linear_probe.cache, key, compute)
+
+
+def zero_shot(loaded: LoadedModel, params: EvaluateParams
+              ) -> tuple[dict[str, Any], dict[str, list], dict[str, Any]]:
+    """Zero-shot metrics and predictions per benchmark, and the linear probes of those with a
+    train split."""
+    results, predictions, probes = {}, {}, {}
     for spec in params.benchmarks:
         preset = PRESETS.get(spec.preset) if spec.preset else None
-        bench = load_benchmark(spec.name, spec.path, classes=spec.classes, format=spec.format, preset=spec.preset,
-                               s3=params.s3)
+        load = functools.partial(load_benchmark, spec.name, spec.path, classes=spec.classes, format=spec.format,
+                                 preset=spec.preset, s3=params.s3)
+        bench = load()
         templates = spec.templates or (preset.templates if preset else params.templates)
-        labels: list[int] = []
-        image_features = embed_images(loaded, _collect_labels(bench.images(), labels), params.batch_size)
+        image_features, truth = _features(loaded, bench, params)
         if not len(image_features):
             raise ValueError(f"benchmark {spec.name}: no readable images ({len(bench.skipped)} skipped)")
         classes = class_embeddings(lambda texts: embed_texts(loaded, texts, params.batch_size),
                                    bench.classes, templates)
         scores = 100.0 * image_features @ classes.T
-        truth = torch.tensor(labels)
         metrics = classification_metrics(scores, truth)
         metrics["chance_top1"] = 1.0 / len(bench.classes)
         metrics["classes"] = bench.classes
         metrics["skipped"] = len(bench.skipped)
         metrics["headline"] = preset.headline if preset else "top1"  # the metric the paper reports for it
-        if bench.skipped:
-            log.warning("benchmark %s: %d images skipped, e.g. %s", spec.name, len(bench.skipped), bench.skipped[0])
         results[spec.name] = metrics
         predicted = scores.argmax(dim=1).tolist()
         predictions[spec.name] = [{"actual": bench.classes[a], "predicted": bench.classes[p]}
-                                  for a, p in zip(labels, predicted, strict=True)]
-    return results, predictions
+                                  for a, p in zip(truth.tolist(), predicted, strict=True)]
+        if params.linear_probe.enabled and bench.split == "test":
+            probe = _probe(loaded, load, (image_features, truth), len(bench.classes), params)
+            if probe is not None:
+                probes[spec.name] = probe
+    return results, predictions, probes
+
+
+def _probe(loaded: LoadedModel, load: Callable[..., Benchmark], test: tuple[torch.Tensor, torch.Tensor],
+           classes: int, params: EvaluateParams) -> dict[str, Any] | None:
+    """The linear probes of a benchmark whose train split exists (None when it has none)."""
+    try:
+        train = load(split="train")
+    except BenchmarkError:
+        return None
+    if train.split != "train":
+        return None
+    try:
+        val = load(split="val")
+        val = val if val.split == "val" else None
+    except BenchmarkError:
+        val = None
+    return linear_probe(_features(loaded, train, params), _features(loaded, val, params) if val else None,
+                        test, classes, params.linear_probe)
 
 
 def model_tests(loaded: LoadedModel, folder: Path, ranks: dict[str, float],
@@ -136,6 +176,14 @@ def report_markdown(result: dict[str, Any]) -> str:
         auroc = f"{m['auroc']:.3f}" if "auroc" in m else ""
         lines.append(f"| {name} | {m['top1']:.3f} | {m['balanced_accuracy']:.3f} | {m['macro_f1']:.3f} | {auroc} | "
                      f"{m['chance_top1']:.3f} | {m['skipped']} |")
+    if result.get("linear_probe"):
+        lines += ["", "### Linear probes (top-1, mean ± std over the draws)", "",
+                  "| benchmark | labels | train images | top-1 | balanced acc. | validation |", "|---|---|---|---|---|---|"]
+        for name, fractions in result["linear_probe"].items():
+            for fraction, m in fractions.items():
+                if isinstance(m, dict):
+                    lines.append(f"| {name} | {float(fraction):.0%} | {m['train_samples']} | {m['top1']:.3f} ± "
+                                 f"{m['top1_std']:.3f} | {m['balanced_accuracy']:.3f} | {fractions['validation']} |")
     lines += ["", "### Model tests", "", "| test | result | value | rule |", "|---|---|---|---|"]
     for name, t in result["model_tests"].items():
         lines.append(f"| {name} | {'pass' if t['passed'] else '**fail**'} | {t['value']} | {t['rule']} |")
@@ -162,11 +210,11 @@ def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run
     loaded = load_model(model, tracking=tracking)
     folder = shards_dir / params.split
     retrieval_result = retrieval(loaded, folder, params)
-    zero_shot_result, predictions = zero_shot(loaded, params)
+    zero_shot_result, predictions, probes = zero_shot(loaded, params)
     tests = model_tests(loaded, folder, retrieval_result, params)
     result = {"model": model, "split": params.split, "ks": list(params.ks), "retrieval": retrieval_result,
               "zero_shot": {k: {m: v for m, v in r.items() if m != "confusion"} for k, r in zero_shot_result.items()},
-              "model_tests": tests}
+              "linear_probe": probes, "model_tests": tests}
     out = params.outputs
     metrics = {**result, "zero_shot": {k: {m: v for m, v in r.items() if m != "classes"} for k, r in result["zero_shot"].items()}}
     atomic_write_bytes(out.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
@@ -187,6 +235,9 @@ def _log_to_mlflow(run_id: str, tracking: TrackingParams, result: dict[str, Any]
     flat = {f"eval/{k}": v for k, v in result["retrieval"].items()}
     for name, m in result["zero_shot"].items():
         flat.update({f"eval/{name}/{k}": v for k, v in m.items() if isinstance(v, int | float)})
+    for name, fractions in result.get("linear_probe", {}).items():
+        flat.update({f"eval/{name}/probe_{f}/{k}": v for f, m in fractions.items() if isinstance(m, dict)
+                     for k, v in m.items() if isinstance(v, int | float)})
     flat.update({f"eval/model_tests/{name}": float(test["passed"]) for name, test in result["model_tests"].items()})
     log_evaluation(run_id, tracking, flat, [(out.metrics, "evaluation"), (out.report, "evaluation"),
                                             (out.plots, "evaluation/plots")])

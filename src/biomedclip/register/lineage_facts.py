@@ -100,4 +100,9 @@ def flatten_metrics(result: dict[str, Any]) -> dict[str, float]:
         for key, value in metrics.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 flat[f"zero_shot/{name}/{key}"] = float(value)
+    for name, fractions in result.get("linear_probe", {}).items():
+        for fraction, metrics in fractions.items():
+            for key, value in (metrics.items() if isinstance(metrics, dict) else ()):
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    flat[f"linear_probe/{name}/{fraction}/{key}"] = float(value)
     return flat
