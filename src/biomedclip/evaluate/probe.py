@@ -42,7 +42,7 @@ def cached_features(cache: Path, key: str, compute: Callable[[], tuple[torch.Ten
             stored = torch.load(path, weights_only=True)
             log.info("features from the cache: %s", path)
             return stored["features"], stored["labels"]
-        except Exception as exc:  # noqa: BLE001 (a damaged entry, whatever torch raises, is recomputed)
+        except Exception as exc:  # a damaged entry (whatever torch raises for it) is recomputed
             log.warning("ignoring unreadable cached features %s (%s)", path, exc)
     features, labels = compute()
     buffer = io.BytesIO()
