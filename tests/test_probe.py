@@ -103,6 +103,9 @@ def test_evaluate_probes_a_pcam_benchmark_and_reuses_its_features(tiny_world, tm
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["linear_probe"]["pcam"]["1"]["top1"] == probed["1"]["top1"]
     assert "Linear probes" in (tmp_path / "r.md").read_text()
+    curve = (tmp_path / "plots" / "label_fraction_pcam.csv").read_text().splitlines()
+    assert curve[0] == "fraction,method,top1,top1_std" and curve[1].startswith("0.0,zero-shot,")
+    assert [line.split(",")[0] for line in curve[1:]] == ["0.0", "0.1", "1.0"]
 
     embedded = []
     original = run.embed_images

@@ -223,6 +223,12 @@ def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run
                 for k in params.ks], ["k", "image_to_text", "text_to_image"])
     for name, rows in predictions.items():
         _write_csv(out.plots / f"confusion_{name}.csv", rows, ["actual", "predicted"])
+    for name, fractions in probes.items():  # accuracy against label fraction, zero-shot as the 0% point
+        zero = result["zero_shot"][name]
+        rows = [{"fraction": 0.0, "method": "zero-shot", "top1": zero["top1"], "top1_std": 0.0}]
+        rows += [{"fraction": float(f), "method": "linear probe", "top1": m["top1"], "top1_std": m["top1_std"]}
+                 for f, m in fractions.items() if isinstance(m, dict)]
+        _write_csv(out.plots / f"label_fraction_{name}.csv", rows, ["fraction", "method", "top1", "top1_std"])
     atomic_write_bytes(out.report, report_markdown(result).encode())
     if mlflow_run_id and tracking is not None and tracking.enabled:
         _log_to_mlflow(mlflow_run_id, tracking, result, out)
