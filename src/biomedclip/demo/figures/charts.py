@@ -134,18 +134,19 @@ def heatmap(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
     lo, mi, hi = (np.array(c, dtype=np.float32) for c in (low, mid, high))
     t = values[..., None]
     cells = np.where(t < 0.5, lo + (mi - lo) * (t * 2), mi + (hi - mi) * ((t - 0.5) * 2))
+    left, top = rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.25)  # labels and dendrograms vary in size
     grid = Image.fromarray(cells.astype(np.uint8)).resize(
-        (int(w * 0.72), int(h * 0.78)), Image.Resampling.NEAREST)
+        (int(w * (0.92 - left)), int(h * (0.96 - top))), Image.Resampling.NEAREST)
     img = Image.new("RGB", (w, h), (255, 255, 255))
-    img.paste(grid, (int(w * 0.2), int(h * 0.18)))
+    img.paste(grid, (int(w * left), int(h * top)))
     draw = ImageDraw.Draw(img)
     dendro = rng.random() < 0.7
     if dendro:
         for k in range(min(cols, 12)):
-            x = w * 0.2 + (k + 0.5) * w * 0.72 / min(cols, 12)
-            top = h * (0.03 + 0.12 * rng.random())
-            draw.line([(x, h * 0.17), (x, top)], fill=(0, 0, 0), width=1)
-            draw.line([(x, top), (x + w * 0.06, top)], fill=(0, 0, 0), width=1)
+            x = w * left + (k + 0.5) * w * (0.92 - left) / min(cols, 12)
+            branch = h * top * (0.2 + 0.6 * rng.random())
+            draw.line([(x, h * top - 2), (x, branch)], fill=(0, 0, 0), width=1)
+            draw.line([(x, branch), (x + w * 0.06, branch)], fill=(0, 0, 0), width=1)
     bar = Image.fromarray(np.linspace(hi, lo, 64).astype(np.uint8)[:, None, :].repeat(8, axis=1))
     img.paste(bar.resize((max(4, w // 40), int(h * 0.4))), (int(w * 0.94), int(h * 0.2)))
     return img, {"rows": rows, "cols": cols, "scheme": scheme, "dendrogram": dendro}

@@ -46,6 +46,23 @@ def to_image(arr: np.ndarray) -> Image.Image:
     return img.convert("RGB")
 
 
+def posed(rng: Generator, img: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """The same anatomy as patients lie differently: a random rotation (within 8 degrees), scale
+    (0.8-1.1) and shift (within 10%), the uncovered border filled with `fill`. Without it, every
+    radiograph of a kind shares one layout, and their perceptual hashes collide."""
+    w, h = img.size
+    angle = np.deg2rad(rng.uniform(-8, 8))
+    scale = rng.uniform(0.8, 1.1)
+    dx, dy = rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    cx, cy = w / 2, h / 2  # output pixel (x, y) samples input (a x + b y + c, d x + e y + f)
+    a, b, d, e = cos, sin, -sin, cos
+    c = cx - a * (cx + dx) - b * (cy + dy)
+    f = cy - d * (cx + dx) - e * (cy + dy)
+    return img.transform((w, h), Image.Transform.AFFINE, (a, b, c, d, e, f),
+                         resample=Image.Resampling.BICUBIC, fillcolor=fill)
+
+
 def tint(field: np.ndarray, low: tuple[int, ...], high: tuple[int, ...]) -> np.ndarray:
     """Map a (h, w) field in [0, 1] onto a colour ramp → (h, w, 3)."""
     lo = np.array(low, dtype=np.float32)

@@ -31,11 +31,13 @@ def western_blot(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
     arr = np.asarray(img, dtype=np.float32).copy()
     layer = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(layer)
-    left = w * 0.28
-    lane_w = (w * 0.95 - left) / lanes
-    row_h = h * 0.8 / len(rows)
+    # Blots are cropped by hand: the label column, margins and strip heights differ every time.
+    left, right = w * rng.uniform(0.2, 0.4), w * rng.uniform(0.85, 0.98)
+    top, height = h * rng.uniform(0.03, 0.2), h * rng.uniform(0.55, 0.8)
+    lane_w = (right - left) / lanes
+    row_h = height / len(rows)
     for ri, row in enumerate(rows):
-        y = h * 0.12 + (ri + 0.5) * row_h
+        y = top + (ri + 0.5) * row_h
         for li in range(lanes):
             if row == control or trend == "unchanged":
                 level = 0.75 + 0.15 * rng.random()
@@ -51,7 +53,7 @@ def western_blot(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
     img = to_image(arr)
     text = ImageDraw.Draw(img)
     for ri, row in enumerate(rows):
-        y = h * 0.12 + (ri + 0.5) * row_h
+        y = top + (ri + 0.5) * row_h
         text.text((w * 0.02, y - 6), row, fill=(0, 0, 0), font=font(max(9, min(14, int(row_h / 3)))))
     return img, {"lanes": lanes, "targets": targets, "control": control, "trend": trend}
 

@@ -10,6 +10,7 @@ from biomedclip.demo.figures.drawing import (
     Attrs,
     font,
     pick,
+    posed,
     smooth_field,
     to_image,
 )
@@ -59,7 +60,7 @@ def chest_xray(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
             y = box[1] + rng.random() * (box[3] - box[1])
             r = side * 0.012
             draw.ellipse([x - r, y - r, x + r, y + r], fill=(130, 130, 130))
-    img = img.filter(ImageFilter.GaussianBlur(side / 160))
+    img = posed(rng, img, (40, 40, 40)).filter(ImageFilter.GaussianBlur(side / 160))
     arr = np.asarray(img, dtype=np.float32) + (rng.random((h, w, 1)) - 0.5) * 16
     img = to_image(arr)
     ImageDraw.Draw(img).text((w * 0.04, h * 0.03), "R", fill=(235, 235, 235),
@@ -103,7 +104,7 @@ def ct(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
         r = side * {"mass": 0.09, "nodule": 0.03, "hypodense lesion": 0.06, "hemorrhage": 0.07}[finding]
         shade = {"mass": 150, "nodule": 160, "hypodense lesion": 45, "hemorrhage": 200}[finding]
         draw.ellipse([fx - r, fy - r, fx + r, fy + r], fill=(shade,) * 3)
-    img = img.filter(ImageFilter.GaussianBlur(side / 250))
+    img = posed(rng, img, (0, 0, 0)).filter(ImageFilter.GaussianBlur(side / 250))
     arr = np.asarray(img, dtype=np.float32) + (rng.random((h, w, 1)) - 0.5) * 20
     return to_image(arr), {"region": region, "contrast": contrast, "finding": finding,
                            "side": side_word}
@@ -143,7 +144,7 @@ def mri(rng: Generator, w: int, h: int) -> tuple[Image.Image, Attrs]:
             edema = (lesion + white) // 2
             draw.ellipse([fx - 1.7 * r, fy - 1.5 * r, fx + 1.7 * r, fy + 1.5 * r], fill=(edema,) * 3)
         draw.ellipse([fx - r, fy - r, fx + r, fy + r], fill=(lesion,) * 3)
-    img = img.filter(ImageFilter.GaussianBlur(side / 200))
+    img = posed(rng, img, (5, 5, 5)).filter(ImageFilter.GaussianBlur(side / 200))
     texture = (smooth_field(rng, w, h, 24) - 0.5) * 30
     arr = np.asarray(img, dtype=np.float32) + texture[..., None] + (rng.random((h, w, 1)) - 0.5) * 12
     return to_image(arr), {"sequence": sequence, "finding": finding, "side": side_word}
