@@ -209,12 +209,14 @@ def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
 
 
 def ingest_params(source: Path, out: Path, **changes):
-    """Ingest params writing every output under `out`."""
-    from biomedclip.config import IngestOutputs, IngestParams
+    """Ingest params writing every output under `out`; no decontamination unless `changes` ask
+    for it (tests/test_decontaminate.py: it needs a benchmark hash file)."""
+    from biomedclip.config import DecontaminateParams, IngestOutputs, IngestParams
 
     outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
                             images=out / "images", report=out / "ingest.json",
                             state=out / "state" / "state.sqlite")
+    changes.setdefault("decontaminate", DecontaminateParams(enabled=False))
     return IngestParams(source=str(source), outputs=outputs, **changes)
 
 

@@ -2,7 +2,7 @@
 
 - `split_of`: a function of the PMCID (and the split params) alone, so an article never moves as
   PMC grows; the fractions hold; a bigger train fraction only ever takes articles into train.
-- dedup (`assemble._mark_duplicates` on a real ingest state): the pairs dropped do not depend on
+- dedup (`assemble._mark_rejected_pairs` on a real ingest state): the pairs dropped do not depend on
   the order articles were read, and of each group of duplicates the lowest PMCID's pair is kept.
 - rank metrics: `match_ranks` / `rank_metrics` equal a naive full-matrix reference, exact ties
   included (integer-valued vectors), whatever the chunk size.
@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from biomedclip.config import DedupParams, IngestParams, SplitParams
+from biomedclip.config import DecontaminateParams, DedupParams, IngestParams, SplitParams
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics
-from biomedclip.ingest.assemble import _mark_duplicates
+from biomedclip.ingest.assemble import _mark_rejected_pairs
 from biomedclip.ingest.extract import ArticleResult
 from biomedclip.ingest.images import phash
 from biomedclip.ingest.split import SPLITS, split_of
@@ -113,8 +113,10 @@ def dropped(folder: Path, corpus: dict[int, list], order: list[int]) -> dict[str
     try:
         for number in order:
             state.record([article(number, corpus[number])])
-        _mark_duplicates(state, IngestParams(dedup=DedupParams(near=True, max_distance=4)))
-        return {pair: (reason, of) for pair, reason, of in state.db.execute("SELECT pair_id, reason, of FROM temp.dup")}
+        _mark_rejected_pairs(state, IngestParams(dedup=DedupParams(near=True, max_distance=4),
+                                                  decontaminate=DecontaminateParams(enabled=False)))
+        rows = state.db.execute("SELECT pair_id, reason, detail FROM temp.dup")
+        return {pair: (reason, detail.removeprefix("same image and caption as pair ")) for pair, reason, detail in rows}
     finally:
         state.close()
 

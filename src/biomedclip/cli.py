@@ -199,6 +199,29 @@ def inspect(
     out.print(table)
 
 
+@app.command("benchmark-hashes")
+def benchmark_hashes(ctx: typer.Context) -> None:
+    """Hash every image of every benchmark in `evaluate.benchmarks` (every split) for the ingest's
+    decontamination: pairs whose image is within `ingest.decontaminate.max_distance` pHash bits
+    of one leave the corpus as `benchmark_overlap` rejects.
+
+    Each (benchmark, split) is hashed once per version (its files, labels and classes) and kept in
+    `ingest.decontaminate.cache`; the list is written to `ingest.decontaminate.hashes`.
+    """
+    from biomedclip.ingest.decontaminate import hash_benchmarks
+
+    state: Context = ctx.obj
+    everything = state.params()
+    clean = everything.ingest.decontaminate
+    summary = hash_benchmarks(everything.evaluate.benchmarks, everything.evaluate.s3, clean.hashes, clean.cache)
+    _made_here(everything, "benchmark-hashes", ctx)
+    table = Table("benchmark", "split", "images hashed", title=f"benchmark hashes → {clean.hashes}")
+    for name, splits in summary.items():
+        for split, n in splits.items():
+            table.add_row(name, split, f"{n:,}")
+    out.print(table)
+
+
 @app.command("ingest")
 def ingest(
     ctx: typer.Context,

@@ -204,6 +204,16 @@ class DedupParams(Section):
     max_distance: Annotated[int, Field(ge=0, le=16)] = 4  # Hamming distance of 64-bit pHashes
 
 
+class DecontaminateParams(Section):
+    """Drop corpus pairs whose image is within `max_distance` pHash bits of a benchmark image
+    (`evaluate.benchmarks`, every split), hashed once per benchmark version into `hashes`."""
+
+    enabled: bool = True  # false: nothing is checked (the report says so)
+    max_distance: Annotated[int, Field(ge=0, le=16)] = 4  # Hamming distance of 64-bit pHashes
+    hashes: PathValue = Path("data/benchmark-hashes.parquet")  # written by the benchmark_hashes stage
+    cache: PathValue = Path(".cache/benchmark-hashes")  # per benchmark version (not versioned)
+
+
 class SplitParams(Section):
     """Fractions of articles per split; an article's split is a hash of its PMCID and `salt`."""
 
@@ -241,6 +251,7 @@ class IngestParams(Section):
     caption: CaptionParams = CaptionParams()
     image: ImageParams = ImageParams()
     dedup: DedupParams = DedupParams()
+    decontaminate: DecontaminateParams = DecontaminateParams()
     split: SplitParams = SplitParams()
     batch_size: Annotated[int, Field(ge=1)] = 16  # articles per task
     workers: Annotated[int, Field(ge=1)] = 2

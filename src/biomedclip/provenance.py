@@ -29,7 +29,7 @@ from biomedclip.config import Params
 log = logging.getLogger(__name__)
 
 # The flows whose outputs a registered model is built from, in pipeline order.
-MODEL_INPUT_FLOWS = ("ingest", "validate", "shard", "tokenizer", "train", "evaluate")
+MODEL_INPUT_FLOWS = ("benchmark-hashes", "ingest", "validate", "shard", "tokenizer", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ def stage_outputs(params: Params, flow: str) -> list[str]:
                                             params.train, params.evaluate.outputs)
     paths = {
         "demo-data": [demo.out / demo.name],
+        "benchmark-hashes": [params.ingest.decontaminate.hashes],
         "ingest": [ingest.pairs, ingest.rejects, ingest.images, ingest.report],
         "validate": [params.validate_.outputs.result, params.validate_.outputs.data_docs],
         "shard": [shard.shards, shard.report],

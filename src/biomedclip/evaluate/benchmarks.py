@@ -74,6 +74,12 @@ class Benchmark:
     def images(self) -> Iterator[tuple[Image.Image, int]]:
         """Decoded RGB images with their class index; undecodable ones go to `skipped` (reset
         at each pass, so counts are per pass)."""
+        for _, image, label in self.keyed_images():
+            yield image, label
+
+    def keyed_images(self) -> Iterator[tuple[str, Image.Image, int]]:
+        """(key, decoded RGB image, class index), as `images()`: the key names the image in the
+        benchmark (a file, or PCam's patch index)."""
         self.skipped = []
         reader = self.reader or formats.StoreImages(self.store, MAX_PIXELS)
         read = reader.read(key for key, _ in self.examples)
@@ -81,7 +87,7 @@ class Benchmark:
             if isinstance(image, Exception):
                 self.skipped.append({"key": key, "reason": f"{type(image).__name__}: {image}"})
                 continue
-            yield image, label
+            yield key, image, label
 
 
 def _from_csv(name: str, root: str, store: ObjectStore, declared: list[str] | None, split: str) -> Benchmark:

@@ -1,5 +1,8 @@
-"""From the per-article state to the stage outputs: dedup, split, Parquet, report, image GC.
+"""From the per-article state to the stage outputs: decontamination, dedup, split, Parquet,
+report, image GC.
 
+Pairs whose image is within `decontaminate.max_distance` pHash bits of a benchmark image become
+`benchmark_overlap` rejects naming the benchmark image (`biomedclip.ingest.decontaminate`).
 Exact duplicates (same stored image bytes, same caption) keep the pair of the lowest PMCID and
 become rejects pointing at it; near-duplicates (64-bit pHash within `max_distance`, same caption)
 likewise. The dedup runs inside SQLite (window functions, on-disk sorts), so memory stays flat.
@@ -16,11 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import IngestParams
+from biomedclip.ingest.decontaminate import load_hashes
 from biomedclip.ingest.rejects import LEVEL_OF, Reason
 from biomedclip.ingest.split import SPLITS, split_of
 from biomedclip.ingest.state import IngestState
@@ -43,24 +48,28 @@ REJECTS_SCHEMA = pa.schema([
 ROWS_PER_GROUP = 50_000
 
 
-def _mark_duplicates(state: IngestState, params: IngestParams) -> None:
-    """Fill temp table `dup(pair_id, reason, of)` with the pairs dedup drops."""
+def _mark_rejected_pairs(state: IngestState, params: IngestParams) -> dict[str, Any]:
+    """Fill temp table `dup(pair_id, reason, detail)` with the pairs that leave the corpus at
+    assembly: benchmark overlaps first (so a duplicate of a benchmark image is named for the
+    benchmark, not for its twin), then exact and near duplicates among the rest. Returns the
+    decontamination report."""
     db = state.db
     db.execute("DROP TABLE IF EXISTS temp.dup")
-    db.execute("CREATE TEMP TABLE dup (pair_id TEXT PRIMARY KEY, reason TEXT, of TEXT)")
+    db.execute("CREATE TEMP TABLE dup (pair_id TEXT PRIMARY KEY, reason TEXT, detail TEXT)")
+    decontamination = _mark_overlaps(state, params)
     db.execute("""
         INSERT INTO temp.dup
-        SELECT pair_id, ?, first FROM (
+        SELECT pair_id, ?, 'same image and caption as pair ' || first FROM (
             SELECT p.pair_id,
                    FIRST_VALUE(p.pair_id) OVER w AS first,
                    ROW_NUMBER() OVER w AS rank
             FROM pairs p JOIN articles a ON a.pmcid = p.pmcid
-            WHERE a.seen_run = ?
+            WHERE a.seen_run = ? AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup)
             WINDOW w AS (PARTITION BY p.image_sha256, p.caption_sha256
                          ORDER BY p.number, p.ordinal))
         WHERE rank > 1""", (Reason.DUPLICATE_EXACT.value, state.run))
     if not params.dedup.near:
-        return
+        return decontamination
     limit = params.dedup.max_distance
     group: str | None = None
     kept: list[tuple[int, str]] = []
@@ -77,8 +86,31 @@ def _mark_duplicates(state: IngestState, params: IngestParams) -> None:
         if match is None:
             kept.append((phash, pair))
         else:
-            near.append((pair, Reason.DUPLICATE_NEAR.value, match))
+            near.append((pair, Reason.DUPLICATE_NEAR.value, f"same image and caption as pair {match}"))
     db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", near)
+    return decontamination
+
+
+def _mark_overlaps(state: IngestState, params: IngestParams) -> dict[str, Any]:
+    """Pairs whose image is within `decontaminate.max_distance` bits of a benchmark image."""
+    spec = params.decontaminate
+    if not spec.enabled:
+        return {"enabled": False}
+    hashes = load_hashes(spec.hashes, spec.max_distance)
+    overlaps: Counter[str] = Counter({name: 0 for name in hashes.counts()})
+    cursor = state.db.execute(
+        "SELECT p.pair_id, p.phash FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
+        "ORDER BY p.number, p.ordinal", (state.run,))
+    while chunk := cursor.fetchmany(ROWS_PER_GROUP):
+        rows, distances = hashes.index.nearest(np.array([h for _, h in chunk], dtype=np.int64))
+        found = []
+        for (pair, _), row, distance in zip(chunk, rows.tolist(), distances.tolist(), strict=True):
+            if row >= 0:
+                found.append((pair, Reason.BENCHMARK_OVERLAP.value, hashes.describe(row, distance)))
+                overlaps[hashes.benchmark[row]] += 1
+        state.db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", found)
+    return {"enabled": True, "max_distance": spec.max_distance,
+            "benchmark_images": hashes.counts(), "overlaps": dict(sorted(overlaps.items()))}
 
 
 def _batches(rows: Iterator[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -113,7 +145,7 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     """Write pairs, rejects, the report; drop store images no pair references. Returns the report."""
     out = params.outputs
     db = state.db
-    _mark_duplicates(state, params)
+    decontamination = _mark_rejected_pairs(state, params)
     db.execute("DROP TABLE IF EXISTS temp.kept")
     db.execute("CREATE TEMP TABLE kept (image_key TEXT PRIMARY KEY)")
     # Keep the images of duplicates too: if the pair they duplicate leaves the corpus, they
@@ -142,12 +174,11 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
             rejects[row["reason"]] += 1
             yield row
         cursor = db.execute(
-            "SELECT d.reason, d.of, p.pmcid, p.version, p.fig_id, p.source_uri FROM temp.dup d "
+            "SELECT d.reason, d.detail, p.pmcid, p.version, p.fig_id, p.source_uri FROM temp.dup d "
             "JOIN pairs p ON p.pair_id = d.pair_id ORDER BY p.number, p.ordinal")
-        for reason, of, pmcid, version, fig_id, uri in cursor:
+        for reason, detail, pmcid, version, fig_id, uri in cursor:
             rejects[reason] += 1
-            yield {"level": LEVEL_OF[Reason(reason)], "reason": reason,
-                   "detail": f"same image and caption as pair {of}", "pmcid": pmcid,
+            yield {"level": LEVEL_OF[Reason(reason)], "reason": reason, "detail": detail, "pmcid": pmcid,
                    "version": version, "fig_id": fig_id, "href": "", "source_uri": uri}
 
     total_rejects = _write_parquet(out.rejects, all_rejects(), REJECTS_SCHEMA)
@@ -166,6 +197,7 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
                     "by_reason": {r.value: rejects[r.value] for r in Reason}},
         "reject_rate": round(1 - total_pairs / attempted, 6) if attempted else 0.0,
         "images": {"stored": stored, "removed_unreferenced": removed},
+        "decontamination": decontamination,
     }
     atomic_write_bytes(out.report, (json.dumps(report, indent=2) + "\n").encode())
     # How this run got there (read vs. reused from the state) is for logs and people, not metrics.

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     # Corpus level.
     DUPLICATE_EXACT = "duplicate_exact"  # same image bytes and caption as an earlier pair
     DUPLICATE_NEAR = "duplicate_near"  # perceptually the same image, same caption
+    BENCHMARK_OVERLAP = "benchmark_overlap"  # the image is (nearly) one of an evaluation benchmark's
 
 
 LEVELS = {
@@ -51,7 +52,7 @@ LEVELS = {
                Reason.GRAPHIC_MISSING},
     "image": {Reason.MEDIA_NAME_UNSAFE, Reason.MEDIA_MISSING, Reason.IMAGE_UNREADABLE,
               Reason.IMAGE_TOO_LARGE, Reason.IMAGE_TOO_SMALL},
-    "corpus": {Reason.DUPLICATE_EXACT, Reason.DUPLICATE_NEAR},
+    "corpus": {Reason.DUPLICATE_EXACT, Reason.DUPLICATE_NEAR, Reason.BENCHMARK_OVERLAP},
 }
 LEVEL_OF = {reason: level for level, reasons in LEVELS.items() for reason in reasons}
 

@@ -16,6 +16,13 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("rejects", f"{report['rejects']['total']:,}"),
         ("reject rate (figures, images, dups)", f"{report['reject_rate']:.1%}"),
     ]
+    clean = report.get("decontamination") or {}
+    if clean.get("enabled"):
+        rows += [(f"benchmark overlaps: {name}", f"{n:,} of {clean['benchmark_images'][name]:,} images "
+                                                 f"(pHash within {clean['max_distance']} bits)")
+                 for name, n in clean["overlaps"].items()]
+    else:
+        rows.append(("benchmark overlaps", "not checked (ingest.decontaminate.enabled is false)"))
     return rows
 
 
