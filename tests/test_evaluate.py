@@ -721,3 +721,29 @@ def _count_pairs(rows: list[dict[str, str]]) -> dict[tuple[str, str], int]:
     for row in rows:
         counts[row["actual"], row["predicted"]] = counts.get((row["actual"], row["predicted"]), 0) + 1
     return counts
+
+
+@pytest.mark.unit
+def test_the_papers_numbers_are_shown_apart_only_for_the_papers_own_datasets():
+    """A benchmark with a preset and the preset's own classes is the paper's dataset: its published
+    number is shown, in a table of its own, never in the measured ones; a benchmark that borrows a
+    preset with classes of its own (the demo's) gets none."""
+    from biomedclip.evaluate.run import paper_reference, report_markdown
+
+    params = EvaluateParams(benchmarks=(
+        BenchmarkSpec(name="pcam", path="/data/pcam", preset="pcam"),
+        BenchmarkSpec(name="til", path="/data/til", preset="tcga_til"),
+        BenchmarkSpec(name="demo-pcam", path="/data/demo", preset="pcam", classes={"0": "a", "1": "b"}),
+        BenchmarkSpec(name="mine", path="/data/mine")))
+    references = paper_reference(params)
+    assert references == {"pcam": {"preset": "pcam", "metric": "top1", "value": 73.41},
+                          "til": {"preset": "tcga_til", "metric": "auroc", "value": 67.04}}
+    result = {"model": "m", "split": "test", "ks": [1], "retrieval": {
+        "pairs": 10.0, "chance_recall_at_1": 0.1, **{f"{d}/{m}": 0.5 for d in ("image_to_text", "text_to_image")
+                                                     for m in ("recall_at_1", "median_rank")}},
+        "zero_shot": {"pcam": {"top1": 0.61, "balanced_accuracy": 0.6, "macro_f1": 0.6, "chance_top1": 0.5,
+                               "skipped": 0}}, "model_tests": {}}
+    report = report_markdown({**result, "paper_reference": references})
+    measured, _, reference = report.partition("the paper's published BiomedCLIP (not measured here)")
+    assert "73.41" in reference and "67.04" in reference and "| pcam | 0.610 |" in measured
+    assert "73.41" not in measured
