@@ -94,7 +94,8 @@ def _scores(fitted: tuple[Any, int | None], x: np.ndarray, classes: int) -> torc
     if model is None:
         scores[:, constant] = 0.0
         return torch.from_numpy(scores)
-    scores[:, model.classes_] = model.predict_log_proba(x)
+    with np.errstate(divide="ignore"):  # a probability of exactly 0 is a log of -inf: still the lowest score
+        scores[:, model.classes_] = np.log(model.predict_proba(x))
     return torch.from_numpy(scores)
 
 
