@@ -162,3 +162,16 @@ def test_hashes_are_cached_per_benchmark_version(world, tmp_path, monkeypatch):
     again = hash_benchmarks([spec], S3Params(), tmp_path / "c.parquet", cache)
     assert again == {"figure-types": {"all": 49}}
     assert "images/extra.jpg" in set(pd.read_parquet(tmp_path / "c.parquet").key)
+
+
+def test_every_split_of_a_benchmark_is_hashed_train_included(tmp_path):
+    """Train images leak into scores as surely as test ones (the probes train on them): PCam's
+    three HDF5 splits are all hashed, keyed by patch index."""
+    from biomedclip.demo import write_native
+
+    write_native(tmp_path / "native", seed=0, per_class=2)
+    spec = BenchmarkSpec(name="pcam", path=str(tmp_path / "native" / "pcam"), preset="pcam")
+    summary = hash_benchmarks([spec], S3Params(), tmp_path / "hashes.parquet", tmp_path / "cache")
+    assert summary == {"pcam": {"test": 4, "val": 4, "train": 40}}
+    table = pd.read_parquet(tmp_path / "hashes.parquet")
+    assert sorted(table[table.split == "train"].key.astype(int)) == list(range(40))

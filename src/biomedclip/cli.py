@@ -129,7 +129,8 @@ def demo_data(
                                                     "oa_file_list.csv) here.")] = None,
     corpus: Annotated[bool, typer.Option(help="Write the corpus.")] = True,
     benchmark: Annotated[bool, typer.Option(help="Write the zero-shot benchmark "
-                                            "(demo.benchmark.out/NAME).")] = True,
+                                            "(demo.benchmark.out/NAME) and the paper's benchmarks' "
+                                            "stand-ins in their own formats (demo.benchmark.out/native).")] = True,
     workers: Annotated[int, typer.Option(min=1, help="Processes that draw images.")] = min(2, os.cpu_count() or 1),
     force: Annotated[bool, typer.Option(help="Replace output folders even if demo-data did not "
                                         "write them (never the current folder or its parents).")] = False,
@@ -143,7 +144,7 @@ def demo_data(
     dependencies, so a fresh clone regenerates exactly the version recorded in data.dvc.
     """
     from biomedclip.atomic_io import check_replaceable
-    from biomedclip.demo import generate_benchmark, generate_corpus
+    from biomedclip.demo import generate_benchmark, generate_corpus, write_native
     from biomedclip.demo.corpus import MARKER
 
     state: Context = ctx.obj
@@ -152,6 +153,7 @@ def demo_data(
         check_replaceable(params.out, MARKER, force=force)
     if benchmark:
         check_replaceable(params.benchmark.out / params.benchmark.name, MARKER, force=force)
+        check_replaceable(params.benchmark.native, MARKER, force=force)
     if corpus:
         report = generate_corpus(params, workers=workers, force=force)
         table = Table(title=f"demo corpus → {params.out}", show_header=False)
@@ -167,6 +169,9 @@ def demo_data(
             out.print(f"legacy layout → {params.legacy_out}")
     if benchmark:
         out.print(generate_benchmark(params.benchmark, force=force).summary(), highlight=False)
+        native = write_native(params.benchmark.native, seed=params.benchmark.seed,
+                              per_class=params.benchmark.per_class, force=force)
+        out.print(native.summary(), highlight=False)
         _made_here(state.params(), "demo-data", ctx)
 
 

@@ -118,13 +118,20 @@ class NoiseRates(Section):
 
 
 class BenchmarkParams(Section):
-    """The labelled zero-shot benchmark written beside the demo corpus."""
+    """The labelled zero-shot benchmark written beside the demo corpus, and demo stand-ins of the
+    paper's benchmarks in their own formats (`native`)."""
 
     name: Slug = "pmc-figure-types"
     out: PathValue = Path("data/benchmarks")
     per_class: Annotated[int, Field(ge=1)] = 20
     seed: Annotated[int, Field(ge=0)] = 1
     image_side: SideRange = SideRange(min=160, max=320)
+
+    @property
+    def native(self) -> Path:
+        """Where the paper's benchmarks' demo stand-ins go, in their own formats (PCam HDF5,
+        LC25000 folders, RSNA CSV + DICOM): `out/native/{pcam,lc25000,rsna_pneumonia}`."""
+        return self.out / "native"
 
 
 def _nested(a: Path, b: Path) -> bool:
@@ -442,7 +449,9 @@ class EvaluateParams(Section):
     templates: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] = (
         "this is an image of {}", "{} presented in image", "a photo of {}")
     benchmarks: Annotated[tuple[BenchmarkSpec, ...], Field(strict=False)] = (
-        BenchmarkSpec(name="pmc-figure-types", path="data/benchmarks/pmc-figure-types"),)
+        BenchmarkSpec(name="pmc-figure-types", path="data/benchmarks/pmc-figure-types"),
+        BenchmarkSpec(name="demo-pcam", path="data/benchmarks/native/pcam", preset="pcam",
+                      classes={"0": "H&E histology", "1": "immunohistochemistry"}))
     s3: S3Params = S3Params()
     linear_probe: LinearProbeParams = LinearProbeParams()
     jpeg_quality: Annotated[int, Field(ge=10, le=95)] = 75  # the re-encoding invariance check

@@ -47,7 +47,7 @@ def stage_outputs(params: Params, flow: str) -> list[str]:
     demo, ingest, shard, train, evaluate = (params.demo.benchmark, params.ingest.outputs, params.shard.outputs,
                                             params.train, params.evaluate.outputs)
     paths = {
-        "demo-data": [demo.out / demo.name],
+        "demo-data": [demo.out / demo.name, demo.native],
         "benchmark-hashes": [params.ingest.decontaminate.hashes],
         "ingest": [ingest.pairs, ingest.rejects, ingest.images, ingest.report],
         "validate": [params.validate_.outputs.result, params.validate_.outputs.data_docs],

@@ -2,5 +2,6 @@
 
 from biomedclip.demo.benchmark import BenchmarkReport, generate_benchmark
 from biomedclip.demo.corpus import CorpusReport, generate_corpus
+from biomedclip.demo.native import NativeReport, write_native
 
-__all__ = ["BenchmarkReport", "CorpusReport", "generate_benchmark", "generate_corpus"]
+__all__ = ["BenchmarkReport", "CorpusReport", "NativeReport", "generate_benchmark", "generate_corpus", "write_native"]

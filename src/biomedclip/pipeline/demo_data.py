@@ -1,4 +1,5 @@
-"""Prefect flow `demo-data`: the embedded demo corpus and its zero-shot benchmark.
+"""Prefect flow `demo-data`: the embedded demo corpus, its zero-shot benchmark, and stand-ins of the
+paper's benchmarks in their own formats (PCam HDF5, LC25000 folders, RSNA CSV + DICOM).
 
 DVC runs it as the `demo_benchmark` stage (`--no-corpus`); `biomedclip demo-data` is the same
 work without Prefect, for people at a terminal.
@@ -15,7 +16,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from biomedclip.config import DEFAULT_PARAMS_PATH, BenchmarkParams, DemoParams, load_params
-from biomedclip.demo import generate_benchmark, generate_corpus
+from biomedclip.demo import generate_benchmark, generate_corpus, write_native
 from biomedclip.pipeline.runtime import guarded, record_flow_run
 
 
@@ -29,6 +30,11 @@ def write_benchmark(params: BenchmarkParams) -> str:
     return generate_benchmark(params).summary()
 
 
+@task(name="write-native-benchmarks")
+def write_native_benchmarks(params: BenchmarkParams) -> str:
+    return write_native(params.native, seed=params.seed, per_class=params.per_class).summary()
+
+
 @flow(name="demo-data")
 def demo_data_flow(params_path: Path = DEFAULT_PARAMS_PATH, corpus: bool = True, benchmark: bool = True) -> str:
     params = load_params(params_path)
@@ -37,6 +43,7 @@ def demo_data_flow(params_path: Path = DEFAULT_PARAMS_PATH, corpus: bool = True,
         sections.append(write_corpus(params.demo))
     if benchmark:
         sections.append(write_benchmark(params.demo.benchmark))
+        sections.append(write_native_benchmarks(params.demo.benchmark))
     summary = "\n\n".join(sections)
     create_markdown_artifact(key="demo-data", markdown=summary, description="Demo data written")
     record_flow_run(params, "demo-data")
