@@ -134,7 +134,7 @@ def decontamination_check(hashes: np.ndarray, queries: int, max_distance: int = 
     corpus = rng.integers(-(2**63), 2**63 - 1, size=queries, dtype=np.int64)
     planted = rng.choice(len(hashes), size=queries // 100, replace=False)  # 1% near copies
     copies = hashes[planted].view(np.uint64).copy()
-    for bit in range(3):
+    for _ in range(3):  # up to 3 bits flipped
         copies ^= np.uint64(1) << rng.integers(0, 64, len(copies)).astype(np.uint64)
     corpus[: len(planted)] = copies.view(np.int64)
     start = time.perf_counter()
