@@ -24,7 +24,7 @@ import yaml
 from .conftest import BIN, REPO, clone_project, flow_runs_on, prefect_request, sh
 
 pytestmark = pytest.mark.e2e
-STAGE_FLOWS = {"demo_benchmark": "demo-data", "ingest": "ingest", "validate": "validate", "shard": "shard",
+STAGE_FLOWS = {"demo_benchmark": "demo-data", "benchmark_hashes": "benchmark-hashes", "ingest": "ingest", "validate": "validate", "shard": "shard",
                "tokenizer": "tokenizer", "train": "train", "evaluate": "evaluate", "register": "register"}
 
 
@@ -112,8 +112,8 @@ def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs
     assert "Running stage 'ingest'" not in project("dvc", "repro")
     assert "Running stage 'register'" in neighbour("dvc", "repro")
     a_data, a_model = project.runs[-2], project.runs[-1]
-    assert set(a_data) == {"ingest", "validate", "shard"}
-    assert set(a_model) == {"demo-data", "tokenizer", "train", "evaluate", "register"}
+    assert set(a_data) == {"demo-data", "benchmark-hashes", "ingest", "validate", "shard"}  # decontamination first
+    assert set(a_model) == {"tokenizer", "train", "evaluate", "register"}
     b_made_by = {**neighbour.runs[-2], **neighbour.runs[-1]}
     assert set(b_made_by) == set(STAGE_FLOWS.values())
     made_by = {**a_data, **a_model}
@@ -121,7 +121,7 @@ def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs
     cli = project.run("biomedclip", "lineage", "models:/biomedclip/1", "--json")
     assert cli.returncode == 0, cli.stderr[-3000:]
     shown = json.loads(cli.stdout)
-    model_flows = ("ingest", "validate", "shard", "tokenizer", "train", "evaluate", "register")
+    model_flows = ("benchmark-hashes", "ingest", "validate", "shard", "tokenizer", "train", "evaluate", "register")
     assert shown["flow_runs"] == {flow: made_by[flow] for flow in model_flows}
     assert neighbour.lineage(1)["flow_runs"] == {flow: b_made_by[flow] for flow in model_flows}
     on_server = flow_runs_on(project.api)
@@ -140,7 +140,7 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     made_by = {**project.runs[-2], **project.runs[-1]}
     artifacts = {a["key"] for a in prefect_request(project.api, "POST", "/artifacts/filter", limit=200,
                                                    flow_runs={"id": {"any_": list(made_by.values())}})}
-    assert {"demo-data", "ingest-report", "validation-report", "shard-report", "tokenizer", "train-report",
+    assert {"demo-data", "benchmark-hashes", "ingest-report", "validation-report", "shard-report", "tokenizer", "train-report",
             "evaluation", "registered-model"} <= artifacts
     assert "Data and pipelines are up to date" in project("dvc", "status")
 
@@ -159,7 +159,7 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert project.runs[-1] == {}
     # The data stages reproduce, byte for byte, the outputs the committed dvc.lock records.
     committed, here = (yaml.safe_load(lock.read_text())["stages"] for lock in (REPO / "dvc.lock", root / "dvc.lock"))
-    for stage in ("demo_benchmark", "ingest", "shard", "tokenizer"):
+    for stage in ("demo_benchmark", "benchmark_hashes", "ingest", "shard", "tokenizer"):
         outputs = [{o["path"]: o["md5"] for o in lock[stage]["outs"] if "flow-runs" not in o["path"]}
                    for lock in (committed, here)]
         assert outputs[1] == outputs[0], stage
@@ -195,23 +195,22 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
 
 
 def test_an_evaluation_rerun_alone_is_a_new_version_naming_the_old_runs_of_the_skipped_stages(project):
-    """Only the evaluation changed (its params and its benchmark's size): DVC skips the data and
-    training stages; the new version's lineage names the new evaluate and register runs and, for
-    the rest, the runs that really made them."""
+    """Only the evaluation changed (its ks and templates; not a benchmark's images, which would
+    re-run the decontamination and the ingest after it): DVC skips the data and training stages;
+    the new version's lineage names the new evaluate and register runs and, for the rest, the runs
+    that really made them."""
     params = project.params()
     for section, key in (("shard", "samples_per_shard"), ("ingest", "caption")):  # the last test's edits
         params[section][key] = yaml.safe_load((REPO / "params.yaml").read_text())[section][key]
     params["evaluate"]["ks"] = [1, 5, 10, 20]
-    params["demo"]["benchmark"]["per_class"] = 3
+    params["evaluate"]["templates"] = ["a figure of {}"]
     project.set_params(params)
     before = project.lineage(1)
     output = project("dvc", "repro")
     ran = [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
-    assert ran == ["demo_benchmark", "evaluate", "register"], output[-3000:]
-    labels = project.project / "data" / "benchmarks" / "pmc-figure-types" / "labels.csv"
-    assert len(labels.read_text().splitlines()) == 1 + 16 * 3
-    assert set(project.runs[-1]) == {"demo-data", "evaluate", "register"}
-    new = {flow: run for flow, run in project.runs[-1].items() if flow != "demo-data"}  # not a model input
+    assert ran == ["evaluate", "register"], output[-3000:]
+    new = project.runs[-1]
+    assert set(new) == {"evaluate", "register"}
     registered = json.loads((project.project / "metrics" / "register.json").read_text())
     assert registered["version"] == 2
     chain = project.lineage(2)

@@ -129,8 +129,8 @@ class BenchmarkHashes:
     key: list[str]
 
     def describe(self, row: int, distance: int) -> str:
-        return (f"pHash within {distance} bits of {self.benchmark[row]} image {self.key[row]!r} "
-                f"({self.split[row]} split)")
+        split = "" if self.split[row] == "all" else f" ({self.split[row]} split)"
+        return f"pHash within {distance} bits of {self.benchmark[row]} image {self.key[row]!r}{split}"
 
     def counts(self) -> dict[str, int]:
         """Hashed images per benchmark."""
