@@ -160,7 +160,7 @@ def render_text(el: etree._Element) -> str:
         elif name == "math":
             parts.append(_math_text(child))
         elif name in _BLOCKS:
-            parts += [" ", render_text(child), " "]
+            parts += [" ", _list_item_text(child) if name == "list-item" else render_text(child), " "]
         else:  # inline-formula, disp-formula
             math = next(child.iter("{*}math"), None)
             if math is not None:
@@ -170,6 +170,21 @@ def render_text(el: etree._Element) -> str:
                 parts.append((tex.text or "").strip("$ ") if tex is not None else render_text(child))
         parts.append(child.tail or "")
     return "".join(parts)
+
+
+def _list_item_text(item: etree._Element) -> str:
+    """A <list-item>'s text, led by its <label> as "(B, C) ..." when the label is its first child.
+
+    Some journals write a caption's panels as a list whose labels are the panel letters; dropped
+    like other labels, the letters would be lost to `count_panels` and the panel captions. A label
+    of punctuation only (a bullet) is dropped as before; its own brackets and stops are not doubled.
+    """
+    text = render_text(item)
+    first = next((child for child in item if isinstance(child.tag, str)), None)
+    if first is None or local(first) != "label":
+        return text
+    label = normalise_space(render_text(first)).strip("().:; ")
+    return f"({label}) {text}" if any(c.isalnum() for c in label) else text
 
 
 # Each pattern starts with a literal, so the regex engine skips ahead instead of trying every

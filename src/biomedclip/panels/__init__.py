@@ -1,0 +1,1 @@
+"""Compound figures into panels: boxes (layout) and sub-captions (captions)."""
