@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import click
@@ -181,8 +181,20 @@ def inspect(
                                          "XML, an OAI-PMH GetRecord response, or a publisher .nxml.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the article as JSON (pmcid, pmid, "
                                           "license, figures with caption and graphics).")] = False,
+    panels: Annotated[list[Path] | None, typer.Option(
+        "--panels", exists=True, dir_okay=False, help="A figure image of the article (its file name "
+        "matches a graphic's href): show how it splits into panel pairs. Repeat for several.")] = None,
+    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="With --panels: below this "
+                                                  "layout confidence the figure stays whole.")] = 0.5,
+    panels_out: Annotated[Path | None, typer.Option("--panels-out", file_okay=False, help="With --panels: "
+                                                    "write each image with its panel boxes drawn here.")] = None,
 ) -> None:
-    """Show one article as the ingest sees it: ids, licence, every figure and its caption."""
+    """Show one article as the ingest sees it: ids, licence, every figure and its caption.
+
+    With **--panels IMAGE**, also how that figure would split into panel pairs: the panels found
+    in the image, the caption's shared part and sub-captions, and the pairing (or why the figure
+    stays whole), for debugging a real article.
+    """
     import json
 
     from biomedclip.ingest.jats import JatsError, parse_article
@@ -202,6 +214,52 @@ def inspect(
         table.add_row(fig.fig_id, fig.label, "\n".join(fig.graphics), str(fig.panels),
                       fig.caption or "[red](no caption)[/]")
     out.print(table)
+    for image in panels or ():
+        _show_panels(article, image, min_confidence, panels_out)
+
+
+def _show_panels(article: Any, image: Path, min_confidence: float, out_dir: Path | None) -> None:
+    """`inspect --panels`: one figure image's split into panel pairs, as a table (and a picture)."""
+    from PIL import Image, ImageDraw, UnidentifiedImageError
+
+    from biomedclip.panels.match import split_figure
+
+    stem = PurePosixPath(image.name).stem
+    fig = next((f for f in article.figures if any(PurePosixPath(g).stem == stem for g in f.graphics)), None)
+    if fig is None:
+        known = ", ".join(g for f in article.figures for g in f.graphics) or "none"
+        raise ValueError(f"{image}: no figure of the article has a graphic named {stem!r} (graphics: {known})")
+    try:
+        with Image.open(image) as opened:
+            picture = opened.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"{image}: not an image Pillow can read ({exc})") from None
+    split = split_figure(picture, fig.caption, min_confidence=min_confidence)
+    out.print(f"\n[bold]{fig.fig_id}[/] ({image.name}): layout {split.layout.method}, "
+              f"{len(split.layout.panels)} panel(s), confidence {split.layout.confidence:.2f} "
+              f"({split.layout.reason}); caption style {split.caption.style}", highlight=False)
+    out.print(f"shared: {split.caption.shared or '(nothing)'}", highlight=False)
+    if split.kept_whole:
+        out.print(f"[yellow]kept whole:[/] {split.kept_whole}", highlight=False)
+    table = Table("panel", "letter", "box (x0, y0, x1, y1)", "sub-caption", show_lines=True)
+    for pair in split.panels:
+        own = split.caption.panels.get(pair.letter, "")
+        table.add_row(str(pair.index + 1), pair.letter, ", ".join(f"{v:.2f}" for v in pair.box), own)
+    if split.panels:
+        out.print(table)
+    if out_dir is not None:
+        drawn = picture.copy()
+        draw = ImageDraw.Draw(drawn)
+        colour = (220, 30, 30) if split.panels else (230, 150, 0)
+        for i, panel in enumerate(split.layout.panels):
+            x0, y0, x1, y1 = (round(v * size) for v, size in zip(panel.box, (*drawn.size, *drawn.size), strict=True))
+            draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=3)
+            label = split.panels[i].letter if split.panels else str(i + 1)
+            draw.text((x0 + 6, y0 + 4), label, fill=colour)
+        target = out_dir / f"{stem}.panels.png"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        drawn.save(target)
+        out.print(f"written: {target}", highlight=False)
 
 
 @app.command("benchmark-hashes")

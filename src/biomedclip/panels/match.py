@@ -1,0 +1,66 @@
+"""One compound figure into panel pairs: the image's panels matched to the caption's sub-captions.
+
+`split_figure` runs the two halves (`layout.find_panels` on the image, with the number of panel
+letters the caption names as evidence; `captions.split_caption` on the caption) and pairs them in
+reading order: rows top to bottom, left to right, which is the order journals letter panels in.
+The letters found on the image are evidence of *where* a letter is, not *which* one (no OCR here),
+so the order is the match. A wrong pairing teaches a panel another panel's words, which is worse
+than keeping the figure whole, so the figure stays whole, with the reason, when:
+- the image shows one panel, or the caption names no panels;
+- the caption names its panels by position ("Left:", "Top:") rather than by letter;
+- the image's panel count and the caption's letter count differ;
+- the layout's confidence is below `min_confidence`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from biomedclip.panels.captions import SplitCaption, split_caption
+from biomedclip.panels.layout import Layout, find_panels
+
+
+@dataclass(frozen=True)
+class PanelPair:
+    index: int  # 0-based, reading order
+    letter: str  # the caption's panel letter ("A", "B", ...)
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 normalised to [0, 1] of the figure
+    text: str  # the shared caption and this panel's sub-caption
+
+
+@dataclass(frozen=True)
+class FigureSplit:
+    panels: tuple[PanelPair, ...]  # empty when the figure stays whole
+    confidence: float  # the layout's confidence (0 when there is nothing to pair)
+    kept_whole: str | None  # why the figure stays whole; None when it is split
+    layout: Layout
+    caption: SplitCaption
+
+
+def split_figure(image: Image.Image, caption: str, *, min_confidence: float = 0.5) -> FigureSplit:
+    """The panel pairs of one figure, or the reason it stays whole."""
+    if not 0 <= min_confidence <= 1:
+        raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
+    parts = split_caption(caption)
+    letters = [key for key in parts.panels if len(key) == 1]
+    layout = find_panels(image, expected=len(letters) or None)
+
+    def whole(reason: str) -> FigureSplit:
+        return FigureSplit((), layout.confidence if len(layout.panels) > 1 else 0.0, reason, layout, parts)
+
+    if parts.style == "none":
+        return whole("the caption names no panels")
+    if not letters:
+        return whole(f"the caption names its panels by position ({', '.join(parts.panels)}), not by letter")
+    if len(layout.panels) < 2:
+        return whole(f"the image shows one panel ({layout.reason})")
+    if len(layout.panels) != len(letters):
+        return whole(f"the image shows {len(layout.panels)} panels, the caption names {len(letters)} "
+                     f"({', '.join(letters)})")
+    if layout.confidence < min_confidence:
+        return whole(f"layout confidence {layout.confidence:.2f} < {min_confidence:.2f} ({layout.reason})")
+    pairs = tuple(PanelPair(i, letter, panel.box, parts.text_for(letter))
+                  for i, (letter, panel) in enumerate(zip(letters, layout.panels, strict=True)))
+    return FigureSplit(pairs, layout.confidence, None, layout, parts)
