@@ -97,7 +97,8 @@ def _mark_overlaps(state: IngestState, params: IngestParams) -> dict[str, Any]:
     if not spec.enabled:
         return {"enabled": False}
     hashes = load_hashes(spec.hashes, spec.max_distance)
-    overlaps: Counter[str] = Counter({name: 0 for name in hashes.counts()})
+    images = hashes.counts()
+    overlaps: Counter[str] = Counter(dict.fromkeys(images, 0))
     cursor = state.db.execute(
         "SELECT p.pair_id, p.phash FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
         "ORDER BY p.number, p.ordinal", (state.run,))
@@ -110,7 +111,7 @@ def _mark_overlaps(state: IngestState, params: IngestParams) -> dict[str, Any]:
                 overlaps[hashes.benchmark[row]] += 1
         state.db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", found)
     return {"enabled": True, "max_distance": spec.max_distance,
-            "benchmark_images": hashes.counts(), "overlaps": dict(sorted(overlaps.items()))}
+            "benchmark_images": images, "overlaps": dict(sorted(overlaps.items()))}
 
 
 def _batches(rows: Iterator[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

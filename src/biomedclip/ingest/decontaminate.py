@@ -21,6 +21,7 @@ tested on images it has seen. PMC-CLIP removed them; the BiomedCLIP paper does n
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -133,9 +134,8 @@ class BenchmarkHashes:
         return f"pHash within {distance} bits of {self.benchmark[row]} image {self.key[row]!r}{split}"
 
     def counts(self) -> dict[str, int]:
-        """Hashed images per benchmark."""
-        names, n = np.unique(np.array(self.benchmark, dtype=object), return_counts=True)
-        return {str(name): int(count) for name, count in zip(names, n, strict=True)}
+        """Hashed images per benchmark, by name."""
+        return dict(sorted(Counter(self.benchmark).items()))
 
 
 def load_hashes(path: Path, max_distance: int) -> BenchmarkHashes:
