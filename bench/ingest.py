@@ -39,7 +39,9 @@ from pathlib import Path
 from biomedclip.ingest.run import run_ingest
 source, out = Path(sys.argv[1]), Path(sys.argv[2])
 outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
-                        images=out / "images", report=out / "ingest.json", state=out / "state.sqlite")
+                        images=out / "images", panels=out / "panels.parquet",
+                        panel_examples=out / "panel-examples", report=out / "ingest.json",
+                        state=out / "state.sqlite")
 start = time.perf_counter()
 report = run_ingest(IngestParams(source=str(source), outputs=outputs))
 print(json.dumps({"seconds": time.perf_counter() - start, "graphics": report["graphics"],

@@ -214,7 +214,8 @@ def ingest_params(source: Path, out: Path, **changes):
     from biomedclip.config import DecontaminateParams, IngestOutputs, IngestParams
 
     outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
-                            images=out / "images", report=out / "ingest.json",
+                            images=out / "images", panels=out / "panels.parquet",
+                            panel_examples=out / "panel-examples", report=out / "ingest.json",
                             state=out / "state" / "state.sqlite")
     changes.setdefault("decontaminate", DecontaminateParams(enabled=False))
     return IngestParams(source=str(source), outputs=outputs, **changes)

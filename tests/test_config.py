@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from biomedclip.config import ConfigError, DemoParams, Params, load_params, override
+from biomedclip.config import ConfigError, DemoParams, Params, demo_defaults, load_params, override
 
 from .conftest import REPO
 
@@ -22,7 +22,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_repository_params_file_is_valid_and_matches_the_defaults():
     params = load_params(REPO / "params.yaml")
-    assert params == Params(), "params.yaml and the defaults in config.py drifted apart"
+    assert params == demo_defaults(), "params.yaml and the defaults in config.py drifted apart"
+    # The demo's switches are off in the library: a params file without them gets them off.
+    assert params != Params() and not Params().ingest.panels.enabled and Params().shard.unit == "figure"
 
 
 def test_unknown_key_is_named_with_the_file(tmp_path):

@@ -154,11 +154,12 @@ def test_dvc_repro_against_the_services_keeps_every_record_on_them(pipeline, top
     out = tmp_path / "threads"
     reference = ingest.model_copy(update={"outputs": IngestOutputs(
         pairs=out / "pairs.parquet", rejects=out / "rejects.parquet", images=out / "images",
-        report=out / "ingest.json", state=out / "state.sqlite")})
+        panels=out / "panels.parquet", panel_examples=out / "panel-examples", report=out / "ingest.json",
+        state=out / "state.sqlite")})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(project)  # the source, data/raw, as the stage saw it (source_uri names it)
         run_ingest(reference)
-    for name in ("pairs", "rejects"):
+    for name in ("pairs", "rejects", "panels"):
         pd.testing.assert_frame_equal(pd.read_parquet(project / getattr(ingest.outputs, name)),
                                       pd.read_parquet(getattr(reference.outputs, name)))
 

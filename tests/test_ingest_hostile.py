@@ -562,8 +562,8 @@ def test_nothing_is_written_outside_the_output_folder(run):
         assert not canary.exists()
         assert not list(run.root.rglob(canary.name))
     assert not list(run.root.rglob("backslash.txt"))
-    assert {p.name for p in run.out.iterdir()} == {"pairs.parquet", "rejects.parquet", "images",
-                                                   "ingest.json", "state"}
+    assert {p.name for p in run.out.iterdir()} == {"pairs.parquet", "rejects.parquet", "panels.parquet",
+                                                   "images", "ingest.json", "state"}
 
 
 def test_the_report_counts_exactly_the_rows_of_the_tables(run):
@@ -573,7 +573,7 @@ def test_the_report_counts_exactly_the_rows_of_the_tables(run):
     assert report["rejects"]["total"] == len(rejects)
     levels = Counter(rejects.level)
     assert report["rejects"]["by_level"] == {lv: levels.get(lv, 0)
-                                             for lv in ("article", "corpus", "figure", "image")}
+                                             for lv in ("article", "corpus", "figure", "image", "panel")}
     assert report["pairs"]["total"] == len(run.pairs)
     written = json.loads((run.out / "ingest.json").read_text())
     assert written["rejects"] == report["rejects"] and written["pairs"] == report["pairs"]

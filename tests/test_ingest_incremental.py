@@ -145,5 +145,5 @@ def test_a_change_to_the_extraction_code_reprocesses_every_article(tmp_path, mon
     params = ingest_params(corpus, tmp_path / "out")
     run_ingest(params)
     assert run_ingest(params)["articles"]["processed"] == 0
-    monkeypatch.setattr(state, "code_digest", lambda: "a different jats.py")
+    monkeypatch.setattr(state, "code_digest", lambda panels=False: "a different jats.py")
     assert run_ingest(params)["articles"]["processed"] == 6

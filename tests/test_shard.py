@@ -167,7 +167,7 @@ def test_every_pair_round_trips_through_the_shards_of_its_split(manifests, which
         assert sizes == {Path(e["path"]).name: e["samples"] for e in entries}
         assert [e["samples"] for e in entries] == [min(PER, count - i * PER) for i in range(len(entries))]
         assert manifest["splits"][split]["samples"] == count
-        assert report[split] == {"samples": count, "shards": len(entries),
+        assert report[split] == {"samples": count, "figures": count, "panels": 0, "shards": len(entries),
                                  "bytes": sum(e["bytes"] for e in entries)}
         for entry in entries:
             path = root / entry["path"]

@@ -221,6 +221,16 @@ class DecontaminateParams(Section):
     cache: PathValue = Path(".cache/benchmark-hashes")  # per benchmark version (not versioned)
 
 
+class PanelParams(Section):
+    """Compound figures into panel pairs (`biomedclip.panels`, README "Panels"): each kept figure
+    whose caption names panels by letter and whose image shows as many is cut into panel crops,
+    each paired with the shared caption and its own sub-caption; any doubt keeps it whole."""
+
+    enabled: bool = False  # the demo turns it on (params.yaml)
+    min_confidence: Rate = 0.5  # below: the figure stays whole (a wrong split is worse than none)
+    max_words: Annotated[int, Field(ge=16)] = 180  # a panel's text: the shared part is cut first
+
+
 class SplitParams(Section):
     """Fractions of articles per split; an article's split is a hash of its PMCID and `salt`."""
 
@@ -241,6 +251,8 @@ class IngestOutputs(Section):
     pairs: PathValue = Path("data/ingest/pairs.parquet")
     rejects: PathValue = Path("data/ingest/rejects.parquet")
     images: PathValue = Path("data/ingest/images")
+    panels: PathValue = Path("data/ingest/panels.parquet")  # one row per panel (empty when off)
+    panel_examples: PathValue = Path("reports/panels")  # a page of example splits, for people
     report: PathValue = Path("metrics/ingest.json")
     state: PathValue = Path("data/ingest-state/state.sqlite")
 
@@ -259,6 +271,7 @@ class IngestParams(Section):
     image: ImageParams = ImageParams()
     dedup: DedupParams = DedupParams()
     decontaminate: DecontaminateParams = DecontaminateParams()
+    panels: PanelParams = PanelParams()
     split: SplitParams = SplitParams()
     batch_size: Annotated[int, Field(ge=1)] = 16  # articles per task
     workers: Annotated[int, Field(ge=1)] = 2
@@ -276,6 +289,13 @@ class ValidateOutputs(Section):
     data_docs: PathValue = Path("reports/validation")  # Great Expectations Data Docs (HTML)
 
 
+class PanelChecks(Section):
+    """Bounds on the panel table (with ingest.panels.enabled)."""
+
+    max_overlap: Rate = 0.05  # of the smaller box: how much two panels of a figure may share
+    per_figure: IntRange = IntRange(min=2, max=16)  # panels of one split figure
+
+
 class ValidateParams(Section):
     """`biomedclip validate`: the quality gate between ingest and shard.
 
@@ -291,6 +311,7 @@ class ValidateParams(Section):
     figures_per_article_median: MedianRange = MedianRange(min=1, max=15)
     warn_only: Annotated[tuple[str, ...], Field(strict=False)] = (
         "caption_words_median", "figures_per_article_median")  # reported, never fatal
+    panels: PanelChecks = PanelChecks()
     batch_rows: Annotated[int, Field(ge=1000)] = 50_000  # manifest rows staged per batch
     outputs: ValidateOutputs = ValidateOutputs()
 
@@ -315,6 +336,9 @@ class ShardParams(Section):
 
     samples_per_shard: Annotated[int, Field(ge=1)] = 256  # PMC-15M: 10000 (about 1 GB a shard)
     seed: Annotated[int, Field(ge=0)] = 0  # the train order's shuffle
+    # What a sample is: whole figures (PMC-15M); panel pairs where the ingest split a figure and
+    # the figure where it did not; or both (needs ingest.panels.enabled for any panels).
+    unit: Literal["figure", "panel", "both"] = "figure"
     outputs: ShardOutputs = ShardOutputs()
 
     @model_validator(mode="after")
@@ -566,6 +590,23 @@ class Params(Section):
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     retrain: RetrainParams = RetrainParams()
     pipeline: PipelineParams = PipelineParams()
+
+
+# What the embedded demo's params.yaml turns on that the library leaves off (a new feature is
+# off for everyone else until it has proved itself): params.yaml is the defaults plus these.
+DEMO_SWITCHES: dict[str, Any] = {"ingest.panels.enabled": True, "shard.unit": "both"}
+
+
+def demo_defaults() -> Params:
+    """The defaults with `DEMO_SWITCHES` applied: what the repository's params.yaml holds."""
+    data = Params().model_dump(by_alias=True)
+    for dotted, value in DEMO_SWITCHES.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return Params.model_validate(data, strict=False)
 
 
 S = TypeVar("S", bound=Section)

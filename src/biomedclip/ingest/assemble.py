@@ -1,12 +1,15 @@
 """From the per-article state to the stage outputs: decontamination, dedup, split, Parquet,
 report, image GC.
 
-Pairs whose image is within `decontaminate.max_distance` pHash bits of a benchmark image become
-`benchmark_overlap` rejects naming the benchmark image (`biomedclip.ingest.decontaminate`).
-Exact duplicates (same stored image bytes, same caption) keep the pair of the lowest PMCID and
-become rejects pointing at it; near-duplicates (64-bit pHash within `max_distance`, same caption)
-likewise. The dedup runs inside SQLite (window functions, on-disk sorts), so memory stays flat.
-Outputs are written to temp files and renamed into place.
+Pairs whose image, or any of whose panel crops, is within `decontaminate.max_distance` pHash bits
+of a benchmark image become `benchmark_overlap` rejects naming the benchmark image
+(`biomedclip.ingest.decontaminate`): a benchmark image shown as panel C of a compound figure is
+caught too. Exact duplicates (same stored image bytes, same caption) keep the pair of the lowest
+PMCID and become rejects pointing at it; near-duplicates (64-bit pHash within `max_distance`, same
+caption) likewise. Panels exist only for kept pairs, and are deduplicated among themselves the
+same way (same crop and text: `panel_duplicate_*`). The dedup runs inside SQLite (window
+functions, on-disk sorts), so memory stays flat. Outputs are written to temp files and renamed
+into place.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import pyarrow.parquet as pq
 
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import IngestParams
-from biomedclip.ingest.decontaminate import load_hashes
-from biomedclip.ingest.rejects import LEVEL_OF, Reason
+from biomedclip.ingest.decontaminate import BenchmarkHashes, load_hashes
+from biomedclip.ingest.panel_examples import write_examples
+from biomedclip.ingest.panels import OUTCOMES, PANEL_COLUMNS, SPLIT
+from biomedclip.ingest.rejects import LEVEL_OF, LEVELS, Reason
 from biomedclip.ingest.split import SPLITS, split_of
 from biomedclip.ingest.state import IngestState
 
@@ -45,7 +50,38 @@ REJECTS_SCHEMA = pa.schema([
     ("pmcid", pa.string()), ("version", pa.int32()), ("fig_id", pa.string()),
     ("href", pa.string()), ("source_uri", pa.string()),
 ])
+PANELS_SCHEMA = pa.schema([
+    ("panel_id", pa.string()), ("pair_id", pa.string()), ("pmcid", pa.string()),
+    ("split", pa.string()), ("panel_index", pa.int16()), ("letter", pa.string()),
+    ("x0", pa.float32()), ("y0", pa.float32()), ("x1", pa.float32()), ("y1", pa.float32()),
+    ("subcaption", pa.string()), ("text", pa.string()), ("confidence", pa.float32()),
+    ("method", pa.string()), ("image_key", pa.string()), ("image_sha256", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("phash", pa.int64()),
+])
 ROWS_PER_GROUP = 50_000
+SEEN_PAIRS = "SELECT p.* FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ?"
+KEPT_PANELS = """
+    SELECT q.*, p.number, p.ordinal FROM panels q JOIN pairs p ON p.pair_id = q.pair_id
+    JOIN articles a ON a.pmcid = p.pmcid
+    WHERE a.seen_run = ? AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup)"""
+
+
+def _near_duplicates(rows: Any, limit: int, reason: Reason, what: str) -> list[tuple[str, str, str]]:
+    """Rows `(group, phash, id)` sorted by group then precedence: within a group (the same text),
+    an image within `limit` bits of an earlier kept one is its duplicate. Groups are small (the
+    same caption is rare), so each member is compared with the group's kept ones."""
+    group: str | None = None
+    kept: list[tuple[int, str]] = []
+    near: list[tuple[str, str, str]] = []
+    for key, phash, row_id in rows:
+        if key != group:
+            group, kept = key, []
+        match = next((first for h, first in kept if (h ^ phash).bit_count() <= limit), None)
+        if match is None:
+            kept.append((phash, row_id))
+        else:
+            near.append((row_id, reason.value, f"same image and {what} as {match}"))
+    return near
 
 
 def _mark_rejected_pairs(state: IngestState, params: IngestParams) -> dict[str, Any]:
@@ -68,27 +104,38 @@ def _mark_rejected_pairs(state: IngestState, params: IngestParams) -> dict[str, 
             WINDOW w AS (PARTITION BY p.image_sha256, p.caption_sha256
                          ORDER BY p.number, p.ordinal))
         WHERE rank > 1""", (Reason.DUPLICATE_EXACT.value, state.run))
-    if not params.dedup.near:
-        return decontamination
-    limit = params.dedup.max_distance
-    group: str | None = None
-    kept: list[tuple[int, str]] = []
-    near: list[tuple[str, str, str]] = []
-    rows = db.execute("""
-        SELECT p.caption_sha256, p.phash, p.pair_id FROM pairs p
-        JOIN articles a ON a.pmcid = p.pmcid
-        WHERE a.seen_run = ? AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup)
-        ORDER BY p.caption_sha256, p.number, p.ordinal""", (state.run,))
-    for caption, phash, pair in rows:  # pairs sharing a caption are few: compare them all
-        if caption != group:
-            group, kept = caption, []
-        match = next((first for h, first in kept if (h ^ phash).bit_count() <= limit), None)
-        if match is None:
-            kept.append((phash, pair))
-        else:
-            near.append((pair, Reason.DUPLICATE_NEAR.value, f"same image and caption as pair {match}"))
-    db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", near)
+    if params.dedup.near:
+        rows = db.execute("""
+            SELECT p.caption_sha256, p.phash, p.pair_id FROM pairs p
+            JOIN articles a ON a.pmcid = p.pmcid
+            WHERE a.seen_run = ? AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup)
+            ORDER BY p.caption_sha256, p.number, p.ordinal""", (state.run,))
+        near = _near_duplicates(rows, params.dedup.max_distance, Reason.DUPLICATE_NEAR, "caption as pair")
+        db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", near)
     return decontamination
+
+
+def _mark_panel_duplicates(state: IngestState, params: IngestParams) -> None:
+    """Fill temp table `panel_dup(panel_id, reason, detail)`: panels of kept pairs with the same
+    crop and text as an earlier one (two figures reusing a panel), exact then near."""
+    db = state.db
+    db.execute("DROP TABLE IF EXISTS temp.panel_dup")
+    db.execute("CREATE TEMP TABLE panel_dup (panel_id TEXT PRIMARY KEY, reason TEXT, detail TEXT)")
+    db.execute(f"""
+        INSERT INTO temp.panel_dup
+        SELECT panel_id, ?, 'same crop and text as panel ' || first FROM (
+            SELECT panel_id, FIRST_VALUE(panel_id) OVER w AS first, ROW_NUMBER() OVER w AS rank
+            FROM ({KEPT_PANELS})
+            WINDOW w AS (PARTITION BY image_sha256, text ORDER BY number, ordinal, panel_index))
+        WHERE rank > 1""", (Reason.PANEL_DUPLICATE_EXACT.value, state.run))
+    if params.dedup.near:
+        rows = db.execute(f"""
+            SELECT text, phash, panel_id FROM ({KEPT_PANELS})
+            WHERE panel_id NOT IN (SELECT panel_id FROM temp.panel_dup)
+            ORDER BY text, number, ordinal, panel_index""", (state.run,))
+        near = _near_duplicates(rows, params.dedup.max_distance, Reason.PANEL_DUPLICATE_NEAR,
+                                "text as panel")
+        db.executemany("INSERT INTO temp.panel_dup VALUES (?,?,?)", near)
 
 
 def _mark_overlaps(state: IngestState, params: IngestParams) -> dict[str, Any]:
@@ -99,19 +146,28 @@ def _mark_overlaps(state: IngestState, params: IngestParams) -> dict[str, Any]:
     hashes = load_hashes(spec.hashes, spec.max_distance)
     images = hashes.counts()
     overlaps: Counter[str] = Counter(dict.fromkeys(images, 0))
-    cursor = state.db.execute(
-        "SELECT p.pair_id, p.phash FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
-        "ORDER BY p.number, p.ordinal", (state.run,))
-    while chunk := cursor.fetchmany(ROWS_PER_GROUP):
-        rows, distances = hashes.index.nearest(np.array([h for _, h in chunk], dtype=np.int64))
-        found = []
-        for (pair, _), row, distance in zip(chunk, rows.tolist(), distances.tolist(), strict=True):
-            if row >= 0:
-                found.append((pair, Reason.BENCHMARK_OVERLAP.value, hashes.describe(row, distance)))
-                overlaps[hashes.benchmark[row]] += 1
-        state.db.executemany("INSERT INTO temp.dup VALUES (?,?,?)", found)
+    _overlapping(state, hashes, overlaps, "SELECT p.pair_id, p.phash, '' FROM pairs p JOIN articles a "
+                 "ON a.pmcid = p.pmcid WHERE a.seen_run = ? ORDER BY p.number, p.ordinal")
+    # A figure one of whose panels is a benchmark image leaves with it (the figure shows it too).
+    _overlapping(state, hashes, overlaps, "SELECT q.pair_id, q.phash, 'panel ' || q.letter || ': ' "
+                 "FROM panels q JOIN pairs p ON p.pair_id = q.pair_id JOIN articles a ON a.pmcid = p.pmcid "
+                 "WHERE a.seen_run = ? ORDER BY p.number, p.ordinal, q.panel_index")
     return {"enabled": True, "max_distance": spec.max_distance,
             "benchmark_images": images, "overlaps": dict(sorted(overlaps.items()))}
+
+
+def _overlapping(state: IngestState, hashes: BenchmarkHashes, overlaps: Counter[str], query: str) -> None:
+    """Insert into temp.dup the pairs of `query`'s rows `(pair_id, phash, detail prefix)` that
+    match a benchmark image, counting them per benchmark; a pair already there keeps its reason."""
+    cursor = state.db.execute(query, (state.run,))
+    while chunk := cursor.fetchmany(ROWS_PER_GROUP):
+        rows, distances = hashes.index.nearest(np.array([h for _, h, _ in chunk], dtype=np.int64))
+        for (pair, _, prefix), row, distance in zip(chunk, rows.tolist(), distances.tolist(), strict=True):
+            if row < 0:
+                continue
+            added = state.db.execute("INSERT OR IGNORE INTO temp.dup VALUES (?,?,?)", (
+                pair, Reason.BENCHMARK_OVERLAP.value, prefix + hashes.describe(row, distance))).rowcount
+            overlaps[hashes.benchmark[row]] += added
 
 
 def _batches(rows: Iterator[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -143,31 +199,48 @@ def _write_parquet(path: Path, rows: Iterator[dict[str, Any]], schema: pa.Schema
 
 
 def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -> dict[str, Any]:
-    """Write pairs, rejects, the report; drop store images no pair references. Returns the report."""
+    """Write pairs, panels, rejects, the report (and the panel examples page); drop store images
+    nothing references. Returns the report."""
     out = params.outputs
     db = state.db
     decontamination = _mark_rejected_pairs(state, params)
+    _mark_panel_duplicates(state, params)
     db.execute("DROP TABLE IF EXISTS temp.kept")
     db.execute("CREATE TEMP TABLE kept (image_key TEXT PRIMARY KEY)")
-    # Keep the images of duplicates too: if the pair they duplicate leaves the corpus, they
-    # are back in the manifest without their article being read again.
+    # Keep the images of duplicates too (of pairs and their panels): if the pair they duplicate
+    # leaves the corpus, they are back in the manifest without their article being read again.
     db.execute("INSERT INTO temp.kept SELECT DISTINCT p.image_key FROM pairs p JOIN articles a "
                "ON a.pmcid = p.pmcid WHERE a.seen_run = ?", (state.run,))
+    db.execute("INSERT OR IGNORE INTO temp.kept SELECT DISTINCT q.image_key FROM panels q JOIN articles a "
+               "ON a.pmcid = q.pmcid WHERE a.seen_run = ?", (state.run,))
     splits: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
 
     def kept_pairs() -> Iterator[dict[str, Any]]:
-        cursor = db.execute(
-            "SELECT p.* FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
-            "AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup) ORDER BY p.number, p.ordinal",
-            (state.run,))
+        cursor = db.execute(f"{SEEN_PAIRS} AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup) "
+                            "ORDER BY p.number, p.ordinal", (state.run,))
         names = [d[0] for d in cursor.description]
         for values in cursor:
             pair = dict(zip(names, values, strict=True))
             pair["split"] = split_of(pair["pmcid"], params.split)
             splits[pair["split"]] += 1
+            outcomes[pair["panel_status"]] += 1
             yield pair
 
     total_pairs = _write_parquet(out.pairs, kept_pairs(), PAIRS_SCHEMA)
+    panel_splits: Counter[str] = Counter()
+
+    def kept_panels() -> Iterator[dict[str, Any]]:
+        cursor = db.execute(f"SELECT {', '.join(PANEL_COLUMNS)}, pmcid FROM ({KEPT_PANELS}) "
+                            "WHERE panel_id NOT IN (SELECT panel_id FROM temp.panel_dup) "
+                            "ORDER BY number, ordinal, panel_index", (state.run,))
+        for values in cursor:
+            panel = dict(zip((*PANEL_COLUMNS, "pmcid"), values, strict=True))
+            panel["split"] = split_of(panel["pmcid"], params.split)
+            panel_splits[panel["split"]] += 1
+            yield panel
+
+    total_panels = _write_parquet(out.panels, kept_panels(), PANELS_SCHEMA)
     rejects: Counter[str] = Counter()
 
     def all_rejects() -> Iterator[dict[str, Any]]:
@@ -177,6 +250,10 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
         cursor = db.execute(
             "SELECT d.reason, d.detail, p.pmcid, p.version, p.fig_id, p.source_uri FROM temp.dup d "
             "JOIN pairs p ON p.pair_id = d.pair_id ORDER BY p.number, p.ordinal")
+        cursor = _chain(cursor, db.execute(
+            "SELECT d.reason, 'panel ' || q.letter || ' (' || q.panel_id || '): ' || d.detail, p.pmcid, "
+            "p.version, p.fig_id, p.source_uri FROM temp.panel_dup d JOIN panels q ON q.panel_id = d.panel_id "
+            "JOIN pairs p ON p.pair_id = q.pair_id ORDER BY p.number, p.ordinal, q.panel_index"))
         for reason, detail, pmcid, version, fig_id, uri in cursor:
             rejects[reason] += 1
             yield {"level": LEVEL_OF[Reason(reason)], "reason": reason, "detail": detail, "pmcid": pmcid,
@@ -185,7 +262,7 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     total_rejects = _write_parquet(out.rejects, all_rejects(), REJECTS_SCHEMA)
     stored, removed = _collect_garbage(out.images, db)
     totals = state.totals()
-    by_level = Counter({level: 0 for level in ("article", "figure", "image", "corpus")})
+    by_level = Counter(dict.fromkeys(LEVELS, 0))
     for reason, n in rejects.items():
         by_level[LEVEL_OF[Reason(reason)]] += n
     attempted = total_pairs + by_level["figure"] + by_level["image"] + by_level["corpus"]
@@ -199,11 +276,36 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
         "reject_rate": round(1 - total_pairs / attempted, 6) if attempted else 0.0,
         "images": {"stored": stored, "removed_unreferenced": removed},
         "decontamination": decontamination,
+        "panels": _panel_report(params, outcomes, total_panels, panel_splits, by_level["panel"]),
     }
+    if params.panels.enabled:
+        write_examples(out.panels, out.pairs, out.images, out.panel_examples, report["panels"])
     atomic_write_bytes(out.report, (json.dumps(report, indent=2) + "\n").encode())
     # How this run got there (read vs. reused from the state) is for logs and people, not metrics.
     report["articles"] |= {"processed": counts["processed"], "unchanged": counts["unchanged"]}
     return report
+
+
+def _chain(*cursors: Any) -> Iterator[Any]:
+    for cursor in cursors:
+        yield from cursor
+
+
+def _panel_report(params: IngestParams, outcomes: Counter[str], panels: int, splits: Counter[str],
+                  duplicates: int) -> dict[str, Any]:
+    """What became of the kept figures: split (into how many panel pairs) or kept whole, why."""
+    if not params.panels.enabled:
+        return {"enabled": False}
+    split = outcomes[SPLIT]
+    return {
+        "enabled": True, "min_confidence": params.panels.min_confidence,
+        "figures": sum(outcomes.values()),
+        "captions_naming_panels": sum(outcomes.values()) - outcomes["no_panel_markers"],
+        "split": split, "panels": panels, **{s: splits[s] for s in SPLITS},
+        "panels_per_split_figure": round((panels + duplicates) / split, 3) if split else 0.0,
+        "duplicates_dropped": duplicates,
+        "kept_whole": {code: outcomes[code] for code in OUTCOMES if code != SPLIT},
+    }
 
 
 def _collect_garbage(root: Path, db: Any) -> tuple[int, int]:

@@ -3,7 +3,8 @@
 Reads the newest version of an article (older versions are recorded as superseded), applies the
 article-level checks (metadata, retraction, licence, XML), then per figure the caption checks,
 then per graphic the media match (by stem: PMC's hrefs carry no extension) and the image checks.
-Images that pass are written to the content-addressed image store; everything else becomes a
+Images that pass are written to the content-addressed image store (and, with
+`ingest.panels.enabled`, cut into panel pairs: `ingest.panels`); everything else becomes a
 `Reject`. Nothing here raises for bad input.
 """
 
@@ -17,8 +18,15 @@ from typing import Any
 
 from biomedclip.config import IngestParams
 from biomedclip.ingest import licenses
-from biomedclip.ingest.images import IMAGE_SUFFIXES, ImageRejected, ImageStore, normalise_image
+from biomedclip.ingest.images import (
+    IMAGE_SUFFIXES,
+    ImageRejected,
+    ImageStore,
+    decode_image,
+    encode_image,
+)
 from biomedclip.ingest.jats import Figure, parse_article
+from biomedclip.ingest.panels import split_panels
 from biomedclip.ingest.rejects import Reason, Reject, Rejected
 from biomedclip.ingest.sources import ArticleFiles, VersionRef, read_version
 from biomedclip.storage import MissingObject, ObjectStore, UnsafeKey
@@ -36,6 +44,7 @@ class ArticleResult:
     digest: str
     source_uri: str
     pairs: list[dict[str, Any]] = field(default_factory=list)
+    panels: list[dict[str, Any]] = field(default_factory=list)  # with ingest.panels.enabled
     rejects: list[Reject] = field(default_factory=list)
     figures: int = 0
     graphics: int = 0
@@ -161,7 +170,7 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
             continue
         uri = f"{result.source_uri}/{name}" if params.layout == "opendata" else f"{result.source_uri}#{name}"
         try:
-            image = normalise_image(files.media[name](), params.image)
+            original = decode_image(files.media[name](), params.image)
         except MissingObject as exc:
             reject(Reason.MEDIA_MISSING, str(exc), uri=uri, **where)
             continue
@@ -171,8 +180,16 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         except ImageRejected as exc:
             reject(exc.reason, f"{name}: {exc.detail}", uri=uri, **where)
             continue
+        image = encode_image(original, params.image)
+        pair = pair_id(result.pmcid, fig_key, href)
+        status = detail = None
+        if params.panels.enabled:
+            outcome = split_panels(original, image, fig.caption, pair, params, images)
+            status, detail = outcome.status, outcome.detail
+            result.panels += outcome.panels
+        del original
         result.pairs.append({
-            "pair_id": pair_id(result.pmcid, fig_key, href),
+            "pair_id": pair,
             "pmcid": result.pmcid,
             "pmid": pmid,
             "version": result.version,
@@ -189,4 +206,6 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
             "source_uri": uri,
             "ordinal": index * 1000 + number,
             "caption_sha256": caption_sha256(fig.caption),
+            "panel_status": status,
+            "panel_detail": detail,
         })

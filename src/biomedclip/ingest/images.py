@@ -13,7 +13,7 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class NormalisedImage:
     width: int
     height: int
     phash: int  # 64-bit DCT perceptual hash, as a signed int64
+    pixels: Image.Image | None = field(default=None, compare=False, repr=False)  # what was encoded
 
     @property
     def sha256(self) -> str:
@@ -75,6 +76,11 @@ def phash(img: Image.Image) -> int:
 
 def normalise_image(data: bytes, params: ImageParams) -> NormalisedImage:
     """Decode, check, convert and re-encode one image; raises `ImageRejected`."""
+    return encode_image(decode_image(data, params), params)
+
+
+def decode_image(data: bytes, params: ImageParams) -> Image.Image:
+    """The image as RGB at its own size, after the checks; raises `ImageRejected`."""
     if not data:
         raise ImageRejected(Reason.IMAGE_UNREADABLE, "empty file")
     try:
@@ -100,14 +106,20 @@ def normalise_image(data: bytes, params: ImageParams) -> NormalisedImage:
         raise ImageRejected(Reason.IMAGE_UNREADABLE, detail) from None
     if min(width, height) < params.min_side:
         raise ImageRejected(Reason.IMAGE_TOO_SMALL, f"{width}x{height} < {params.min_side} px")
-    rgb = _to_rgb(img)
+    return _to_rgb(img)
+
+
+def encode_image(rgb: Image.Image, params: ImageParams) -> NormalisedImage:
+    """An RGB image as training wants it: the long side down to `max_side`, JPEG, its pHash.
+    The same pixels always give the same bytes (a figure, or a panel cropped from one)."""
+    width, height = rgb.size
     scale = params.max_side / max(width, height)
     if scale < 1:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         rgb = rgb.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=params.jpeg_quality)
-    return NormalisedImage(buf.getvalue(), rgb.width, rgb.height, phash(rgb))
+    return NormalisedImage(buf.getvalue(), rgb.width, rgb.height, phash(rgb), rgb)
 
 
 def image_key(sha256: str) -> str:

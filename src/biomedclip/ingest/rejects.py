@@ -40,7 +40,10 @@ class Reason(StrEnum):
     # Corpus level.
     DUPLICATE_EXACT = "duplicate_exact"  # same image bytes and caption as an earlier pair
     DUPLICATE_NEAR = "duplicate_near"  # perceptually the same image, same caption
-    BENCHMARK_OVERLAP = "benchmark_overlap"  # the image is (nearly) one of an evaluation benchmark's
+    BENCHMARK_OVERLAP = "benchmark_overlap"  # the image (or a panel of it) is nearly a benchmark image
+    # Panel level (ingest.panels): a panel crop of a kept figure, not the figure.
+    PANEL_DUPLICATE_EXACT = "panel_duplicate_exact"  # same crop bytes and text as an earlier panel
+    PANEL_DUPLICATE_NEAR = "panel_duplicate_near"  # perceptually the same crop, same text
 
 
 LEVELS = {
@@ -53,6 +56,7 @@ LEVELS = {
     "image": {Reason.MEDIA_NAME_UNSAFE, Reason.MEDIA_MISSING, Reason.IMAGE_UNREADABLE,
               Reason.IMAGE_TOO_LARGE, Reason.IMAGE_TOO_SMALL},
     "corpus": {Reason.DUPLICATE_EXACT, Reason.DUPLICATE_NEAR, Reason.BENCHMARK_OVERLAP},
+    "panel": {Reason.PANEL_DUPLICATE_EXACT, Reason.PANEL_DUPLICATE_NEAR},
 }
 LEVEL_OF = {reason: level for level, reasons in LEVELS.items() for reason in reasons}
 

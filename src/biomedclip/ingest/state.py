@@ -21,11 +21,12 @@ from typing import Any
 
 from biomedclip.config import IngestParams
 from biomedclip.ingest.extract import ArticleResult
+from biomedclip.ingest.panels import PANEL_COLUMNS
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # a new version drops the tables: an older file's columns do not fit
 PAIR_COLUMNS = ("pair_id", "pmcid", "pmid", "version", "fig_id", "label", "caption", "panels",
                 "image_key", "image_sha256", "width", "height", "phash", "license", "source_uri",
-                "ordinal", "caption_sha256")
+                "ordinal", "caption_sha256", "panel_status", "panel_detail")
 REJECT_COLUMNS = ("level", "reason", "detail", "pmcid", "version", "fig_id", "href", "source_uri")
 
 _DDL = f"""
@@ -44,7 +45,13 @@ CREATE TABLE IF NOT EXISTS rejects (
     article TEXT NOT NULL, number INTEGER NOT NULL, seq INTEGER NOT NULL,
     {", ".join(REJECT_COLUMNS)});
 CREATE INDEX IF NOT EXISTS rejects_article ON rejects (article);
+CREATE TABLE IF NOT EXISTS panels (
+    {", ".join(c + (" TEXT PRIMARY KEY" if c == "panel_id" else "") for c in PANEL_COLUMNS)},
+    pmcid TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS panels_article ON panels (pmcid);
+CREATE INDEX IF NOT EXISTS panels_pair ON panels (pair_id, panel_index);
 """
+TABLES = ("articles", "pairs", "rejects", "panels")
 
 
 # The modules whose code decides per-article results: a change to any of them is a change of
@@ -52,21 +59,25 @@ CREATE INDEX IF NOT EXISTS rejects_article ON rejects (article);
 # Paths relative to the package.
 EXTRACTION_CODE = ("ingest/extract.py", "ingest/images.py", "ingest/jats.py", "ingest/licenses.py",
                    "ingest/rejects.py", "ingest/sources.py", "storage.py")
+PANEL_CODE = ("ingest/panels.py", "panels/captions.py", "panels/layout.py", "panels/match.py")
 
 
-def code_digest() -> str:
+def code_digest(panels: bool = False) -> str:
     package = Path(__file__).parents[1]
     digest = hashlib.sha256()
-    for name in EXTRACTION_CODE:
+    for name in EXTRACTION_CODE + (PANEL_CODE if panels else ()):
         digest.update(name.encode() + b"\0" + (package / name).read_bytes())
     return digest.hexdigest()
 
 
 def params_digest(params: IngestParams) -> str:
     """What per-article results depend on: the code and the params that shape them (split,
-    dedup and outputs are applied at assembly)."""
-    shaping = params.model_dump(include={"layout", "licenses", "caption", "image"}, mode="json")
-    blob = json.dumps([SCHEMA_VERSION, code_digest(), shaping], sort_keys=True)
+    dedup and outputs are applied at assembly). The panel splitter's code and params count only
+    when it is on."""
+    shaping = params.model_dump(include={"layout", "licenses", "caption", "image", "panels"}, mode="json")
+    if not params.panels.enabled:
+        shaping["panels"] = None
+    blob = json.dumps([SCHEMA_VERSION, code_digest(params.panels.enabled), shaping], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -77,16 +88,17 @@ class IngestState:
         self.db = sqlite3.connect(path, isolation_level=None)  # explicit transactions below
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_DDL)
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = self.db.execute("SELECT value FROM meta WHERE key='params'").fetchone()
         if row is None or row[0] != digest:
             with self.transaction():
-                for table in ("articles", "pairs", "rejects"):
-                    self.db.execute(f"DELETE FROM {table}")
+                for table in TABLES:
+                    self.db.execute(f"DROP TABLE IF EXISTS {table}")
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('params', ?)", (digest,))
             self.reset = row is not None
         else:
             self.reset = False
+        self.db.executescript(_DDL)
         self.run = self._next_run()
 
     def transaction(self) -> sqlite3.Connection:
@@ -125,6 +137,7 @@ class IngestState:
                     db.execute("UPDATE articles SET seen_run=? WHERE pmcid=?", (self.run, r.pmcid))
                     continue
                 db.execute("DELETE FROM pairs WHERE pmcid=?", (r.pmcid,))
+                db.execute("DELETE FROM panels WHERE pmcid=?", (r.pmcid,))
                 db.execute("DELETE FROM rejects WHERE article=?", (r.pmcid,))
                 db.execute("INSERT OR REPLACE INTO articles VALUES (?,?,?,?,?,?,?,?)",
                            (r.pmcid, number, r.version, r.digest, r.source_uri, r.figures,
@@ -132,6 +145,9 @@ class IngestState:
                 db.executemany(
                     f"INSERT INTO pairs VALUES ({','.join('?' * (len(PAIR_COLUMNS) + 1))})",
                     [(*tuple(p[c] for c in PAIR_COLUMNS), number) for p in r.pairs])
+                db.executemany(
+                    f"INSERT INTO panels VALUES ({','.join('?' * (len(PANEL_COLUMNS) + 1))})",
+                    [(*tuple(p[c] for c in PANEL_COLUMNS), r.pmcid) for p in r.panels])
                 db.executemany(
                     f"INSERT INTO rejects VALUES ({','.join('?' * (len(REJECT_COLUMNS) + 3))})",
                     [(r.pmcid, number, seq, *(rej.row()[c] for c in REJECT_COLUMNS))
@@ -141,8 +157,10 @@ class IngestState:
         """Seen articles whose stored pairs point at images no longer in the store (a DVC
         checkout of older outputs, a deleted file): they must be read again."""
         missing: set[str] = set()
-        cursor = self.db.execute("SELECT p.pmcid, p.image_key FROM pairs p JOIN articles a "
-                                 "ON a.pmcid = p.pmcid WHERE a.seen_run = ?", (self.run,))
+        cursor = self.db.execute(
+            "SELECT p.pmcid, p.image_key FROM pairs p JOIN articles a ON a.pmcid = p.pmcid "
+            "WHERE a.seen_run = ? UNION ALL SELECT q.pmcid, q.image_key FROM panels q "
+            "JOIN articles a ON a.pmcid = q.pmcid WHERE a.seen_run = ?", (self.run, self.run))
         for pmcid, key in cursor:
             if pmcid not in missing and not (images_root / key).is_file():
                 missing.add(pmcid)

@@ -10,6 +10,8 @@ than keeping the figure whole, so the figure stays whole, with the reason, when:
 - the caption names its panels by position ("Left:", "Top:") rather than by letter;
 - the image's panel count and the caption's letter count differ;
 - the layout's confidence is below `min_confidence`.
+
+Each reason has a short code (`KEPT_WHOLE`), which the ingest counts in its report.
 """
 
 from __future__ import annotations
@@ -21,12 +23,22 @@ from PIL import Image
 from biomedclip.panels.captions import SplitCaption, split_caption
 from biomedclip.panels.layout import Layout, find_panels
 
+# Why a figure stays whole, by code: what the ingest's report counts.
+KEPT_WHOLE = {
+    "no_panel_markers": "the caption names no panels",
+    "positional_markers": "the caption names its panels by position, not by letter",
+    "one_panel": "the image shows one panel",
+    "count_mismatch": "the image's panel count differs from the caption's",
+    "low_confidence": "the layout's confidence is below min_confidence",
+}
+
 
 @dataclass(frozen=True)
 class PanelPair:
     index: int  # 0-based, reading order
     letter: str  # the caption's panel letter ("A", "B", ...)
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 normalised to [0, 1] of the figure
+    subcaption: str  # what the caption says of this panel alone
     text: str  # the shared caption and this panel's sub-caption
 
 
@@ -37,6 +49,7 @@ class FigureSplit:
     kept_whole: str | None  # why the figure stays whole; None when it is split
     layout: Layout
     caption: SplitCaption
+    code: str | None = None  # the reason's code (a `KEPT_WHOLE` key); None when it is split
 
 
 def split_figure(image: Image.Image, caption: str, *, min_confidence: float = 0.5) -> FigureSplit:
@@ -47,20 +60,23 @@ def split_figure(image: Image.Image, caption: str, *, min_confidence: float = 0.
     letters = [key for key in parts.panels if len(key) == 1]
     layout = find_panels(image, expected=len(letters) or None)
 
-    def whole(reason: str) -> FigureSplit:
-        return FigureSplit((), layout.confidence if len(layout.panels) > 1 else 0.0, reason, layout, parts)
+    def whole(code: str, reason: str) -> FigureSplit:
+        confidence = layout.confidence if len(layout.panels) > 1 else 0.0
+        return FigureSplit((), confidence, reason, layout, parts, code)
 
     if parts.style == "none":
-        return whole("the caption names no panels")
+        return whole("no_panel_markers", "the caption names no panels")
     if not letters:
-        return whole(f"the caption names its panels by position ({', '.join(parts.panels)}), not by letter")
+        return whole("positional_markers",
+                     f"the caption names its panels by position ({', '.join(parts.panels)}), not by letter")
     if len(layout.panels) < 2:
-        return whole(f"the image shows one panel ({layout.reason})")
+        return whole("one_panel", f"the image shows one panel ({layout.reason})")
     if len(layout.panels) != len(letters):
-        return whole(f"the image shows {len(layout.panels)} panels, the caption names {len(letters)} "
-                     f"({', '.join(letters)})")
+        return whole("count_mismatch", f"the image shows {len(layout.panels)} panels, the caption names "
+                     f"{len(letters)} ({', '.join(letters)})")
     if layout.confidence < min_confidence:
-        return whole(f"layout confidence {layout.confidence:.2f} < {min_confidence:.2f} ({layout.reason})")
-    pairs = tuple(PanelPair(i, letter, panel.box, parts.text_for(letter))
+        return whole("low_confidence",
+                     f"layout confidence {layout.confidence:.2f} < {min_confidence:.2f} ({layout.reason})")
+    pairs = tuple(PanelPair(i, letter, panel.box, parts.panels[letter], parts.text_for(letter))
                   for i, (letter, panel) in enumerate(zip(letters, layout.panels, strict=True)))
     return FigureSplit(pairs, layout.confidence, None, layout, parts)

@@ -55,7 +55,7 @@ def task_runner(params: IngestParams):
 def ingest_flow(params_path: Path = DEFAULT_PARAMS_PATH) -> dict:
     params = load_params(params_path)
     report = run_ingest(params.ingest, batch_map=prefect_map(params.ingest, window=2 * params.ingest.workers))
-    create_markdown_artifact(key="ingest-report", markdown=markdown(report),
+    create_markdown_artifact(key="ingest-report", markdown=markdown(report, params.ingest.outputs.panel_examples),
                              description="PMC figure-caption pairs: counts and rejects")
     record_flow_run(params, "ingest")
     return report

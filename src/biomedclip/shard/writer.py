@@ -4,8 +4,15 @@ Order: train is shuffled with a seeded, keyed hash of `pair_id` (the same seed a
 same order on any machine), val and test are in a stable (PMCID, pair_id) order. The order is
 computed by an on-disk SQLite sort, so memory stays flat at PMC-15M's size.
 
-Each sample is `<pair_id>.jpg` (the image store's bytes, unchanged and checked against
-`image_sha256`), `<pair_id>.txt` (the caption, UTF-8) and `<pair_id>.json` (the pair's metadata).
+Each sample is `<key>.jpg` (the image store's bytes, unchanged and checked against
+`image_sha256`), `<key>.txt` (the caption, UTF-8) and `<key>.json` (the metadata). `shard.unit`
+says what a sample is (README "Panels"):
+- `figure`: each figure–caption pair (`pairs.parquet`), as PMC-15M;
+- `panel`: each panel pair (`panels.parquet`: crop, shared caption + sub-caption) where the ingest
+  split the figure, and the figure itself where it did not (its key is the `panel_id`, and its
+  metadata adds `panel_id`, `letter` and `box`);
+- `both`: every figure and every panel.
+A panel is in its figure's split (by article): panels never cross splits.
 
 Atomic and resumable: a shard is written to a temp file and renamed into place, and the shard
 list is saved after each one with a digest of the inputs. A killed run, re-run on the same inputs,
@@ -32,6 +39,7 @@ from biomedclip.console import progress
 from biomedclip.digests import file_sha256
 from biomedclip.ingest.split import SPLITS
 from biomedclip.shard.tar import add_sample, sample_tar
+from biomedclip.streams import chunked
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,8 @@ METADATA = ("pair_id", "pmcid", "pmid", "fig_id", "label", "panels", "image_key"
             "width", "height", "license", "split", "source_uri")
 READ_COLUMNS = (*METADATA, "caption")
 NOT_NULL = ("pair_id", "pmcid", "split", "image_key", "image_sha256", "caption")
+PANEL_COLUMNS = ("panel_id", "pair_id", "split", "letter", "x0", "y0", "x1", "y1", "text", "image_key",
+                 "image_sha256", "width", "height")
 BATCH_ROWS = 20_000
 
 
@@ -56,35 +66,69 @@ def order_key(split: str, pair_id: str, pmcid: str, seed: int) -> str:
     return f"{pmcid.removeprefix('PMC').zfill(12)}:{pair_id}"
 
 
-def _stage(pairs: Path, db: sqlite3.Connection, seed: int) -> dict[str, int]:
-    try:
-        parquet = pq.ParquetFile(pairs)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ShardInputError(f"{pairs}: cannot read the pairs manifest: {exc}") from None
-    missing = sorted(set(READ_COLUMNS) - set(parquet.schema_arrow.names))
-    if missing:
-        raise ShardInputError(f"{pairs}: the manifest lacks columns {missing}")
+def _stage(pairs: Path, panels: Path, unit: str, db: sqlite3.Connection, seed: int) -> dict[str, dict[str, int]]:
+    """Stage the samples of `unit` into table `samples`, with each one's order key; returns the
+    samples per split, as figures and as panels."""
     db.execute("CREATE TABLE samples (split TEXT, key TEXT, pair_id TEXT, image_key TEXT, "
-               "image_sha256 TEXT, caption TEXT, meta TEXT)")
-    counts = dict.fromkeys(SPLITS, 0)
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(READ_COLUMNS)):
-        rows = []
-        for pair in batch.to_pylist():
+               "image_sha256 TEXT, caption TEXT, meta TEXT, kind TEXT)")
+    # The figures' metadata, by pair: what each of its panels also carries (licence, source).
+    db.execute("CREATE TABLE figures (pair_id TEXT PRIMARY KEY, split TEXT, pmcid TEXT, meta TEXT)")
+    for batch in chunked(_read(pairs, READ_COLUMNS, "pairs manifest"), BATCH_ROWS):
+        figures, samples = [], []
+        for pair in batch:
             if nulls := [c for c in NOT_NULL if pair[c] is None]:
                 raise ShardInputError(f"{pairs}: pair {pair['pair_id']} has no {', '.join(nulls)} "
                                       "(run the validate stage first)")
             split = pair["split"]
-            if split not in counts:
+            if split not in SPLITS:
                 raise ShardInputError(f"{pairs}: pair {pair['pair_id']} has split {split!r}, not one "
                                       f"of {SPLITS} (run the validate stage first)")
-            counts[split] += 1
             meta = json.dumps({k: pair[k] for k in METADATA}, sort_keys=True, ensure_ascii=False)
-            rows.append((split, order_key(split, pair["pair_id"], pair["pmcid"], seed), pair["pair_id"],
-                         pair["image_key"], pair["image_sha256"], pair["caption"], meta))
-        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            figures.append((pair["pair_id"], split, pair["pmcid"], meta))
+            samples.append((split, order_key(split, pair["pair_id"], pair["pmcid"], seed), pair["pair_id"],
+                            pair["image_key"], pair["image_sha256"], pair["caption"], meta))
+        db.executemany("INSERT INTO figures VALUES (?, ?, ?, ?)", figures)
+        db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, 'figure')", samples)
+    if unit != "figure":
+        split_figures = set()
+        for panel in _read(panels, PANEL_COLUMNS, "panel table"):
+            figure = db.execute("SELECT split, pmcid, meta FROM figures WHERE pair_id = ?",
+                                (panel["pair_id"],)).fetchone()
+            if figure is None:
+                raise ShardInputError(f"{panels}: panel {panel['panel_id']} belongs to pair {panel['pair_id']}, "
+                                      "which is not in the pairs manifest (re-run the ingest stage)")
+            split, pmcid, figure_meta = figure
+            if panel["split"] != split:
+                raise ShardInputError(f"{panels}: panel {panel['panel_id']} is in split {panel['split']!r}, "
+                                      f"its figure in {split!r}: panels never cross splits")
+            split_figures.add(panel["pair_id"])
+            meta = {**json.loads(figure_meta), "panel_id": panel["panel_id"], "letter": panel["letter"],
+                    "box": [round(panel[c], 6) for c in ("x0", "y0", "x1", "y1")],
+                    **{k: panel[k] for k in ("image_key", "image_sha256", "width", "height")}}
+            db.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, 'panel')", (
+                split, order_key(split, panel["panel_id"], pmcid, seed), panel["panel_id"], panel["image_key"],
+                panel["image_sha256"], panel["text"], json.dumps(meta, sort_keys=True, ensure_ascii=False)))
+        if unit == "panel":  # a split figure is replaced by its panels
+            db.executemany("DELETE FROM samples WHERE kind = 'figure' AND pair_id = ?",
+                           ((p,) for p in sorted(split_figures)))
     db.execute("CREATE INDEX samples_order ON samples (split, key)")
     db.commit()
+    counts = {split: {"figures": 0, "panels": 0} for split in SPLITS}
+    for split, kind, n in db.execute("SELECT split, kind, COUNT(*) FROM samples GROUP BY split, kind"):
+        counts[split][f"{kind}s"] = n
     return counts
+
+
+def _read(path: Path, columns: tuple[str, ...], what: str):
+    """The rows of a Parquet table, a batch at a time; names the file and missing columns."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ShardInputError(f"{path}: cannot read the {what}: {exc}") from None
+    if missing := sorted(set(columns) - set(parquet.schema_arrow.names)):
+        raise ShardInputError(f"{path}: the {what} lacks columns {missing}")
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+        yield from batch.to_pylist()
 
 
 def _sample(images: Path, pair_id: str, image_key: str, image_sha256: str, caption: str,
@@ -148,17 +192,20 @@ def _remove_leftovers(root: Path) -> None:
     shutil.rmtree(root / SCRATCH, ignore_errors=True)
 
 
-def _inputs_digest(pairs: Path, params: ShardParams) -> str:
+def _inputs_digest(pairs: Path, panels: Path, params: ShardParams) -> str:
     spec = {"format": FORMAT, "manifest_sha256": file_sha256(pairs),
             "samples_per_shard": params.samples_per_shard, "seed": params.seed}
+    if params.unit != "figure":
+        spec |= {"unit": params.unit, "panels_sha256": file_sha256(panels)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def write_shards(ingest: IngestParams, params: ShardParams) -> dict[str, Any]:
-    """Shard the manifest at `ingest.outputs.pairs`; returns the report (also written as metrics)."""
+    """Shard the manifest at `ingest.outputs.pairs` (and its panels, by `params.unit`); returns the
+    report (also written as metrics)."""
     pairs, images, root = ingest.outputs.pairs, ingest.outputs.images, params.outputs.shards
     root.mkdir(parents=True, exist_ok=True)
-    digest = _inputs_digest(pairs, params)
+    digest = _inputs_digest(pairs, ingest.outputs.panels, params)
     _remove_leftovers(root)
     written = _load_state(root, params.outputs.manifest, digest)
     per = params.samples_per_shard
@@ -167,7 +214,8 @@ def write_shards(ingest: IngestParams, params: ShardParams) -> dict[str, Any]:
     try:
         db = sqlite3.connect(scratch / "order.sqlite")
         try:
-            counts = _stage(pairs, db, params.seed)
+            kinds = _stage(pairs, ingest.outputs.panels, params.unit, db, params.seed)
+            counts = {split: sum(kinds[split].values()) for split in SPLITS}
             plan = [(split, i) for split in SPLITS for i in range(-(-counts[split] // per))]
             todo = sum(f"{split}/{index:06d}.tar" not in written for split, index in plan)
             for (split, index), rows in progress(_iter_missing(db, plan, written, per), total=todo,
@@ -184,7 +232,7 @@ def write_shards(ingest: IngestParams, params: ShardParams) -> dict[str, Any]:
             db.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _finish(root, params, digest, counts, written, plan)
+    return _finish(root, params, digest, kinds, written, plan)
 
 
 def _iter_missing(db: sqlite3.Connection, plan: list[tuple[str, int]], written: dict, per: int):
@@ -199,7 +247,7 @@ def _iter_missing(db: sqlite3.Connection, plan: list[tuple[str, int]], written: 
                 yield (split, index), rows
 
 
-def _finish(root: Path, params: ShardParams, digest: str, counts: dict[str, int],
+def _finish(root: Path, params: ShardParams, digest: str, kinds: dict[str, dict[str, int]],
             written: dict[str, dict[str, Any]], plan: list[tuple[str, int]]) -> dict[str, Any]:
     """sizes.json per split, the shard manifest, stale shards removed; returns the report."""
     names = {f"{split}/{index:06d}.tar" for split, index in plan}
@@ -213,14 +261,16 @@ def _finish(root: Path, params: ShardParams, digest: str, counts: dict[str, int]
         shards = [{"path": name, **written[name]} for name in sorted(names) if name.startswith(split + "/")]
         atomic_write_bytes(folder / "sizes.json", json.dumps(
             {Path(s["path"]).name: s["samples"] for s in shards}, indent=2, sort_keys=True).encode())
-        splits[split] = {"samples": counts[split], "shards": shards,
+        splits[split] = {"samples": sum(kinds[split].values()), **kinds[split], "shards": shards,
                          "bytes": sum(s["bytes"] for s in shards)}
     manifest = {"format": FORMAT, "inputs": digest, "samples_per_shard": params.samples_per_shard,
-                "seed": params.seed, "splits": splits}
+                "seed": params.seed, "unit": params.unit, "splits": splits}
     atomic_write_bytes(params.outputs.manifest, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     (root / STATE_FILE).unlink(missing_ok=True)
-    report = {split: {"samples": v["samples"], "shards": len(v["shards"]), "bytes": v["bytes"]}
-              for split, v in splits.items()}
+    report: dict[str, Any] = {split: {"samples": v["samples"], "figures": v["figures"], "panels": v["panels"],
+                                      "shards": len(v["shards"]), "bytes": v["bytes"]}
+                              for split, v in splits.items()}
+    report["unit"] = params.unit
     report["manifest_sha256"] = file_sha256(params.outputs.manifest)
     atomic_write_bytes(params.outputs.report, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
     log.info("shards: %s", ", ".join(f"{s} {report[s]['samples']} samples in {report[s]['shards']} shards"

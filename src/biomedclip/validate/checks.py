@@ -18,4 +18,15 @@ CHECKS: dict[str, str] = {
     "reject_rate": "the last ingest rejected no more than validate.max_reject_rate",
     "caption_words_median": "median caption length in range (a parser that cuts or merges captions)",
     "figures_per_article_median": "median figures per article in range (a parser that merges figures)",
+    # With ingest.panels.enabled: the panel table.
+    "panel_columns": "every column the panel table needs, none null where required",
+    "unique_panel_id": "no panel twice",
+    "panel_boxes": "panel boxes inside the figure (normalised to [0, 1]) and not empty",
+    "panel_overlap": "panels of a figure overlap no more than validate.panels.max_overlap",
+    "panel_subcaption": "every panel has a non-empty sub-caption",
+    "panels_per_figure": "panels of a split figure within validate.panels.per_figure",
+    "panel_figure": "every panel's figure is in the manifest, in the panel's split",
 }
+# Checked only with ingest.panels.enabled.
+PANEL_CHECKS = frozenset({"panel_columns", "unique_panel_id", "panel_boxes", "panel_overlap", "panel_subcaption",
+                          "panels_per_figure", "panel_figure"})

@@ -21,15 +21,25 @@ from biomedclip.config import IngestParams, ValidateParams
 from biomedclip.validate.staging import (
     ARTICLES_QUERY,
     PAIRS_TABLE,
+    PANEL_FIGURES_QUERY,
+    PANELS_TABLE,
     REPORT_TABLE,
     ValidationInputError,
     stage_manifest,
 )
-from biomedclip.validate.suite import ARTICLES, INGEST, PAIRS, Check, checks
+from biomedclip.validate.suite import ARTICLES, INGEST, PAIRS, PANEL_FIGURES, PANELS, Check, checks
 
 log = logging.getLogger(__name__)
 
-ROW_KEYS = {PAIRS: "pair_id", ARTICLES: "pmcid", INGEST: None}
+ROW_KEYS = {PAIRS: "pair_id", ARTICLES: "pmcid", INGEST: None, PANELS: "panel_id", PANEL_FIGURES: "pair_id"}
+# What a failing row of each asset shows (its key and the columns a person needs to find it).
+SAMPLE_QUERIES = {
+    PAIRS: f"SELECT pair_id, pmcid, split, width, height, substr(caption, 1, 80) AS caption FROM {PAIRS_TABLE}",
+    ARTICLES: f"SELECT * FROM ({ARTICLES_QUERY})",
+    PANELS: f"SELECT panel_id, pair_id, letter, x0, y0, x1, y1, substr(subcaption, 1, 80) AS subcaption "
+            f"FROM {PANELS_TABLE}",
+    PANEL_FIGURES: f"SELECT * FROM ({PANEL_FIGURES_QUERY})",
+}
 SAMPLE_ROWS = 5
 __all__ = ["ValidationFailed", "ValidationInputError", "observed_text", "summary_markdown",
            "validate_manifest"]
@@ -65,11 +75,16 @@ def _run_checkpoints(db_path: Path, found: list[Check], docs_dir: Path) -> dict[
 
     context = _context(docs_dir)
     source = context.data_sources.add_sqlite("manifest", connection_string=f"sqlite:///{db_path}")
-    assets = {PAIRS: source.add_table_asset(PAIRS, table_name=PAIRS_TABLE),
-              ARTICLES: source.add_query_asset(ARTICLES, query=ARTICLES_QUERY),
-              INGEST: source.add_table_asset(INGEST, table_name=REPORT_TABLE)}
+    assets = {PAIRS: lambda: source.add_table_asset(PAIRS, table_name=PAIRS_TABLE),
+              ARTICLES: lambda: source.add_query_asset(ARTICLES, query=ARTICLES_QUERY),
+              INGEST: lambda: source.add_table_asset(INGEST, table_name=REPORT_TABLE),
+              PANELS: lambda: source.add_table_asset(PANELS, table_name=PANELS_TABLE),
+              PANEL_FIGURES: lambda: source.add_query_asset(PANEL_FIGURES, query=PANEL_FIGURES_QUERY)}
     results: dict[int, Any] = {}
-    for name, asset in assets.items():
+    for name, make_asset in assets.items():
+        if not any(check.asset == name for check in found):
+            continue  # no panel checks: the panel tables are not staged
+        asset = make_asset()
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}-suite"))
         positions = []
         for i, check in enumerate(found):
@@ -105,12 +120,7 @@ def _samples(db: sqlite3.Connection, asset: str, gx_result: dict[str, Any],
         return [{gx_result_column: value} for value in (gx_result.get("partial_unexpected_list") or [])]
     if not keys:
         return []
-    if asset == PAIRS:
-        query = (f"SELECT pair_id, pmcid, split, width, height, substr(caption, 1, 80) AS caption "
-                 f"FROM {PAIRS_TABLE} WHERE pair_id IN ({', '.join('?' * len(keys))}) LIMIT {SAMPLE_ROWS}")
-    else:
-        query = (f"SELECT * FROM ({ARTICLES_QUERY}) WHERE pmcid IN ({', '.join('?' * len(keys))}) "
-                 f"LIMIT {SAMPLE_ROWS}")
+    query = f"SELECT * FROM ({SAMPLE_QUERIES[asset]}) WHERE {key} IN ({', '.join('?' * len(keys))}) LIMIT {SAMPLE_ROWS}"
     try:
         cursor = db.execute(query, keys)
     except sqlite3.Error:  # the manifest lacks a column the sample shows; the check says which
@@ -208,7 +218,8 @@ def validate_manifest(ingest: IngestParams, params: ValidateParams, *,
     scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".validate-", dir=scratch_parent) as tmp_name:
         db_path = Path(tmp_name) / "manifest.sqlite"
-        rows = stage_manifest(manifest, report, db_path, batch_rows=params.batch_rows)
+        rows = stage_manifest(manifest, report, db_path, batch_rows=params.batch_rows,
+                              panels=ingest.outputs.panels if ingest.panels.enabled else None)
         log.info("staged %d manifest rows from %s; running %d expectations", rows, manifest, len(found))
         with atomic_directory(params.outputs.data_docs) as docs_dir:
             outcomes = _run_checkpoints(db_path, found, docs_dir)

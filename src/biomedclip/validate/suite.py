@@ -24,7 +24,15 @@ REQUIRED_COLUMNS = {
 # pmid (articles without one) and label (figures without one) may be empty.
 NOT_NULL = tuple(c for c in REQUIRED_COLUMNS if c not in ("pmid", "label"))
 
-PAIRS, ARTICLES, INGEST = "pairs", "articles", "ingest_report"  # the three data assets
+# The panel table's columns the pipeline relies on (ingest.panels.enabled), none may be null.
+PANEL_COLUMNS = {
+    "panel_id": "TEXT", "pair_id": "TEXT", "split": "TEXT", "panel_index": "INTEGER", "letter": "TEXT",
+    "x0": "REAL", "y0": "REAL", "x1": "REAL", "y1": "REAL", "subcaption": "TEXT", "text": "TEXT",
+    "image_key": "TEXT", "image_sha256": "TEXT", "width": "INTEGER", "height": "INTEGER",
+}
+
+PAIRS, ARTICLES, INGEST = "pairs", "articles", "ingest_report"  # the data assets
+PANELS, PANEL_FIGURES = "panels", "panel_figures"  # with ingest.panels.enabled
 
 
 class Check(NamedTuple):
@@ -69,7 +77,34 @@ def checks(ingest: IngestParams, validate: ValidateParams) -> list[Check]:
             column="figures", min_value=validate.figures_per_article_median.min,
             max_value=validate.figures_per_article_median.max)),
     ]
+    if ingest.panels.enabled:
+        found += panel_checks(ingest, validate)
     for check in found:
         check.expectation.severity = "warning" if check.name in validate.warn_only else "critical"
         check.expectation.meta = {"check": check.name}
     return found
+
+
+def panel_checks(ingest: IngestParams, validate: ValidateParams) -> list[Check]:
+    """The panel table's expectations: boxes, overlap, sub-captions, panels per figure, splits."""
+    bounds = validate.panels
+    return [
+        Check("panel_columns", PANELS, gxe.ExpectTableColumnsToMatchSet(
+            column_set=sorted(PANEL_COLUMNS), exact_match=False)),
+        *(Check("panel_columns", PANELS, gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in PANEL_COLUMNS),
+        Check("unique_panel_id", PANELS, gxe.ExpectColumnValuesToBeUnique(column="panel_id")),
+        *(Check("panel_boxes", PANELS, gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1))
+          for c in ("x0", "y0", "x1", "y1")),
+        *(Check("panel_boxes", PANELS, gxe.ExpectColumnValuesToBeBetween(
+            column=c, min_value=0, max_value=1, strict_min=True)) for c in ("box_width", "box_height")),
+        Check("panel_subcaption", PANELS, gxe.ExpectColumnValueLengthsToBeBetween(column="subcaption", min_value=1)),
+        Check("panel_overlap", PANEL_FIGURES, gxe.ExpectColumnValuesToBeBetween(
+            column="max_overlap", min_value=0, max_value=bounds.max_overlap)),
+        Check("panels_per_figure", PANEL_FIGURES, gxe.ExpectColumnValuesToBeBetween(
+            column="panels", min_value=bounds.per_figure.min, max_value=bounds.per_figure.max)),
+        Check("panel_figure", PANEL_FIGURES, gxe.ExpectColumnValuesToBeBetween(
+            column="in_manifest", min_value=1, max_value=1)),
+        Check("panel_figure", PANEL_FIGURES, gxe.ExpectColumnValuesToBeBetween(
+            column="off_split", min_value=0, max_value=0)),
+        Check("split_values", PANELS, gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS))),
+    ]

@@ -1,0 +1,90 @@
+"""A kept figure into panel pairs, inside the ingest (`ingest.panels.enabled`).
+
+`biomedclip.panels.match.split_figure` decides, on the figure as the store keeps it (long side at
+most `image.max_side`), whether to split and where. The crops are cut from the figure at its own
+resolution (a six-panel figure of 2,400 px gives panels of ~800 px, not ~170), then normalised like
+every image (`images.encode_image`: JPEG, pHash) and put in the same content-addressed store, so the
+dedup and the decontamination see panels as they see figures.
+
+A split whose smallest panel would fall under `image.min_side` keeps the figure whole
+(`panel_too_small`): the same bound every figure meets. A panel's training text is the shared
+caption then its sub-caption; when that is longer than `panels.max_words`, the shared part is cut
+(its first words, the title, stay) so the sub-caption is never lost to the context length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from biomedclip.config import IngestParams
+from biomedclip.ingest.images import ImageStore, NormalisedImage, encode_image
+from biomedclip.panels.match import KEPT_WHOLE, split_figure
+
+SPLIT = "split"
+# Every outcome a figure can have, by code: split, or kept whole for a reason.
+OUTCOMES = {SPLIT: "split into panel pairs", **KEPT_WHOLE,
+            "panel_too_small": "a panel would be smaller than image.min_side"}
+PANEL_COLUMNS = ("panel_id", "pair_id", "panel_index", "letter", "x0", "y0", "x1", "y1", "subcaption",
+                 "text", "confidence", "method", "image_key", "image_sha256", "width", "height", "phash")
+
+
+@dataclass(frozen=True)
+class PanelOutcome:
+    status: str  # an `OUTCOMES` key
+    detail: str  # for people: the splitter's own words
+    panels: list[dict[str, Any]] = field(default_factory=list)  # `PANEL_COLUMNS` rows, when split
+
+
+def panel_id(pair_id: str, index: int) -> str:
+    """Stable across runs: the figure's pair and the panel's place in reading order."""
+    return hashlib.sha256(f"{pair_id}\x1fpanel\x1f{index}".encode()).hexdigest()[:20]
+
+
+def panel_text(shared: str, own: str, max_words: int) -> str:
+    """Shared caption then sub-caption, at most `max_words` words; the shared part gives way."""
+    own_words, shared_words = own.split(), shared.split()
+    room = max_words - len(own_words)
+    if len(shared_words) > room:
+        shared_words = [*shared_words[:max(room - 1, 0)], "…"] if room > 1 else []
+    return " ".join([*shared_words, *own_words])
+
+
+def pixel_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """A normalised box on a figure `width` x `height`: outward to whole pixels, inside the image."""
+    x0, y0, x1, y1 = box
+    return (max(0, math.floor(x0 * width)), max(0, math.floor(y0 * height)),
+            min(width, math.ceil(x1 * width)), min(height, math.ceil(y1 * height)))
+
+
+def split_panels(original: Image.Image, figure: NormalisedImage, caption: str, pair: str,
+                 params: IngestParams, images: ImageStore) -> PanelOutcome:
+    """The panel rows of one figure (crops stored), or why it stays whole."""
+    spec = params.panels
+    assert figure.pixels is not None, "encode_image keeps the pixels it encoded"
+    split = split_figure(figure.pixels, caption, min_confidence=spec.min_confidence)
+    if split.kept_whole is not None:
+        return PanelOutcome(split.code or "", split.kept_whole)
+    width, height = original.size
+    boxes = [pixel_box(p.box, width, height) for p in split.panels]
+    for p, (x0, y0, x1, y1) in zip(split.panels, boxes, strict=True):
+        if min(x1 - x0, y1 - y0) < params.image.min_side:
+            return PanelOutcome("panel_too_small", f"panel {p.letter} would be {x1 - x0}x{y1 - y0} px "
+                                f"< {params.image.min_side} px")
+    rows = []
+    for p, box in zip(split.panels, boxes, strict=True):
+        crop = encode_image(original.crop(box), params.image)
+        x0, y0, x1, y1 = (round(v, 6) for v in p.box)
+        rows.append({
+            "panel_id": panel_id(pair, p.index), "pair_id": pair, "panel_index": p.index,
+            "letter": p.letter, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "subcaption": p.subcaption,
+            "text": panel_text(split.caption.shared, p.subcaption, spec.max_words),
+            "confidence": split.confidence, "method": split.layout.method,
+            "image_key": images.put(crop), "image_sha256": crop.sha256, "width": crop.width,
+            "height": crop.height, "phash": crop.phash,
+        })
+    return PanelOutcome(SPLIT, split.layout.reason, rows)
