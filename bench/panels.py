@@ -10,12 +10,21 @@ breakdown per layout, how well the confidence is calibrated, what a caption coun
 does, and the same measurement on compound figures tiled from the real chest X-rays in the shared
 fixtures (skipped when absent). Saves up to 6 failures, truth in green and found boxes in red.
 
-    python bench/panels.py [--figures 400] [--xrays 60] [--out DIR]
+End to end (`--corpus`, default the demo corpus in data/raw): every figure the demo corpus records
+the truth of (`demo-truth/panels.jsonl`: boxes, letters, sub-captions) goes through the ingest's own
+path, from the published media file (`decode_image`, `encode_image`, `ingest.panels.split_panels`):
+panel F1, the caption split's exact-match and token-F1 per panel, and the "pair correct" rate: of
+the panel pairs the ingest emits, the share whose crop is a true panel (IoU >= 0.5) with that
+panel's own letter and sub-caption (token-F1 >= 0.8) — against, in the same run, an equal grid cut
+from the caption's letter count.
+
+    python bench/panels.py [--figures 400] [--xrays 60] [--corpus data/raw] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import tempfile
@@ -28,11 +37,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from biomedclip.config import IngestParams, PanelParams
 from biomedclip.demo.compound import CompoundFigure, compound_figure, tiled_figure
+from biomedclip.demo.corpus import PANEL_TRUTH
+from biomedclip.ingest.images import ImageStore, decode_image, encode_image
+from biomedclip.ingest.panels import split_panels
+from biomedclip.panels.captions import split_caption
 from biomedclip.panels.layout import MIN_PX, SLIVER, Layout, Sheet, as_planes, find_panels, runs
 
 XRAYS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "images" / "nih_cxr14"
-GOAL_F1, GOAL_RATE = 0.9, 50.0
+GOAL_F1, GOAL_RATE, GOAL_PAIRS = 0.9, 50.0, 0.85
+SAME_TEXT = 0.8  # token-F1 at which a panel's text is its own sub-caption
 Box = tuple[float, float, float, float]
 WHOLE: list[Box] = [(0.0, 0.0, 1.0, 1.0)]
 
@@ -233,10 +248,113 @@ def xray_figures(count: int) -> list[tuple[int, CompoundFigure]] | None:
     return [(seed, tiled_figure(images, seed)) for seed in range(count)]
 
 
+def tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def token_f1(a: str, b: str) -> float:
+    ta, tb = tokens(a), tokens(b)
+    if not ta and not tb:
+        return 1.0
+    common = sum(min(ta.count(t), tb.count(t)) for t in set(ta))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(ta), common / len(tb)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass
+class Pairing:
+    """Panel pairs one method emits for one figure: (box, letter, sub-caption) each."""
+
+    truth: list[dict]
+    emitted: list[tuple[Box, str, str]]
+
+    def correct(self) -> int:
+        """Emitted pairs whose crop is a true panel (IoU >= 0.5, one-to-one) with that panel's letter
+        and own text."""
+        boxes = [tuple(t["box"]) for t in self.truth]
+        pairs = sorted(((iou(t, e[0]), i, j) for i, t in enumerate(boxes) for j, e in enumerate(self.emitted)),
+                       reverse=True)
+        used_t, used_e, right = set(), set(), 0
+        for score, i, j in pairs:
+            if score < 0.5:
+                break
+            if i in used_t or j in used_e:
+                continue
+            used_t.add(i)
+            used_e.add(j)
+            truth, (_, letter, text) = self.truth[i], self.emitted[j]
+            right += letter.upper() == truth["letter"].upper() and token_f1(text, truth["subcaption"]) >= SAME_TEXT
+        return right
+
+
+def end_to_end(corpus: Path) -> None:
+    """The ingest's path on every figure whose truth the demo corpus records."""
+    truth_file = corpus / PANEL_TRUTH
+    if not truth_file.is_file():
+        print(f"\n## end to end: skipped, no truth sidecar at {truth_file} (biomedclip demo-data writes it)")
+        return
+    rows = [json.loads(line) for line in truth_file.read_text().splitlines()]
+    params = IngestParams(panels=PanelParams(enabled=True))
+    store = ImageStore(Path(tempfile.mkdtemp(prefix="bench-panels-store-")))
+    ours, grid, kept_whole = [], [], defaultdict(int)
+    exact = f1_sum = caption_panels = 0
+    cpu = 0.0
+    for row in rows:
+        media = corpus / f"{row['pmcid']}.{row['version']}" / (row["media_file"] or "")
+        if row["condition"] != "ok" or not media.is_file():
+            continue
+        start = time.process_time()
+        original = decode_image(media.read_bytes(), params.image)
+        outcome = split_panels(original, encode_image(original, params.image), row["caption"], "bench", params, store)
+        cpu += time.process_time() - start
+        kept_whole[outcome.status] += 1
+        ours.append(Pairing(row["panels"], [((p["x0"], p["y0"], p["x1"], p["y1"]), p["letter"], p["subcaption"])
+                                            for p in outcome.panels]))
+        parts = split_caption(row["caption"])
+        letters = [key for key in parts.panels if len(key) == 1]
+        for truth in row["panels"]:
+            caption_panels += 1
+            own = parts.panels.get(truth["letter"].upper(), "")
+            exact += " ".join(own.split()) == " ".join(truth["subcaption"].split())
+            f1_sum += token_f1(own, truth["subcaption"])
+        cells = equal_grid(len(letters), *original.size) if len(letters) > 1 else []
+        grid.append(Pairing(row["panels"], [(cell, letter, parts.panels[letter])
+                                            for cell, letter in zip(cells, letters, strict=True)]))
+    figures = len(ours)
+    truth_panels = sum(len(p.truth) for p in ours)
+    print(f"\n## end to end on the demo corpus ({truth_file}): {figures} recorded figures, {truth_panels} panels")
+    print(f"caption split per true panel: exact match {exact / max(1, caption_panels):.3f}, "
+          f"token-F1 {f1_sum / max(1, caption_panels):.3f}")
+    print(f"\n{'method':<44} {'pairs':>6} {'pair correct':>12} {'of true panels':>14} {'panel F1':>8}")
+    for name, pairings in (("ingest.panels (split_figure, confidence rule)", ours),
+                           ("baseline (a): keep whole", [Pairing(p.truth, []) for p in ours]),
+                           ("baseline (b): equal grid of the caption's letters", grid)):
+        emitted = sum(len(p.emitted) for p in pairings)
+        correct = sum(p.correct() for p in pairings)
+        # A figure kept whole is one found box: the whole image.
+        tp = sum(matches([tuple(t["box"]) for t in p.truth], [e[0] for e in p.emitted] or WHOLE) for p in pairings)
+        precision = tp / max(1, sum(len(p.emitted) or 1 for p in pairings))
+        recall = tp / max(1, truth_panels)
+        f1 = 2 * precision * recall / max(1e-9, precision + recall)
+        rate = f"{correct / emitted:.3f}" if emitted else "-"
+        print(f"{name:<44} {emitted:6d} {rate:>12} {correct / max(1, truth_panels):14.3f} {f1:8.3f}")
+    print("\nfigures by outcome: " + ", ".join(f"{k} {v}" for k, v in sorted(kept_whole.items())))
+    rate = figures / max(cpu, 1e-9)
+    emitted = sum(len(p.emitted) for p in ours)
+    share = sum(p.correct() for p in ours) / max(1, emitted)
+    print(f"{rate:.0f} figures/s per core end to end (decode, normalise, split, crop, encode, store)")
+    print(f"goal: pair correct >= {GOAL_PAIRS} at >= {GOAL_RATE:.0f} figures/s per core; measured {share:.3f} at "
+          f"{rate:.0f}: {'met' if share >= GOAL_PAIRS and rate >= GOAL_RATE else 'NOT met'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--figures", type=int, default=400, help="generated figures (seeds 0..N-1)")
     parser.add_argument("--xrays", type=int, default=60, help="figures tiled from the real chest X-rays")
+    parser.add_argument("--corpus", type=Path, default=Path("data/raw"),
+                        help="a demo corpus with its truth sidecar, for the end-to-end measurement")
     parser.add_argument("--out", type=Path, default=None, help="folder for failure images (default: a temp dir)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-panels-"))
@@ -271,6 +389,7 @@ def main(argv: list[str] | None = None) -> None:
         results = compare(xrays, variants)
         breakdown(results)
         failures(results, dict(xrays), out, "xray")
+    end_to_end(args.corpus)
     print(f"\nfailure images (truth green, found red): {out}")
 
 

@@ -364,19 +364,22 @@ def shard(
     ctx: typer.Context,
     samples_per_shard: Annotated[int | None, typer.Option(min=1, help="Samples per tar shard. "
                                                           "(default: shard.samples_per_shard)")] = None,
+    unit: Annotated[str | None, typer.Option(help="What a sample is: figure (whole figures, as PMC-15M), "
+                                             "panel (panel pairs where the ingest split a figure, the "
+                                             "figure elsewhere) or both. (default: shard.unit)")] = None,
 ) -> None:
     """Write the validated manifest as WebDataset tar shards per split (open_clip's layout).
 
-    `shards/{train,val,test}/NNNNNN.tar` with `<pair_id>.jpg/.txt/.json` samples, a sizes.json per
-    split and a shard manifest (samples, bytes, sha256 per shard). Byte-reproducible; a killed
-    run resumes where it stopped.
+    `shards/{train,val,test}/NNNNNN.tar` with `<key>.jpg/.txt/.json` samples (figures by pair_id,
+    panels by panel_id), a sizes.json per split and a shard manifest (samples, bytes, sha256 per
+    shard). Byte-reproducible; a killed run resumes where it stopped.
     """
     from biomedclip.shard import write_shards
     from biomedclip.shard.report import COLUMNS, rows
 
     state: Context = ctx.obj
     params = state.params()
-    config = override(params.shard, samples_per_shard=samples_per_shard)
+    config = override(params.shard, samples_per_shard=samples_per_shard, unit=unit)
     report = write_shards(params.ingest, config)
     _made_here(params, "shard", ctx)
     table = Table(*COLUMNS, title=f"shards → {config.outputs.shards}")
