@@ -289,6 +289,39 @@ class Pairing:
         return right
 
 
+FINDINGS = ("no acute cardiopulmonary abnormality", "a right lower lobe consolidation", "a small left pleural effusion",
+            "cardiomegaly with pulmonary vascular congestion", "a left upper lobe nodule", "bibasilar atelectasis")
+
+
+def xray_caption(n: int, seed: int) -> tuple[str, list[str]]:
+    """A caption in PMC's style for n tiled radiographs: title, "(A) ...", a shared sentence."""
+    own = [f"Frontal chest radiograph of patient {seed % 97 + i + 1} showing {FINDINGS[(seed + i) % len(FINDINGS)]}."
+           for i in range(n)]
+    marks = " ".join(f"({chr(ord('A') + i)}) {text}" for i, text in enumerate(own))
+    return f"Chest radiographs of the cohort at admission. {marks} All images are posteroanterior views.", own
+
+
+def xray_pairs(figures: list[tuple[int, CompoundFigure]]) -> None:
+    """Pair correct on the real X-ray tilings, captioned in PMC's style, against the equal grid."""
+    from biomedclip.panels.match import split_figure
+
+    ours, grid = [], []
+    for seed, figure in figures:
+        caption, own = xray_caption(len(figure.panels), seed)
+        truth = [{"letter": chr(ord("A") + i), "box": p.box, "subcaption": own[i]} for i, p in enumerate(figure.panels)]
+        split = split_figure(figure.image, caption)
+        ours.append(Pairing(truth, [(p.box, p.letter, p.subcaption) for p in split.panels]))
+        parts = split_caption(caption)
+        letters = [k for k in parts.panels if len(k) == 1]
+        grid.append(Pairing(truth, [(c, k, parts.panels[k]) for c, k in
+                                    zip(equal_grid(len(letters), *figure.image.size), letters, strict=True)]))
+    for name, pairings in (("split_figure", ours), ("equal grid of the caption's letters", grid)):
+        emitted = sum(len(p.emitted) for p in pairings)
+        correct = sum(p.correct() for p in pairings)
+        print(f"  {name:<40} pairs {emitted:4d}  pair correct {correct / max(1, emitted):.3f}  "
+              f"of true panels {correct / max(1, sum(len(p.truth) for p in pairings)):.3f}")
+
+
 def end_to_end(corpus: Path) -> None:
     """The ingest's path on every figure whose truth the demo corpus records."""
     truth_file = corpus / PANEL_TRUTH
@@ -306,7 +339,7 @@ def end_to_end(corpus: Path) -> None:
         if row["condition"] != "ok" or not media.is_file():
             continue
         start = time.process_time()
-        original = decode_image(media.read_bytes(), params.image)
+        original = decode_image(media.read_bytes(), params.image).rgb
         outcome = split_panels(original, encode_image(original, params.image), row["caption"], "bench", params, store)
         cpu += time.process_time() - start
         kept_whole[outcome.status] += 1
@@ -389,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
         results = compare(xrays, variants)
         breakdown(results)
         failures(results, dict(xrays), out, "xray")
+        print("\ncaptioned in PMC's style, the pairs (crop, letter, own text):")
+        xray_pairs(xrays)
     end_to_end(args.corpus)
     print(f"\nfailure images (truth green, found red): {out}")
 

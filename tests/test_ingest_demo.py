@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections import Counter
 
 import pandas as pd
@@ -150,3 +151,30 @@ def test_legacy_tarballs_and_inventory_listing_give_the_same_pairs(ingested_nois
     theirs = pd.read_parquet(other.outputs.pairs)[columns]
     theirs = theirs[~theirs.pmcid.isin(retracted)].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, theirs)
+
+
+# The image as the generator encoded it: (format, mode) Pillow reports on opening it.
+AS_PUBLISHED = {"jpeg": ("JPEG", "RGB"), "cmyk_jpeg": ("JPEG", "CMYK"), "greyscale": ("JPEG", "L"),
+                "png": ("PNG", "RGB"), "palette_png": ("PNG", "P"), "png16": ("PNG", "I;16"),
+                "rgba_png": ("PNG", "RGBA"), "tiff": ("TIFF", "RGB"), "gif": ("GIF", "P")}
+
+
+def test_each_pair_records_its_image_and_year_as_published(ingested_noisy, noisy_corpus):
+    """What the dataset card reads: the format, colour mode and size before normalisation, and
+    the article's year of publication."""
+    params, _, truth = ingested_noisy
+    corpus, _ = noisy_corpus
+    pairs = pd.read_parquet(params.outputs.pairs)
+    by_href = {(a["pmcid"], g["href"]): g for a in truth.truth for g in a["graphics"]}
+    for row in pairs.itertuples():
+        graphic = by_href[(row.pmcid, row.source_uri.rsplit("/", 1)[1].rsplit(".", 1)[0])]
+        assert (row.source_format, row.source_mode) == AS_PUBLISHED[graphic["encoding"]], row.source_uri
+        with Image.open(row.source_uri) as published:
+            assert (row.source_width, row.source_height) == published.size
+        assert max(row.width, row.height) == min(params.image.max_side, max(published.size))
+    # The year of the article's electronic publication, as the JATS <pub-date pub-type="epub"> says.
+    xml = {a["pmcid"]: (corpus.out / f"{a['pmcid']}.{a['version']}" / f"{a['pmcid']}.{a['version']}.xml")
+           for a in truth.truth}
+    for pmcid, year in pairs.groupby("pmcid").year.first().items():
+        found = re.search(r'<pub-date[^>]*pub-type="epub"[^>]*>.*?<year>(\d{4})</year>', xml[pmcid].read_text(), re.S)
+        assert found and int(found.group(1)) == year, pmcid

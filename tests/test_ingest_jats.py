@@ -213,3 +213,17 @@ def test_licence_normalisation():
     assert from_url("https://creativecommons.org/publicdomain/zero/1.0/") == "CC0"
     assert from_text("Creative Commons Attribution-NonCommercial License") == "CC BY-NC"
     assert from_text("This work is in the public domain") == "PD"
+
+
+@pytest.mark.parametrize(("dates", "year"), [
+    ('<pub-date pub-type="collection"><year>2011</year></pub-date>'
+     '<pub-date pub-type="epub"><day>3</day><month>1</month><year>2010</year></pub-date>', 2010),
+    ('<pub-date pub-type="ppub"><year>2019</year></pub-date><pub-date date-type="pub" '
+     'publication-format="electronic"><year>2018</year></pub-date>', 2018),  # JATS 1.2's spelling
+    ('<pub-date pub-type="epub"><year>in press</year></pub-date><pub-date><year>2021</year></pub-date>', 2021),
+    ("", None),
+])
+def test_the_year_of_publication_prefers_the_electronic_date(dates, year):
+    xml = (f'<article><front><article-meta><article-id pub-id-type="pmc">PMC1</article-id>{dates}'
+           '</article-meta></front></article>').encode()
+    assert parse_article(xml).year == year

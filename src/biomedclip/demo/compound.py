@@ -109,36 +109,15 @@ def compound_figure(seed: int) -> CompoundFigure:
     colour_bar = family == "titled" and not title
     top = int(rng.integers(18, 30)) if title else 0
     right = int(rng.integers(40, 60)) if colour_bar else 0
-    w, h = max(b[2] for b in boxes) + margin, max(b[3] for b in boxes) + margin
-    sheet = Image.new("RGB", (w + right, h + top), (0, 0, 0) if dark else (255, 255, 255))
-    boxes = [(x0, y0 + top, x1, y1 + top) for x0, y0, x1, y1 in boxes]
-    for kind, (x0, y0, x1, y1) in zip(kinds, boxes, strict=True):
-        img, _ = render(kind, new_seed(rng), x1 - x0, y1 - y0)
-        if img.size != (x1 - x0, y1 - y0):  # the chest X-ray renderer draws squares
-            img = img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
-        sheet.paste(img, (x0, y0))
-    if family == "inset":
-        count = 1 + int(n > 2 and rng.random() < 0.4)
-        for i in sorted(int(i) for i in rng.permutation(n)[:count]):
-            draw_inset(rng, sheet, boxes[i], style.corner if style else "tl")
-    draw = ImageDraw.Draw(sheet)
-    if title:
-        draw_titles(rng, draw, boxes, top, dark)
-    if colour_bar:
-        draw_colour_bar(rng, sheet, draw, w, top, h + top)
-    letters: list[str | None] = [None] * n
-    if style is not None:
-        for i, box in enumerate(boxes):
-            letters[i] = chr((ord("A") if style.upper else ord("a")) + i)
-            draw_letter(draw, sheet, box, letters[i], style, dark)
+    images = [render(kind, new_seed(rng), x1 - x0, y1 - y0)[0]
+              for kind, (x0, y0, x1, y1) in zip(kinds, boxes, strict=True)]
+    sheet, boxes, letters = assemble(rng, images, boxes, margin=margin, dark=dark, style=style,
+                                     insets=range(n) if family == "inset" else (), top=top, right=right)
     if rng.random() < 0.5:
         buffer = io.BytesIO()
         sheet.save(buffer, format="JPEG", quality=int(rng.integers(70, 96)))
         sheet = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-    sw, sh = sheet.size
-    truth = tuple(PanelTruth(letter, (x0 / sw, y0 / sh, x1 / sw, y1 / sh))
-                  for letter, (x0, y0, x1, y1) in zip(letters, boxes, strict=True))
-    return CompoundFigure(sheet, truth, kinds, layout)
+    return CompoundFigure(sheet, panel_truth(letters, boxes, sheet.size), kinds, layout)
 
 
 def weighted(rng: Generator, options: tuple[tuple[str, float], ...]) -> str:

@@ -44,6 +44,9 @@ PAIRS_SCHEMA = pa.schema([
     ("image_sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
     ("phash", pa.int64()), ("license", pa.string()), ("split", pa.string()),
     ("source_uri", pa.string()),
+    # The article and the image as published (before normalisation): for the dataset card.
+    ("year", pa.int16()), ("source_format", pa.string()), ("source_mode", pa.string()),
+    ("source_width", pa.int32()), ("source_height", pa.int32()),
 ])
 REJECTS_SCHEMA = pa.schema([
     ("level", pa.string()), ("reason", pa.string()), ("detail", pa.string()),

@@ -140,13 +140,14 @@ def extract_article(store: ObjectStore, versions: list[VersionRef], params: Inge
         if fig_key in seen_keys:  # malformed XML repeats ids: keep pair ids unique
             fig_key = f"{fig_key}#{index + 1}"
         seen_keys.add(fig_key)
-        _extract_figure(files, media, fig, fig_key, index, pmid, code, params, images, result, reject)
+        _extract_figure(files, media, fig, fig_key, index, pmid, code, article.year, params, images, result,
+                        reject)
     return result
 
 
 def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key: str,
-                    index: int, pmid: str, code: str, params: IngestParams, images: ImageStore,
-                    result: ArticleResult, reject: Any) -> None:
+                    index: int, pmid: str, code: str, year: int | None, params: IngestParams,
+                    images: ImageStore, result: ArticleResult, reject: Any) -> None:
     words = len(fig.caption.split())
     where = {"fig_id": fig_key}
     if not fig.caption:
@@ -170,7 +171,7 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
             continue
         uri = f"{result.source_uri}/{name}" if params.layout == "opendata" else f"{result.source_uri}#{name}"
         try:
-            original = decode_image(files.media[name](), params.image)
+            decoded = decode_image(files.media[name](), params.image)
         except MissingObject as exc:
             reject(Reason.MEDIA_MISSING, str(exc), uri=uri, **where)
             continue
@@ -180,14 +181,13 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         except ImageRejected as exc:
             reject(exc.reason, f"{name}: {exc.detail}", uri=uri, **where)
             continue
-        image = encode_image(original, params.image)
+        image = encode_image(decoded.rgb, params.image)
         pair = pair_id(result.pmcid, fig_key, href)
         status = detail = None
         if params.panels.enabled:
-            outcome = split_panels(original, image, fig.caption, pair, params, images)
+            outcome = split_panels(decoded.rgb, image, fig.caption, pair, params, images)
             status, detail = outcome.status, outcome.detail
             result.panels += outcome.panels
-        del original
         result.pairs.append({
             "pair_id": pair,
             "pmcid": result.pmcid,
@@ -208,4 +208,10 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
             "caption_sha256": caption_sha256(fig.caption),
             "panel_status": status,
             "panel_detail": detail,
+            "year": year,
+            "source_format": decoded.format,
+            "source_mode": decoded.mode,
+            "source_width": decoded.rgb.width,
+            "source_height": decoded.rgb.height,
         })
+        del decoded

@@ -15,6 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -74,13 +75,20 @@ def phash(img: Image.Image) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+class Decoded(NamedTuple):
+    rgb: Image.Image  # at the image's own size
+    format: str  # as found: "JPEG", "PNG", "TIFF", "GIF", ...
+    mode: str  # as found: "RGB", "L", "CMYK", "P", "I;16", "RGBA", ...
+
+
 def normalise_image(data: bytes, params: ImageParams) -> NormalisedImage:
     """Decode, check, convert and re-encode one image; raises `ImageRejected`."""
-    return encode_image(decode_image(data, params), params)
+    return encode_image(decode_image(data, params).rgb, params)
 
 
-def decode_image(data: bytes, params: ImageParams) -> Image.Image:
-    """The image as RGB at its own size, after the checks; raises `ImageRejected`."""
+def decode_image(data: bytes, params: ImageParams) -> Decoded:
+    """The image as RGB at its own size, after the checks, with its format and mode as found;
+    raises `ImageRejected`."""
     if not data:
         raise ImageRejected(Reason.IMAGE_UNREADABLE, "empty file")
     try:
@@ -106,7 +114,7 @@ def decode_image(data: bytes, params: ImageParams) -> Image.Image:
         raise ImageRejected(Reason.IMAGE_UNREADABLE, detail) from None
     if min(width, height) < params.min_side:
         raise ImageRejected(Reason.IMAGE_TOO_SMALL, f"{width}x{height} < {params.min_side} px")
-    return _to_rgb(img)
+    return Decoded(_to_rgb(img), img.format or "", img.mode)
 
 
 def encode_image(rgb: Image.Image, params: ImageParams) -> NormalisedImage:

@@ -68,6 +68,7 @@ class Article(NamedTuple):  # a NamedTuple, like Figure: a frozen dataclass cost
     article_type: str
     license: License
     figures: tuple[Figure, ...] = ()
+    year: int | None = None  # of publication (<pub-date>: electronic first), for the dataset card
 
     def to_json(self) -> dict[str, Any]:
         """The `biomedclip inspect --json` contract (DESIGN.md)."""
@@ -318,6 +319,22 @@ def _front_matter(meta: etree._Element, ns: str) -> tuple[dict[str, str], etree.
 
 
 _PMCID = re.compile(r"(?:PMC)?(\d+)(?:\.\d+)?", re.I)
+# Which <pub-date> dates an article: electronic first, then print, then the issue's.
+_DATE_RANK = {"epub": 0, "pub": 1, "ppub": 2, "epub-ppub": 2, "collection": 3}
+
+
+def _pub_year(meta: etree._Element, ns: str) -> int | None:
+    """The year of the best-ranked <pub-date> (`pub-type`, or JATS 1.2's `date-type`)."""
+    best: tuple[int, int] | None = None
+    for date in meta.iterchildren(ns + "pub-date"):
+        year = first_child(date, ns + "year")
+        text = (year.text or "").strip() if year is not None else ""
+        if not (text.isdigit() and 1800 <= int(text) <= 2200):
+            continue
+        rank = _DATE_RANK.get(date.get("pub-type") or date.get("date-type") or "", 4)
+        if best is None or rank < best[0]:
+            best = (rank, int(text))
+    return best[1] if best else None
 
 
 def normalise_pmcid(value: str | None) -> str | None:
@@ -380,4 +397,5 @@ def parse_article(data: bytes) -> Article:
         # No <permissions> where expected: look for its content anywhere in the front matter.
         license_from_xml(permissions if permissions is not None else meta, ns),
         _figures(article, ns),
+        _pub_year(meta, ns),
     )

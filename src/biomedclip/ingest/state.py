@@ -23,10 +23,11 @@ from biomedclip.config import IngestParams
 from biomedclip.ingest.extract import ArticleResult
 from biomedclip.ingest.panels import PANEL_COLUMNS
 
-SCHEMA_VERSION = "2"  # a new version drops the tables: an older file's columns do not fit
+SCHEMA_VERSION = "3"  # a new version drops the tables: an older file's columns do not fit
 PAIR_COLUMNS = ("pair_id", "pmcid", "pmid", "version", "fig_id", "label", "caption", "panels",
                 "image_key", "image_sha256", "width", "height", "phash", "license", "source_uri",
-                "ordinal", "caption_sha256", "panel_status", "panel_detail")
+                "ordinal", "caption_sha256", "panel_status", "panel_detail", "year", "source_format",
+                "source_mode", "source_width", "source_height")
 REJECT_COLUMNS = ("level", "reason", "detail", "pmcid", "version", "fig_id", "href", "source_uri")
 
 _DDL = f"""
