@@ -37,8 +37,8 @@ data: install  ## data/raw from the DVC remote, else regenerated and checked aga
 	  echo "data/raw: regenerated, identical to the version in data.dvc"; \
 	fi
 
-run: data  ## The main job: every pipeline stage on the embedded defaults.
-	dvc repro
+run: data  ## The main job: every pipeline stage on the embedded defaults (one Prefect server for all).
+	biomedclip repro
 	dvc push --quiet
 	dvc status
 

@@ -467,40 +467,10 @@ def prefect_api(tmp_path_factory):
     """`prefect server start` (SQLite, its own PREFECT_HOME) on a loopback port, one for the whole
     session (a flow process given its URL starts no temporary server of its own: 7-20 s saved
     each); its API URL."""
-    import signal
-    import time
+    from biomedclip.pipeline.server import prefect_server
 
-    import httpx
-
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    env.pop("PREFECT_API_URL", None)
-    log_path = home / "server.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                   str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            pytest.fail(f"prefect server did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
+        yield url
 
 
 def prefect_request(api_url: str, method: str, path: str, **body: Any) -> Any:

@@ -696,6 +696,24 @@ def schedule_command(
     serve(state.params_path, cron=cron, timezone=timezone)
 
 
+@app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repro_command(ctx: typer.Context) -> None:
+    """`dvc repro [ARGS]` with one Prefect server for the whole run (what `make run` calls).
+
+    Each stage's flow would otherwise start a temporary Prefect server of its own (7-20 s each).
+    This starts `prefect server start` once on a loopback port, with the project's PREFECT_HOME
+    (.prefect), hands its URL to every stage, and stops it at the end; its history stays, so
+    `prefect server start` shows every run afterwards. Nothing to run: no server is started.
+    With PREFECT_API_URL set, the stages report there and no server is started either.
+    Extra arguments go to `dvc repro` (e.g. `biomedclip repro evaluate`, `biomedclip repro -f`).
+    """
+    from biomedclip.pipeline.server import repro
+
+    code = repro(list(ctx.args))
+    if code:
+        raise typer.Exit(code)
+
+
 def _made_here(params: Params, flow: str, ctx: typer.Context) -> None:
     """A stage's outputs were just made at this terminal, by no flow run: the record beside them
     says so (the lineage must not credit an earlier flow run with them)."""
