@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import warnings
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -16,9 +17,10 @@ from PIL import Image
 from biomedclip.config import BenchmarkParams
 from biomedclip.demo import generate_benchmark
 from biomedclip.demo.benchmark import benchmark_jobs
+from biomedclip.demo.compound import corpus_figure, lettered_single
 from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, png_bytes
-from biomedclip.demo.figures import CLASS_NAMES, RENDERERS, compose, render
-from biomedclip.demo.plan import Planner
+from biomedclip.demo.figures import CLASS_NAMES, RENDERERS, render
+from biomedclip.demo.plan import PanelPlan, Planner
 
 pytestmark = pytest.mark.unit
 
@@ -50,13 +52,41 @@ def test_figure_types_are_told_apart_by_colour_statistics():
     assert correct / (6 * len(kinds)) > 0.6
 
 
-def test_composite_tiles_panels_with_a_letter_in_each_corner():
-    panels = [render("fluorescence", s, 100, 80)[0] for s in range(4)]
-    sheet = np.asarray(compose(panels, columns=2).convert("L"))
-    assert sheet.shape[1] >= 200 and sheet.shape[0] >= 160
-    for y, x in ((0, 0), (0, sheet.shape[1] - 100), (sheet.shape[0] - 80, 0)):
-        corner = sheet[y:y + 10, x:x + 10]
-        assert (corner > 240).mean() > 0.3 and (corner < 60).any(), "white box with a dark letter"
+def test_corpus_composites_keep_the_planned_panels_in_reading_order_in_varied_layouts():
+    layouts, sheets = set(), set()
+    for seed in range(60):
+        n = (2, 3, 4, 6)[seed % 4]
+        kinds = ["fluorescence", "ct", "bar_chart", "he_histology"]
+        panels = [PanelPlan(kinds[(seed + i) % 4 if seed % 3 else 0], 100 * seed + i, 150, 120) for i in range(n)]
+        figure, attrs = corpus_figure(np.random.default_rng(seed), panels, 2 if n in (2, 4) else 3)
+        again, _ = corpus_figure(np.random.default_rng(seed), panels, 2 if n in (2, 4) else 3)
+        assert figure.image.tobytes() == again.image.tobytes() and figure.panels == again.panels
+        assert figure.kinds == tuple(p.kind for p in panels) and len(attrs) == len(figure.panels) == n
+        boxes = [p.box for p in figure.panels]
+        assert all(0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 for x0, y0, x1, y1 in boxes)
+        for (_, ay0, ax1, ay1), (bx0, by0, _, _) in pairwise(boxes):  # reading order: next row, or right
+            assert by0 >= ay1 - 1e-9 or (by0 >= ay0 - 1e-9 and bx0 >= ax1 - 1e-9)
+        w, h = figure.image.size
+        sides = [min((x1 - x0) * w, (y1 - y0) * h) for x0, y0, x1, y1 in boxes]
+        areas = [(x1 - x0) * w * (y1 - y0) * h / (150 * 120) for x0, y0, x1, y1 in boxes]
+        assert min(sides) >= 40 and 0.4 < sum(areas) / n < 2.5  # panels about the size planned
+        letters = {p.letter for p in figure.panels}
+        assert letters in ({chr(ord("A") + i) for i in range(n)}, {chr(ord("a") + i) for i in range(n)})
+        layouts.add(figure.layout.split("-")[0])
+        sheets.add(figure.image.getpixel((0, 0)))
+    assert layouts == {"grid", "abutting", "spanning", "unequal", "inset"}
+    assert (0, 0, 0) in sheets and (255, 255, 255) in sheets
+
+
+def test_a_lettered_single_image_is_one_panel_with_a_letter_on_it():
+    image, _ = render("he_histology", 3, 200, 160)
+    figure = lettered_single(np.random.default_rng(0), image, "he_histology")
+    assert figure.image.size == image.size and len(figure.panels) == 1
+    assert figure.panels[0].box == (0.0, 0.0, 1.0, 1.0) and figure.panels[0].letter in ("A", "a")
+    changed = np.any(np.asarray(figure.image) != np.asarray(image), axis=2)
+    ys, xs = np.nonzero(changed)
+    assert 0 < changed.mean() < 0.05  # a letter, in a corner
+    assert xs.max() - xs.min() < 60 and ys.max() - ys.min() < 60
 
 
 @settings(max_examples=40, deadline=None)

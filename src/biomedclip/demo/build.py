@@ -17,10 +17,18 @@ from PIL import Image, ImageDraw
 from biomedclip.demo import prose
 from biomedclip.demo.article import JOURNALS, ArticleVersion, Figure, Supplement
 from biomedclip.demo.captions import Caption, describe
+from biomedclip.demo.compound import (
+    COMPOUND_STREAM,
+    SINGLE_LETTERED,
+    corpus_figure,
+    lettered_single,
+)
 from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, huge_jpeg
-from biomedclip.demo.figures import Attrs, compose, render
+from biomedclip.demo.figures import Attrs, render
 from biomedclip.demo.figures.laboratory import formula_image, table_image
-from biomedclip.demo.plan import ArticlePlan, FigurePlan, GraphicPlan, Planner, new_seed
+from biomedclip.demo.plan import ArticlePlan, FigurePlan, GraphicPlan, Planner, new_seed, rng_for
+
+CORPUS_LAYOUT = 2  # the index, in compound.COMPOUND_STREAM, of a corpus graphic's layout draws
 
 
 @dataclass(frozen=True)
@@ -30,22 +38,37 @@ class RenderedGraphic:
     attrs: list[Attrs]
     damage: str = ""  # how a corrupt image was damaged
     thumbnail: bytes | None = None
+    layout: str = ""  # of a composite or a lettered single image: "grid-2x2-gutter8", "single-lettered"...
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # its panels, normalised, reading order
 
 
-def render_graphic(g: GraphicPlan) -> RenderedGraphic:
-    """Draw, compose and encode one graphic; identical plans give identical bytes."""
-    drawn = [render(p.kind, p.seed, p.width, p.height) for p in g.panels]
-    images = [img for img, _ in drawn]
-    attrs = [a for _, a in drawn]
+def render_graphic(g: GraphicPlan, may_letter: bool = False) -> RenderedGraphic:
+    """Draw, lay out and encode one graphic; identical plans give identical bytes.
+
+    A composite is laid out by `compound.corpus_figure`; a single image gets a panel letter drawn
+    on it (SINGLE_LETTERED of them) if `may_letter` (the figure's one graphic). Both from the
+    graphic's own seed, and with the panel boxes recorded."""
     kinds = [p.kind for p in g.panels]
-    img = images[0] if len(images) == 1 else compose(images, g.columns)
+    layout_rng = rng_for(g.encode_seed, COMPOUND_STREAM, CORPUS_LAYOUT)
+    figure = None
+    if len(g.panels) > 1:
+        figure, attrs = corpus_figure(layout_rng, g.panels, g.columns)
+        img = figure.image
+    else:
+        p = g.panels[0]
+        img, attr = render(p.kind, p.seed, p.width, p.height)
+        attrs = [attr]
+        if may_letter and layout_rng.random() < SINGLE_LETTERED:
+            figure = lettered_single(layout_rng, img, p.kind)
+            img = figure.image
+    layout, boxes = (figure.layout, tuple(t.box for t in figure.panels)) if figure else ("", ())
     rng = np.random.default_rng(g.encode_seed)
     if g.condition == "missing_media":
-        return RenderedGraphic(None, kinds, attrs)
+        return RenderedGraphic(None, kinds, attrs, layout=layout, boxes=boxes)
     if g.condition == "huge_image":
         width, height = int(13_000 + rng.integers(11_000)), int(13_000 + rng.integers(11_000))
         data = bomb_png(width, height) if g.encoding == "png" else huge_jpeg(img, width, height)
-        return RenderedGraphic(data, kinds, attrs)
+        return RenderedGraphic(data, kinds, attrs, layout=layout, boxes=boxes)
     if g.condition == "tiny_image":
         img = img.resize((int(6 + rng.integers(18)), int(6 + rng.integers(18))),
                          Image.Resampling.BILINEAR)
@@ -57,7 +80,23 @@ def render_graphic(g: GraphicPlan) -> RenderedGraphic:
     if g.thumbnail:
         small = img.resize((100, max(1, 100 * img.height // img.width)), Image.Resampling.BILINEAR)
         thumb = encode(small, "gif", np.random.default_rng(g.encode_seed + 1))
-    return RenderedGraphic(data, kinds, attrs, damage, thumb)
+    return RenderedGraphic(data, kinds, attrs, damage, thumb, layout, boxes)
+
+
+def panel_truth(r: RenderedGraphic, caption: Caption | None) -> dict[str, Any] | None:
+    """Where each panel of a composite (or lettered single) graphic is and what the caption says of
+    it: its letter (the caption's, upper case), box (normalised to the image as encoded) and
+    sub-caption, and what the caption says of all panels. One panel: the whole caption is shared."""
+    if not r.layout:
+        return None
+    if len(r.boxes) == 1:
+        subcaptions, shared = [""], caption.plain() if caption else ""
+    else:
+        subcaptions = caption.subcaptions if caption else [""] * len(r.boxes)
+        shared = caption.shared if caption else ""
+    panels = [{"letter": chr(ord("A") + i), "box": [round(v, 6) for v in box], "subcaption": text}
+              for i, (box, text) in enumerate(zip(r.boxes, subcaptions, strict=True))]
+    return {"layout": r.layout, "panels": panels, "shared": shared}
 
 
 def figure_caption(fig: FigurePlan, rendered: list[RenderedGraphic], inline_href: str) -> Caption | None:
@@ -96,7 +135,8 @@ class ArticleBuilder:
             member = chr(ord("A") + len(groups.get(fig.group, []))) if fig.group else ""
             fig_id = journal.fig_id.format(n=number, **names) + member.lower()
             label = journal.label.format(n=number) + member
-            rendered = [render_graphic(g) for g in fig.graphics]
+            rendered = [render_graphic(g, may_letter=len(fig.graphics) == 1 and not fig.group)
+                        for g in fig.graphics]
             inline_href = journal.inline.format(n=position + 1, **names)
             caption = figure_caption(fig, rendered, inline_href)
             hrefs, files = [], []
@@ -118,7 +158,7 @@ class ArticleBuilder:
                     "kinds": r.kinds, "panels": len(r.kinds), "condition": g.condition,
                     "encoding": g.encoding, "damage": r.damage, "placement": fig.placement,
                     "group": fig.group, "duplicate_of": g.duplicate_of,
-                    "noise": sorted(fig.noise),
+                    "noise": sorted(fig.noise), "panel_truth": panel_truth(r, caption),
                 })
             if caption and fig.caption_style.inline_graphic:
                 glyph = Image.new("RGB", (18, 12), (255, 255, 255))

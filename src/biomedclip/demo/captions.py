@@ -5,6 +5,12 @@ match what the renderer drew (stain, magnification, finding, colours, counts), p
 descriptions for composite figures, and the methods/statistics boilerplate real captions carry.
 Inline markup (italics, sub/superscripts, citations, MathML, inline graphics) is kept as typed
 segments so the JATS writer can emit real elements and the plain-text form stays exact.
+
+Panel markers are what `biomedclip.panels.captions.split_caption` reads: "(A)" per panel, or for a
+run of same-kind panels described once "(A–C)", "(A-C)", "(A and B)", "(A, B)"; the bare style
+is Nature's lower-case letter ("a", "a–c", "a, b"). A composite's caption also records what it
+says of each panel alone and of all of them (`Caption.subcaptions`, `Caption.shared`): the panel
+truth the corpus writes beside itself.
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ Segment = str | Markup
 class Caption:
     title: list[Segment]  # may be empty: many captions are paragraphs only
     paragraphs: list[list[Segment]] = field(default_factory=list)
+    # Of a composite figure: what the caption says of each panel alone (plain, without its
+    # marker; a range "(A–C) text" gives A, B and C that text), and of all panels (title,
+    # methods, statistics). Empty for one panel.
+    subcaptions: list[str] = field(default_factory=list)
+    shared: str = ""
 
     def plain(self) -> str:
         """The caption as an ingest should read it: title + paragraphs, markup as text."""
@@ -300,7 +311,41 @@ class CaptionStyle:
     mathml: bool = False
     inline_graphic: bool = False
     citation: str = ""  # rid of a bibliography entry to cite, if any
-    panel_style: str = "({})"
+    panel_style: str = "({})"  # "({})": "(A)", "(A–C)", "(A and B)"; "{}": Nature's bare "a", "a–c", "a, b"
+
+
+RANGE_RATE = 0.22  # composite captions with a run of same-kind panels that describe it once: "(A–C) ..."
+
+
+def panel_runs(kinds: list[str], rng: Generator) -> list[tuple[int, int]]:
+    """The panels' (first, last) index of each described part, in order: one panel each, or
+    (RANGE_RATE of the captions that can) one run of consecutive same-kind panels together."""
+    runs, start = [], 0
+    for i in range(1, len(kinds) + 1):
+        if i == len(kinds) or kinds[i] != kinds[start]:
+            if i - start > 1:
+                runs.append((start, i - 1))
+            start = i
+    parts = [(i, i) for i in range(len(kinds))]
+    if runs and rng.random() < RANGE_RATE:
+        first, last = pick(rng, runs)
+        parts = [*parts[:first], (first, last), *parts[last + 1:]]
+    return parts
+
+
+def panel_marker(panel_style: str, first: int, last: int, rng: Generator) -> str:
+    """The marker of panels first..last as `panels.captions.split_caption` reads it: "(A)",
+    "(A and B)", "(A, B)", "(A–C)", "(A-C)"; in the bare style lower case, as Nature prints it
+    ("a", "a, b", "a–c"; a bare upper-case letter reads as English)."""
+    a, b = chr(ord("A") + first), chr(ord("A") + last)
+    if panel_style != "({})":
+        a, b = a.lower(), b.lower()
+        return a if first == last else f"{a}, {b}" if last == first + 1 else f"{a}–{b}"
+    if first == last:
+        return f"({a})"
+    if last == first + 1:
+        return pick(rng, (f"({a} and {b})", f"({a}, {b})"))
+    return pick(rng, (f"({a}–{b})", f"({a}-{b})"))
 
 
 def describe(kinds: list[str], attrs: list[Attrs], style: CaptionStyle, rng: Generator,
@@ -311,6 +356,7 @@ def describe(kinds: list[str], attrs: list[Attrs], style: CaptionStyle, rng: Gen
     """
     first_title, first_details = WORDING[kinds[0]](attrs[0], rng)
     panels: list[list[Segment]] = []
+    subcaptions: list[str] = []
     if len(kinds) == 1:
         title = first_title + "."
         if not (style.short and len(title.split()) >= 10):  # else title-only, as many real ones are
@@ -318,14 +364,15 @@ def describe(kinds: list[str], attrs: list[Attrs], style: CaptionStyle, rng: Gen
     else:
         title = sentence(rng, "{t} and associated analyses.", "{t}: multi-panel figure.",
                          "{t}.", t=first_title)
-        for i, (kind, a) in enumerate(zip(kinds, attrs, strict=True)):
-            panel_title, panel_details = WORDING[kind](a, rng)
+        for first, last in panel_runs(kinds, rng):
+            panel_title, panel_details = WORDING[kinds[first]](attrs[first], rng)
             text = f" {upper_first(panel_title)}."
             if not style.short:
                 text += " " + " ".join(panel_details)
-            letter = style.panel_style.format(chr(ord("A") + i))
+            letter = panel_marker(style.panel_style, first, last, rng)
             mark: Segment = Markup("bold", text=letter) if style.layout == "panels" else letter
             panels.append([mark, text])
+            subcaptions += [" ".join(text.split())] * (last - first + 1)
     extra: list[Segment] = []
     if style.citation:
         extra += [" Adapted from reference ", Markup("xref", text="12", ref=style.citation), "."]
@@ -349,13 +396,18 @@ def describe(kinds: list[str], attrs: list[Attrs], style: CaptionStyle, rng: Gen
         extra += [" " + " ".join(CONTEXT[int(i)] for i in rng.permutation(len(CONTEXT))[:int(3 + rng.integers(5))])]
         extra += [" " + pick(rng, ABBREVIATIONS)]
         extra += [" ", Markup("sup", text="*"), "Values in the text refer to the same panels."]
+    body = [seg for panel in panels for seg in [" ", *panel]] + extra
     if style.layout == "panels":
         paragraphs = [*panels, extra] if extra else panels
-        return Caption(title=[title], paragraphs=[_tidy(p) for p in paragraphs])
-    body = [seg for panel in panels for seg in [" ", *panel]] + extra
-    if style.layout == "p":
-        return Caption(title=[], paragraphs=[_tidy([title, " ", *body])])
-    return Caption(title=[title], paragraphs=[_tidy(body)] if body else [])
+        caption = Caption(title=[title], paragraphs=[_tidy(p) for p in paragraphs])
+    elif style.layout == "p":
+        caption = Caption(title=[], paragraphs=[_tidy([title, " ", *body])])
+    else:
+        caption = Caption(title=[title], paragraphs=[_tidy(body)] if body else [])
+    if subcaptions:
+        caption.subcaptions = subcaptions
+        caption.shared = " ".join(" ".join(text.split()) for text in (title, segments_text(extra)) if text.strip())
+    return caption
 
 
 def _tidy(paragraph: list[Segment]) -> list[Segment]:

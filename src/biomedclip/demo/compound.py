@@ -16,21 +16,27 @@ detection can be measured (`bench/panels.py`) instead of eyeballed:
 - single images, some with a letter on them (one panel: the figure stays whole);
 - half of them JPEG round-tripped, as PMC serves most figures.
 
+The demo corpus draws its composite graphics with the same pieces (`corpus_figure`: the planned
+panels, kinds and sizes, in a grid with gutters or abutting, spanning, unequal or inset layout,
+letters as above) and some single images with a letter on them (`lettered_single`), and records
+their truth beside the corpus (`corpus.PANEL_TRUTH`). `assemble` draws every one of them.
+
 Same seed, same pixels and truth: seeded draws, Pillow's drawing and Pillow's JPEG codec only.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.random import Generator
 from PIL import Image, ImageDraw
 
-from biomedclip.demo.figures import render
+from biomedclip.demo.figures import Attrs, render
 from biomedclip.demo.figures.drawing import font, pick
-from biomedclip.demo.plan import new_seed, rng_for
+from biomedclip.demo.plan import PanelPlan, new_seed, rng_for
 
 COMPOUND_STREAM = 3  # after plan.CORPUS_STREAM (1) and plan.BENCHMARK_STREAM (2)
 
@@ -142,14 +148,22 @@ def grid(rng: Generator, width: int, rows: int, cols: int, gutter: int, margin: 
     cell_w = (width - 2 * margin - (cols - 1) * gutter) // cols
     cell_h = int(cell_w * rng.uniform(0.65, 1.05))
     cell_h = min(cell_h, (limit - 2 * margin - (rows - 1) * gutter) // rows - strip)
+    return grid_boxes(rows, cols, cell_w, cell_h, gutter, margin, strip)
+
+
+def grid_boxes(rows: int, cols: int, cell_w: int, cell_h: int, gutter: int, margin: int, strip: int) -> list[Box]:
+    """`rows` x `cols` panels of `cell_w` x `cell_h`, row by row, `strip` px above each."""
     return [(margin + c * (cell_w + gutter), margin + r * (cell_h + strip + gutter) + strip,
              margin + c * (cell_w + gutter) + cell_w, margin + r * (cell_h + strip + gutter) + strip + cell_h)
             for r in range(rows) for c in range(cols)]
 
 
-def spanning(rng: Generator, width: int, gutter: int, margin: int, strip: int) -> tuple[list[Box], str]:
-    """A wide panel over (or under) a row of 2-3, or a tall panel beside a column of two."""
-    shape = weighted(rng, (("top", 0.45), ("bottom", 0.2), ("left", 0.35)))
+def spanning(rng: Generator, width: int, gutter: int, margin: int, strip: int,
+             panels: int | None = None) -> tuple[list[Box], str]:
+    """A wide panel over (or under) a row of 2-3, or a tall panel beside a column of two; `panels`
+    (3 or 4) fixes the count, else it is drawn."""
+    shapes = (("top", 0.45), ("bottom", 0.2), ("left", 0.35))
+    shape = weighted(rng, shapes if panels in (None, 3) else shapes[:2])
     inner = width - 2 * margin
     if shape == "left":
         left_w = int(inner * rng.uniform(0.45, 0.62))
@@ -160,7 +174,7 @@ def spanning(rng: Generator, width: int, gutter: int, margin: int, strip: int) -
         return [(margin, margin + strip, margin + left_w, margin + strip + tall),
                 (x1, margin + strip, x1 + right_w, margin + strip + cell_h),
                 (x1, margin + 2 * strip + cell_h + gutter, x1 + right_w, margin + strip + tall)], "spanning-left"
-    k = 2 + int(rng.random() < 0.4)
+    k = panels - 1 if panels else 2 + int(rng.random() < 0.4)
     cell_w = (inner - (k - 1) * gutter) // k
     cell_h = int(cell_w * rng.uniform(0.65, 1.0))
     wide_h = int(inner * rng.uniform(0.3, 0.45))
@@ -180,17 +194,19 @@ def spanning(rng: Generator, width: int, gutter: int, margin: int, strip: int) -
     return boxes, f"spanning-{shape}"
 
 
-def unequal(rng: Generator, width: int, gutter: int, margin: int, strip: int) -> list[Box]:
-    """2-3 rows of different heights, each of 1-3 panels of different widths."""
-    rows = 2 + int(rng.random() < 0.4)
+def unequal(rng: Generator, width: int, gutter: int, margin: int, strip: int,
+            counts: list[int] | None = None, total: int | None = None) -> list[Box]:
+    """2-3 rows of different heights, each of 1-3 panels of different widths; `counts` fixes the
+    panels of each row, `total` the rows' summed height (else drawn, and sized from `width`)."""
+    rows = len(counts) if counts else 2 + int(rng.random() < 0.4)
     inner = width - 2 * margin
     heights = rng.uniform(0.6, 1.4, rows)
-    heights = (heights / heights.sum() * min(inner * rows * 0.32,
+    heights = (heights / heights.sum() * min(total or inner * rows * 0.32,
                                              MAX_SIDE - 2 * margin - (rows - 1) * gutter - rows * strip))
     boxes = []
     y = margin
     for r in range(rows):
-        k = 1 + int(rng.integers(3)) if r else 2 + int(rng.integers(2))
+        k = counts[r] if counts else 1 + int(rng.integers(3)) if r else 2 + int(rng.integers(2))
         shares = rng.uniform(0.6, 1.4, k)
         widths = (shares / shares.sum() * (inner - (k - 1) * gutter)).astype(int)
         x, y = margin, y + strip
@@ -273,6 +289,43 @@ def draw_letter(draw: ImageDraw.ImageDraw, sheet: Image.Image, box: Box, letter:
     draw.text((tx - left, ty - top), letter, fill=colour, font=f, stroke_width=stroke, stroke_fill=colour)
 
 
+def assemble(rng: Generator, images: list[Image.Image], boxes: list[Box], *, margin: int, dark: bool,
+             style: LetterStyle | None, insets: Sequence[int] = (), top: int = 0,
+             right: int = 0) -> tuple[Image.Image, list[Box], list[str | None]]:
+    """The figure: `images` pasted into `boxes` (resized to fit) on a white or black sheet, an
+    inset in one or two of the panels `insets` names, column titles in a `top` px strip, a colour
+    bar in a `right` px one, and a letter on each panel in `style` (none without one). Returns the
+    sheet, the boxes where they ended up, and each panel's letter as drawn."""
+    w, h = max(b[2] for b in boxes) + margin, max(b[3] for b in boxes) + margin
+    sheet = Image.new("RGB", (w + right, h + top), (0, 0, 0) if dark else (255, 255, 255))
+    boxes = [(x0, y0 + top, x1, y1 + top) for x0, y0, x1, y1 in boxes]
+    for img, (x0, y0, x1, y1) in zip(images, boxes, strict=True):
+        if img.size != (x1 - x0, y1 - y0):  # the chest X-ray renderer draws squares
+            img = img.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR)
+        sheet.paste(img, (x0, y0))
+    if insets:
+        count = 1 + int(len(insets) > 2 and rng.random() < 0.4)
+        for i in sorted(insets[int(j)] for j in rng.permutation(len(insets))[:count]):
+            draw_inset(rng, sheet, boxes[i], style.corner if style else "tl")
+    draw = ImageDraw.Draw(sheet)
+    if top:
+        draw_titles(rng, draw, boxes, top, dark)
+    if right:
+        draw_colour_bar(rng, sheet, draw, w, top, h + top)
+    letters: list[str | None] = [None] * len(boxes)
+    if style is not None:
+        for i, box in enumerate(boxes):
+            letters[i] = chr((ord("A") if style.upper else ord("a")) + i)
+            draw_letter(draw, sheet, box, letters[i], style, dark)
+    return sheet, boxes, letters
+
+
+def panel_truth(letters: list[str | None], boxes: list[Box], size: tuple[int, int]) -> tuple[PanelTruth, ...]:
+    sw, sh = size
+    return tuple(PanelTruth(letter, (x0 / sw, y0 / sh, x1 / sw, y1 / sh))
+                 for letter, (x0, y0, x1, y1) in zip(letters, boxes, strict=True))
+
+
 def tiled_figure(images: list[Image.Image], seed: int) -> CompoundFigure:
     """Real images (radiographs, say) tiled as a compound figure: a grid with white gutters or
     abutting, a letter in a corner of each tile. `images` are reused in turn if too few."""
@@ -284,17 +337,65 @@ def tiled_figure(images: list[Image.Image], seed: int) -> CompoundFigure:
     order = rng.permutation(len(images))
     style = letter_style(rng, "abutting", tile * cols)
     boxes = grid(rng, tile * cols + (cols - 1) * gutter + 2 * margin, rows, cols, gutter, margin, 0)
-    side = max(b[2] for b in boxes) + margin, max(b[3] for b in boxes) + margin
-    sheet = Image.new("RGB", side, (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    letters = []
-    for i, (x0, y0, x1, y1) in enumerate(boxes):
-        source = images[int(order[i % len(images)])].convert("RGB")
-        sheet.paste(source.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR), (x0, y0))
-        letters.append(chr((ord("A") if style.upper else ord("a")) + i))
-        draw_letter(draw, sheet, (x0, y0, x1, y1), letters[-1], style, False)
-    w, h = sheet.size
-    truth = tuple(PanelTruth(letter, (x0 / w, y0 / h, x1 / w, y1 / h))
-                  for letter, (x0, y0, x1, y1) in zip(letters, boxes, strict=True))
+    tiles = [images[int(order[i % len(images)])].convert("RGB") for i in range(len(boxes))]
+    sheet, boxes, letters = assemble(rng, tiles, boxes, margin=margin, dark=False, style=style)
     layout = f"xray-{rows}x{cols}-gutter{gutter}" if gutter else f"xray-abutting-{rows}x{cols}"
-    return CompoundFigure(sheet, truth, ("chest_xray",) * len(boxes), layout)
+    return CompoundFigure(sheet, panel_truth(letters, boxes, sheet.size), ("chest_xray",) * len(boxes), layout)
+
+
+# --- the demo corpus's composite graphics ---------------------------------------------------------
+
+# Layout families of the corpus's composite graphics, and how often each is drawn.
+CORPUS_FAMILIES = (("grid", 0.34), ("abutting", 0.18), ("spanning", 0.18), ("unequal", 0.14), ("inset", 0.16))
+SINGLE_LETTERED = 0.08  # single-graphic figures of one panel with a letter drawn on it
+MIN_PANEL = 40  # px: a layout with a narrower panel (than this or the planned side) is redrawn as a grid
+
+
+def corpus_figure(rng: Generator, panels: Sequence[PanelPlan], columns: int) -> tuple[CompoundFigure, list[Attrs]]:
+    """A composite graphic of the demo corpus: the planned panels (kinds, seeds, sizes: all one
+    size), in reading order, in a layout drawn from `rng` with the variety of `compound_figure`;
+    with each panel's attributes, for its caption."""
+    n, w, h = len(panels), panels[0].width, panels[0].height
+    kinds = tuple(p.kind for p in panels)
+    pictures = [i for i, kind in enumerate(kinds) if kind in IMAGE_KINDS]
+    family = weighted(rng, CORPUS_FAMILIES)
+    if ((family == "abutting" and len(pictures) < n) or (family == "spanning" and n not in (3, 4))
+            or (family == "inset" and not pictures)):
+        family = "grid"  # charts do not abut (white on white); spanning needs 3 or 4 panels
+    dark = all(kind in DARK_KINDS for kind in kinds) and rng.random() < 0.5
+    shapes = [(r, n // r) for r in range(1, n + 1) if n % r == 0 and max(r, n // r) <= 4]
+    rows, cols = (-(-n // columns), columns) if rng.random() < 0.7 else pick(rng, shapes)
+    gutter = 0 if family == "abutting" else min(pick(rng, GUTTERS), max(2, min(w, h) // 6))
+    margin = 0 if family == "abutting" else int(rng.integers(0, 12))
+    style = letter_style(rng, family, cols * w)
+    strip = style.size + 6 if style.placement == "margin" else 0
+    top = int(rng.integers(14, 22)) if family == "grid" and rng.random() < 0.1 else 0
+    boxes = grid_boxes(rows, cols, w, h, gutter, margin, strip)
+    layout = f"{family}-{rows}x{cols}" + (f"-gutter{gutter}" if family != "abutting" else "")
+    if family == "spanning":
+        k = n - 1
+        spanned, layout = spanning(rng, k * w + (k - 1) * max(gutter, 4) + 2 * margin, max(gutter, 4),
+                                   margin, strip, panels=n)
+    elif family == "unequal":
+        counts = [1] * int(rng.integers(max(1, -(-n // 3)), min(3, n) + 1))
+        for _ in range(n - len(counts)):
+            counts[pick(rng, [r for r, c in enumerate(counts) if c < 3])] += 1
+        k = max(counts)
+        spanned, layout = unequal(rng, k * w + (k - 1) * max(gutter, 4) + 2 * margin, max(gutter, 4), margin,
+                                  strip, counts, len(counts) * h), "unequal-" + "-".join(map(str, counts))
+    if family in ("spanning", "unequal"):
+        if min(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in spanned) >= min(MIN_PANEL, w, h):
+            boxes = spanned
+        else:
+            layout = f"grid-{rows}x{cols}-gutter{gutter}"
+    drawn = [render(p.kind, p.seed, x1 - x0, y1 - y0) for p, (x0, y0, x1, y1) in zip(panels, boxes, strict=True)]
+    sheet, boxes, letters = assemble(rng, [img for img, _ in drawn], boxes, margin=margin, dark=dark, style=style,
+                                     insets=pictures if family == "inset" else (), top=top)
+    return CompoundFigure(sheet, panel_truth(letters, boxes, sheet.size), kinds, layout), [a for _, a in drawn]
+
+
+def lettered_single(rng: Generator, image: Image.Image, kind: str) -> CompoundFigure:
+    """One image with a panel letter on it: one panel, which a splitter must keep whole."""
+    style = letter_style(rng, "single-lettered", image.width)
+    sheet, boxes, letters = assemble(rng, [image], [(0, 0, *image.size)], margin=0, dark=False, style=style)
+    return CompoundFigure(sheet, panel_truth(letters, boxes, sheet.size), (kind,), "single-lettered")

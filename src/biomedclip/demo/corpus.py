@@ -3,10 +3,16 @@
 Articles are built in worker processes (each from its own seed, so the order of completion does
 not matter) and written by this process in article order into a staging folder that replaces the
 output folder only when everything is written.
+
+Beside the PMC prefixes, `PANEL_TRUTH` records where the panels of every composite graphic (and
+of every single image with a panel letter drawn on it) are and what the caption says of each, so
+that panel splitting can be measured on the corpus the pipeline ingests. It is outside every
+prefix and the inventory: a PMC listing never sees it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 from collections import Counter
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 Built = tuple[list[ArticleVersion], dict[str, Any]]
 # Marks a folder demo-data wrote, so a later run may replace it (and nothing else).
 MARKER = ".biomedclip-demo"
+# The panel truth sidecar, relative to the corpus folder: one JSON line per recorded graphic.
+PANEL_TRUTH = "demo-truth/panels.jsonl"
 
 
 def write_marker(folder: Path) -> None:
@@ -87,6 +95,26 @@ class CorpusReport:
                 ("files", str(self.files)), ("size", f"{self.bytes / 2**20:.1f} MiB")]
 
 
+def panel_truth_rows(truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sidecar's rows: every graphic with a panel truth, by PMCID number and figure order."""
+    rows = []
+    for article in sorted(truth, key=lambda a: int(a["pmcid"][3:])):
+        for g in article["graphics"]:  # in figure order, a figure's graphics in order
+            if g["panel_truth"] is not None:
+                rows.append({"pmcid": article["pmcid"], "version": article["version"], "fig_id": g["fig_id"],
+                             "href": g["href"], "media_file": g["media_file"], "condition": g["condition"],
+                             "caption": g["caption"], **g["panel_truth"]})
+    return rows
+
+
+def write_panel_truth(folder: Path, truth: list[dict[str, Any]]) -> None:
+    path = folder / PANEL_TRUTH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # ASCII (non-ASCII escaped): the same bytes whatever the reader's locale.
+    lines = [json.dumps(row, sort_keys=True) + "\n" for row in panel_truth_rows(truth)]
+    path.write_bytes("".join(lines).encode("ascii"))
+
+
 def _built_articles(params: DemoParams, workers: int) -> Iterator[Built]:
     indices = range(params.articles)
     if workers <= 1:
@@ -130,6 +158,7 @@ def generate_corpus(params: DemoParams, *, workers: int = 1, force: bool = False
             report.graphics += len(truth["graphics"])
             report.truth.append(truth)
         opendata.finish(params.snapshot_date)
+        write_panel_truth(staging, report.truth)
         if legacy is not None:
             legacy.finish()
         report.files, report.bytes = opendata.files, opendata.bytes

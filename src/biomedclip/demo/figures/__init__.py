@@ -12,22 +12,21 @@ gives the same pixels on any machine with the locked Pillow and NumPy.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 from numpy.random import Generator
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from biomedclip.demo.figures.charts import bar_chart, heatmap, line_chart, scatter_plot
-from biomedclip.demo.figures.drawing import Attrs, font, pick
+from biomedclip.demo.figures.drawing import Attrs, pick
 from biomedclip.demo.figures.laboratory import diagram, flow_cytometry, photograph, western_blot
 from biomedclip.demo.figures.microscopy import electron_microscopy, fluorescence, he_histology, ihc
 from biomedclip.demo.figures.radiology import chest_xray, ct, mri, ultrasound
 
 Renderer = Callable[[Generator, int, int], tuple[Image.Image, Attrs]]
 
-__all__ = ["CLASS_NAMES", "RENDERERS", "Attrs", "compose", "pick", "render"]
+__all__ = ["CLASS_NAMES", "RENDERERS", "Attrs", "pick", "render"]
 
 RENDERERS: dict[str, Renderer] = {
     "he_histology": he_histology,
@@ -53,23 +52,6 @@ def render(kind: str, seed: int, width: int, height: int) -> tuple[Image.Image, 
     """Draw one image of `kind` from `seed`: same arguments, same pixels and attributes."""
     return RENDERERS[kind](np.random.default_rng(seed), width, height)
 
-
-def compose(panels: list[Image.Image], columns: int) -> Image.Image:
-    """Tile panels into one composite figure with bold panel letters (A, B, ...)."""
-    rows = math.ceil(len(panels) / columns)
-    cell_w = max(p.width for p in panels)
-    cell_h = max(p.height for p in panels)
-    gap = max(4, cell_w // 40)
-    sheet = Image.new("RGB", (columns * cell_w + (columns - 1) * gap, rows * cell_h + (rows - 1) * gap),
-                      (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    letter_font = font(max(12, cell_h // 9))
-    for i, panel in enumerate(panels):
-        x, y = (i % columns) * (cell_w + gap), (i // columns) * (cell_h + gap)
-        sheet.paste(panel, (x, y))
-        draw.rectangle([x, y, x + cell_h // 8, y + cell_h // 8], fill=(255, 255, 255))
-        draw.text((x + 3, y + 1), chr(ord("A") + i), fill=(0, 0, 0), font=letter_font)
-    return sheet
 
 # Human-readable class names: the labels of the zero-shot benchmark and the words captions use.
 CLASS_NAMES: dict[str, str] = {
