@@ -41,6 +41,8 @@ run: data  ## The main job: every pipeline stage on the embedded defaults (one P
 	biomedclip repro
 	dvc push --quiet
 	dvc status
+	@python -c "from biomedclip.config import load_params; p = load_params(); \
+	  print(f'Dataset card: {p.card.out}/index.html; model tests: {p.evaluate.outputs.report}')"
 
 test: install  ## The whole test suite: unit, integration and e2e tiers, on two workers (what CI runs).
 	pytest -n 2

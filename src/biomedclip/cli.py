@@ -359,6 +359,29 @@ def validate(
     out.print(f"Data Docs: {params.validate_.outputs.data_docs / 'index.html'}")
 
 
+@app.command("card")
+def card(ctx: typer.Context) -> None:
+    """Write the dataset card: the corpus as a page people read (`card.out`/index.html).
+
+    Caption lengths in words and in the text tower's tokens (the share that fits the context),
+    image sizes, formats and colour modes as published, licences, articles per year, figures per
+    article, pairs per split, panel pairs, rejects by reason with examples, the gate's verdict,
+    and the figure types estimated by zero-shot with the train stage's model or
+    `card.figure_types.model` (ImageCLEF 2015's modality classes). Offline HTML and PNG charts;
+    the same inputs give the same bytes. Run after the ingest (and the gate).
+    """
+    from biomedclip.card.stage import card_from_params
+
+    state: Context = ctx.obj
+    params = state.params()
+    summary = card_from_params(params)
+    _made_here(params, "dataset-card", ctx)
+    share = summary["captions"]["tokens"].get("fit_context")
+    fit = f", {share:.1%} of captions fit {params.card.context_length} tokens" if share is not None else ""
+    out.print(f"dataset card: {params.card.out / 'index.html'} ({summary['pairs']['total']:,} pairs{fit})",
+              highlight=False)
+
+
 @app.command("shard")
 def shard(
     ctx: typer.Context,

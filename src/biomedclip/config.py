@@ -325,6 +325,68 @@ class ValidateParams(Section):
         return self
 
 
+# ImageCLEF 2015 medical modality classes: the official codes, each with a name that reads as a
+# zero-shot prompt ("this is an image of {}").
+IMAGECLEF_2015: dict[str, str] = {
+    # Diagnostic images: radiology.
+    "DRUS": "ultrasound",
+    "DRMR": "magnetic resonance imaging",
+    "DRCT": "computed tomography",
+    "DRXR": "x-ray radiography",
+    "DRAN": "angiography",
+    "DRPE": "positron emission tomography",
+    "DRCO": "combined radiology modalities",
+    # Diagnostic images: visible light photography.
+    "DVDM": "dermatology skin photograph",
+    "DVEN": "endoscopy",
+    "DVOR": "photograph of other organs",
+    # Diagnostic images: printed signals and waves.
+    "DSEE": "electroencephalography",
+    "DSEC": "electrocardiography",
+    "DSEM": "electromyography",
+    # Diagnostic images: microscopy.
+    "DMLI": "light microscopy",
+    "DMEL": "electron microscopy",
+    "DMTR": "transmission microscopy",
+    "DMFL": "fluorescence microscopy",
+    # Diagnostic images: 3D reconstructions.
+    "D3DR": "3D reconstruction",
+    # Generic biomedical illustrations.
+    "GTAB": "table",
+    "GPLI": "program listing",
+    "GFIG": "statistical chart or graph",
+    "GSCR": "screenshot",
+    "GFLO": "flowchart",
+    "GSYS": "system overview diagram",
+    "GGEN": "gene sequence",
+    "GGEL": "chromatography or gel",
+    "GCHE": "chemical structure",
+    "GMAT": "mathematical formula",
+    "GNCP": "non-clinical photograph",
+    "GHDR": "hand-drawn sketch",
+}
+
+
+class FigureTypeParams(Section):
+    """The card's estimate of what the corpus's figures show: zero-shot with a trained model over
+    a figure-type taxonomy (default: ImageCLEF 2015's modality classes, as the paper's Figure 1)."""
+
+    enabled: bool = True
+    model: str | None = None  # null: the train stage's model (as evaluate.model); a folder, hf-hub:, models:/
+    sample: Annotated[int, Field(ge=1)] = 500  # images, every k-th pair of the manifest
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    classes: Annotated[dict[str, str], Field(strict=False, min_length=2)] = dict(IMAGECLEF_2015)
+
+
+class CardParams(Section):
+    """`biomedclip card` / dvc stage `dataset_card`: the corpus as a page people read."""
+
+    out: PathValue = Path("reports/dataset")  # index.html, its charts, summary.json
+    context_length: Annotated[int, Field(ge=8)] = 256  # the text tower's: the share of captions that fit
+    token_sample: Annotated[int, Field(ge=1)] = 20_000  # captions tokenised (every k-th)
+    figure_types: FigureTypeParams = FigureTypeParams()
+
+
 class ShardOutputs(Section):
     shards: PathValue = Path("data/shards")  # {train,val,test}/NNNNNN.tar + sizes.json
     manifest: PathValue = Path("data/shards/manifest.json")  # shard -> samples, bytes, sha256
@@ -587,6 +649,7 @@ class Params(Section):
     shard: ShardParams = ShardParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    card: CardParams = CardParams()
     register_: RegisterParams = Field(RegisterParams(), alias="register")
     retrain: RetrainParams = RetrainParams()
     pipeline: PipelineParams = PipelineParams()

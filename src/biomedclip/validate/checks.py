@@ -3,6 +3,8 @@ from here; `suite.py` builds the expectations of each)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 CHECKS: dict[str, str] = {
     "required_columns": "every column the pipeline relies on is in the manifest",
     "column_types": "each required column has its type",
@@ -30,3 +32,13 @@ CHECKS: dict[str, str] = {
 # Checked only with ingest.panels.enabled.
 PANEL_CHECKS = frozenset({"panel_columns", "unique_panel_id", "panel_boxes", "panel_overlap", "panel_subcaption",
                           "panels_per_figure", "panel_figure"})
+
+
+def observed_text(row: dict[str, Any]) -> str:
+    """What a check saw, short enough for a table cell."""
+    if "error" in row:
+        return f"error: {row['error']}"
+    if "unexpected_count" in row:
+        return f"{row['unexpected_count']} unexpected ({row['unexpected_percent']:.3g}%)"
+    observed = row.get("observed", "")
+    return f"{len(observed)} columns" if isinstance(observed, list) else str(observed)

@@ -18,6 +18,7 @@ from typing import Any
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.config import IngestParams, ValidateParams
+from biomedclip.validate.checks import observed_text
 from biomedclip.validate.staging import (
     ARTICLES_QUERY,
     PAIRS_TABLE,
@@ -179,16 +180,6 @@ def _describe(row: dict[str, Any]) -> str:
     lines = [f"  {row['check']}: {row['expectation']}{target}: {what}"]
     lines += [f"      {json.dumps(sample, default=str, ensure_ascii=False)}" for sample in row.get("sample", [])]
     return "\n".join(lines)
-
-
-def observed_text(row: dict[str, Any]) -> str:
-    """What a check saw, short enough for a table cell."""
-    if "error" in row:
-        return f"error: {row['error']}"
-    if "unexpected_count" in row:
-        return f"{row['unexpected_count']} unexpected ({row['unexpected_percent']:.3g}%)"
-    observed = row.get("observed", "")
-    return f"{len(observed)} columns" if isinstance(observed, list) else str(observed)
 
 
 def summary_markdown(result: dict[str, Any]) -> str:
