@@ -83,7 +83,7 @@ def _near_duplicates(rows: Any, limit: int, reason: Reason, what: str) -> list[t
         if match is None:
             kept.append((phash, row_id))
         else:
-            near.append((row_id, reason.value, f"same image and {what} as {match}"))
+            near.append((row_id, reason.value, f"same image and {what} {match}"))
     return near
 
 
