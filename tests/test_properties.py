@@ -102,7 +102,9 @@ def article(number: int, pairs: list[tuple[str, int, int]]) -> ArticleResult:
     rows = [{"pair_id": f"{pmcid}-{i}", "pmcid": pmcid, "pmid": "", "version": 1, "fig_id": f"F{i}", "label": "",
              "caption": caption, "panels": 1, "image_key": f"{image:02d}.jpg", "image_sha256": f"{image:064d}",
              "width": 64, "height": 64, "phash": hash_, "license": "CC BY", "source_uri": f"s3://pmc/{pmcid}",
-             "ordinal": i, "caption_sha256": f"{CAPTIONS.index(caption):064d}"}
+             "ordinal": i, "caption_sha256": f"{CAPTIONS.index(caption):064d}", "panel_status": None,
+             "panel_detail": None, "year": 2024, "source_format": "PNG", "source_mode": "RGB", "source_width": 64,
+             "source_height": 64}
             for i, (caption, image, hash_) in enumerate(pairs)]
     return ArticleResult(pmcid=pmcid, version=1, digest="d", source_uri=f"s3://pmc/{pmcid}", pairs=rows)
 
