@@ -147,7 +147,7 @@ def noisy_corpus(tmp_path_factory) -> tuple[DemoParams, CorpusReport]:
 @dataclass(frozen=True)
 class TinyWorld:
     """The noisy corpus's shards and vocabulary, the demo benchmark, and the session's one trained
-    model: the tiny profile, 100 steps of 32 (~13 epochs of the ~250 train pairs), tracked in an
+    model: the tiny profile, 150 steps of 32 (~20 epochs of the ~240 train pairs), tracked in an
     MLflow store of its own, with a model at its initial weights beside it."""
 
     root: Path
@@ -196,7 +196,7 @@ def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
             outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
                                  metrics=out / "train.json"))
 
-    trained_params = params(root / "trained", steps=100, lr=5e-4, batch=32, warmup=10, tracked=True)
+    trained_params = params(root / "trained", steps=150, lr=5e-4, batch=32, warmup=10, tracked=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.chdir(root)  # MLflow's default artifact root (./mlruns) lands here

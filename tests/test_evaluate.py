@@ -7,7 +7,7 @@
    count, ties half).
 2. `match_ranks` over 100k candidates runs in bounded memory (a child process's peak RSS), far
    below the 40 GB an N×N float matrix would take.
-3. A tiny model trained 100 steps on the noisy demo corpus scores far above chance on the
+3. A tiny model trained 150 steps on the noisy demo corpus scores far above chance on the
    demo zero-shot benchmark and on test-split retrieval; the same model at initialisation scores
    near chance. Both sets of numbers are printed (`pytest -s`) and are in the assertion messages.
 4. A model registered in a real MLflow registry (SQLite store in tmp_path) loads by
@@ -372,7 +372,7 @@ def random_model(tiny_world) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_model(tiny_world) -> Path:
-    """The session's model: 100 steps of 32 on the noisy corpus's train split (~13 epochs)."""
+    """The session's model: 150 steps of 32 on the noisy corpus's train split (~20 epochs)."""
     return Path(tiny_world.trained["model_dir"])
 
 
@@ -426,8 +426,10 @@ def test_trained_model_scores_far_above_chance_and_random_near_it(inputs, traine
         assert t[f"{d} recall_at_5"] >= 1.75 * chance_r5, summary
         assert t[f"{d} recall_at_10"] > r[f"{d} recall_at_10"], summary
     assert trained["model_tests"]["caption_finds_its_image"]["passed"], summary
-    # Random: near chance.
-    assert r["zs_top1"] <= 2 * chance and r["zs_balanced_acc"] <= 2 * chance, summary
+    # Random: near chance. The images of one class look alike, so a random network sends a class
+    # to one label, nearly all of it: its top-1 moves in whole classes (1/16), and one or two
+    # classes landing on their own label is luck (the number that do is about Poisson(1)).
+    assert r["zs_top1"] <= 3 * chance and r["zs_balanced_acc"] <= 3 * chance, summary
     for d in ("i2t", "t2i"):
         assert r[f"{d} median_rank"] >= chance_median / 2, summary
         assert r[f"{d} recall_at_5"] <= 2 * chance_r5, summary

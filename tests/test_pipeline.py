@@ -25,7 +25,8 @@ from .conftest import BIN, REPO, clone_project, flow_runs_on, prefect_request, s
 
 pytestmark = pytest.mark.e2e
 STAGE_FLOWS = {"demo_benchmark": "demo-data", "benchmark_hashes": "benchmark-hashes", "ingest": "ingest", "validate": "validate", "shard": "shard",
-               "tokenizer": "tokenizer", "train": "train", "evaluate": "evaluate", "register": "register"}
+               "tokenizer": "tokenizer", "train": "train", "evaluate": "evaluate", "dataset_card": "dataset-card",
+               "register": "register"}
 
 
 class Workspace:
@@ -113,7 +114,7 @@ def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs
     assert "Running stage 'register'" in neighbour("dvc", "repro")
     a_data, a_model = project.runs[-2], project.runs[-1]
     assert set(a_data) == {"demo-data", "benchmark-hashes", "ingest", "validate", "shard"}  # decontamination first
-    assert set(a_model) == {"tokenizer", "train", "evaluate", "register"}
+    assert set(a_model) == {"tokenizer", "train", "evaluate", "dataset-card", "register"}
     b_made_by = {**neighbour.runs[-2], **neighbour.runs[-1]}
     assert set(b_made_by) == set(STAGE_FLOWS.values())
     made_by = {**a_data, **a_model}
@@ -141,7 +142,7 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     artifacts = {a["key"] for a in prefect_request(project.api, "POST", "/artifacts/filter", limit=200,
                                                    flow_runs={"id": {"any_": list(made_by.values())}})}
     assert {"demo-data", "benchmark-hashes", "ingest-report", "validation-report", "shard-report", "tokenizer", "train-report",
-            "evaluation", "registered-model"} <= artifacts
+            "evaluation", "dataset-card", "registered-model"} <= artifacts
     assert "Data and pipelines are up to date" in project("dvc", "status")
 
     report = json.loads((root / "metrics" / "ingest.json").read_text())
@@ -208,9 +209,10 @@ def test_an_evaluation_rerun_alone_is_a_new_version_naming_the_old_runs_of_the_s
     before = project.lineage(1)
     output = project("dvc", "repro")
     ran = [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
-    assert ran == ["evaluate", "register"], output[-3000:]
+    assert sorted(ran) == ["dataset_card", "evaluate", "register"], output[-3000:]  # the card's labels use the templates
     new = project.runs[-1]
-    assert set(new) == {"evaluate", "register"}
+    assert set(new) == {"evaluate", "dataset-card", "register"}
+    new.pop("dataset-card")  # the corpus's page, not an input of the model
     registered = json.loads((project.project / "metrics" / "register.json").read_text())
     assert registered["version"] == 2
     chain = project.lineage(2)

@@ -4,9 +4,11 @@ identity is made of (`lineage_facts.lineage_key`): records on real files, no Pre
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from biomedclip.config import Params, PipelineParams, TrainOutputs
 from biomedclip.provenance import (
@@ -20,6 +22,8 @@ from biomedclip.provenance import (
 from biomedclip.register.lineage_facts import PREFIX, lineage_key
 
 pytestmark = pytest.mark.unit
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def run(flow: str, n: int) -> FlowRun:
@@ -43,7 +47,7 @@ def test_the_record_names_the_flow_run_and_the_outputs_and_is_replaced_atomicall
     first = read_record(params, "ingest")
     assert first["flow_run"]["id"].endswith("1") and first["command"] == "python flows/ingest.py"
     assert first["outputs"] == ["data/ingest/pairs.parquet", "data/ingest/rejects.parquet", "data/ingest/images",
-                                "metrics/ingest.json"]
+                                "data/ingest/panels.parquet", "reports/panels", "metrics/ingest.json"]
     write_record(params, "ingest", run("ingest", 2), command="python flows/ingest.py")
     assert read_record(params, "ingest")["flow_run"]["id"].endswith("2")
     assert sorted(p.name for p in params.pipeline.flow_runs.iterdir()) == ["ingest.json"]  # no temp file left
@@ -81,7 +85,12 @@ def test_an_unreadable_record_is_an_unknown_run_not_a_crash(params, caplog):
 
 
 def test_every_stage_of_the_pipeline_has_its_outputs_named(params):
-    for flow in ("demo-data", "ingest", "validate", "shard", "tokenizer", "train", "evaluate", "register"):
+    """Read from dvc.yaml, so a new stage that writes a record cannot be forgotten here."""
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    outs = [next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in stage["outs"]]
+    flows = {match.group(1) for out in outs if (match := re.fullmatch(r"\$\{pipeline\.flow_runs\}/(.+)\.json", out))}
+    assert {"demo-data", "ingest", "dataset-card", "register"} <= flows
+    for flow in flows:
         assert stage_outputs(params, flow)
     with pytest.raises(ValueError, match="retrain"):
         stage_outputs(params, "retrain")

@@ -1,6 +1,6 @@
 """The model registry with a real MLflow store (SQLite + local artifacts in a temp dir).
 
-The session's tiny model (conftest's `tiny_world`: 100 steps on the noisy demo corpus's shards,
+The session's tiny model (conftest's `tiny_world`: 150 steps on the noisy demo corpus's shards,
 tracked, so it has an MLflow run) is registered; its initial weights, given a run of their own,
 stand in for a worse model. No mocks: real pyfunc logging, registry aliases, evaluations of both
 models on the same test shards, a fresh process loading the pyfunc, `mlflow models serve`.

@@ -200,7 +200,7 @@ def test_biomedclip_profile_builds_offline_with_the_published_architecture(corpu
 
 @pytest.mark.unit
 def test_tiny_profile_learns(tiny_world):
-    """The session's model (conftest's `tiny_world`): 100 steps of 32 on the noisy corpus's train
+    """The session's model (conftest's `tiny_world`): 150 steps of 32 on the noisy corpus's train
     split. The contrastive loss starts near chance (ln 32) and ends well below it; the outputs are
     the model folder, its digest and the curve. (Tracking off writes no store: the MLflow test.)"""
     params, info = tiny_world.train_params, tiny_world.trained

@@ -49,12 +49,13 @@ def stage_outputs(params: Params, flow: str) -> list[str]:
     paths = {
         "demo-data": [demo.out / demo.name, demo.native],
         "benchmark-hashes": [params.ingest.decontaminate.hashes],
-        "ingest": [ingest.pairs, ingest.rejects, ingest.images, ingest.report],
+        "ingest": [ingest.pairs, ingest.rejects, ingest.images, ingest.panels, ingest.panel_examples, ingest.report],
         "validate": [params.validate_.outputs.result, params.validate_.outputs.data_docs],
         "shard": [shard.shards, shard.report],
         "tokenizer": [train.tokenizer.out],
         "train": [train.outputs.dir, train.outputs.metrics, train.outputs.loss_curve],
         "evaluate": [evaluate.metrics, evaluate.plots, evaluate.report],
+        "dataset-card": [params.card.out],
         "register": [params.register_.output],
     }
     if flow not in paths:
