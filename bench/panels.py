@@ -42,7 +42,7 @@ from biomedclip.config import IngestParams, PanelParams
 from biomedclip.demo.compound import CompoundFigure, compound_figure, tiled_figure
 from biomedclip.demo.corpus import PANEL_TRUTH
 from biomedclip.ingest.images import ImageStore, decode_image, encode_image
-from biomedclip.ingest.panels import split_panels
+from biomedclip.ingest.panels import decode_side, split_panels
 from biomedclip.panels.captions import split_caption
 from biomedclip.panels.layout import MIN_PX, SLIVER, Layout, Sheet, as_planes, find_panels, runs
 
@@ -351,8 +351,9 @@ def end_to_end(corpus: Path) -> None:
         if row["condition"] != "ok" or not row["caption"] or not media.is_file():
             continue
         start = time.process_time()
-        original = decode_image(media.read_bytes(), params.image).rgb
-        outcome = split_panels(original, encode_image(original, params.image), row["caption"], "bench", params, store)
+        original = decode_image(media.read_bytes(), params.image, long_side=decode_side(params))
+        outcome = split_panels(original, encode_image(original.rgb, params.image), row["caption"], "bench", params,
+                               store)
         cpu += time.process_time() - start
         kept_whole[outcome.status] += 1
         ours.append(Pairing(row["panels"], [((p["x0"], p["y0"], p["x1"], p["y1"]), p["letter"], p["subcaption"],

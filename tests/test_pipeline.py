@@ -153,9 +153,13 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert run_info["mlflow_run_id"] and (root / "mlflow.db").is_file()
     assert json.loads((root / "metrics" / "validate.json").read_text())["success"] is True
     assert (root / "reports" / "validation" / "index.html").is_file()
+    # `shard.unit: both` (the demo's): every figure pair, and the panel pairs of the split figures.
+    shards = json.loads((root / "metrics" / "shard.json").read_text())
+    assert shards["unit"] == "both" and shards["train"]["panels"] > 0
     for split in ("train", "val", "test"):
         sizes = json.loads((root / "data" / "shards" / split / "sizes.json").read_text())
-        assert sum(sizes.values()) == report["pairs"][split]
+        assert shards[split]["figures"] == report["pairs"][split]
+        assert sum(sizes.values()) == shards[split]["samples"] == shards[split]["figures"] + shards[split]["panels"]
     assert "Running stage" not in project("dvc", "repro")
     assert project.runs[-1] == {}
     # The data stages reproduce, byte for byte, the outputs the committed dvc.lock records.

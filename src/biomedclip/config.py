@@ -204,6 +204,8 @@ class ImageParams(Section):
     min_side: Annotated[int, Field(ge=1)] = 32
     max_side: Annotated[int, Field(ge=16)] = 512  # longer side resized down to this
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 90
+    # Decode no more than needed: JPEG DCT scaling / integer reduce for images ≥ 2x the target.
+    reduced_decode: bool = True
 
 
 class DedupParams(Section):

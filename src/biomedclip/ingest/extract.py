@@ -26,7 +26,7 @@ from biomedclip.ingest.images import (
     encode_image,
 )
 from biomedclip.ingest.jats import Figure, parse_article
-from biomedclip.ingest.panels import split_panels
+from biomedclip.ingest.panels import decode_side, split_panels
 from biomedclip.ingest.rejects import Reason, Reject, Rejected
 from biomedclip.ingest.sources import ArticleFiles, VersionRef, read_version
 from biomedclip.storage import MissingObject, ObjectStore, UnsafeKey
@@ -171,7 +171,7 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
             continue
         uri = f"{result.source_uri}/{name}" if params.layout == "opendata" else f"{result.source_uri}#{name}"
         try:
-            decoded = decode_image(files.media[name](), params.image)
+            decoded = decode_image(files.media[name](), params.image, long_side=decode_side(params))
         except MissingObject as exc:
             reject(Reason.MEDIA_MISSING, str(exc), uri=uri, **where)
             continue
@@ -181,11 +181,11 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         except ImageRejected as exc:
             reject(exc.reason, f"{name}: {exc.detail}", uri=uri, **where)
             continue
-        image = encode_image(decoded.rgb, params.image)
+        image = encode_image(decoded.rgb, params.image, found=(decoded.width, decoded.height))
         pair = pair_id(result.pmcid, fig_key, href)
         status = detail = None
         if params.panels.enabled:
-            outcome = split_panels(decoded.rgb, image, fig.caption, pair, params, images)
+            outcome = split_panels(decoded, image, fig.caption, pair, params, images)
             status, detail = outcome.status, outcome.detail
             result.panels += outcome.panels
         result.pairs.append({
@@ -211,7 +211,7 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
             "year": year,
             "source_format": decoded.format,
             "source_mode": decoded.mode,
-            "source_width": decoded.rgb.width,
-            "source_height": decoded.rgb.height,
+            "source_width": decoded.width,
+            "source_height": decoded.height,
         })
         del decoded

@@ -1,13 +1,15 @@
 """A kept figure into panel pairs, inside the ingest (`ingest.panels.enabled`).
 
 `biomedclip.panels.match.split_figure` decides, on the figure as the store keeps it (long side at
-most `image.max_side`), whether to split and where. The crops are cut from the figure at its own
-resolution (a six-panel figure of 2,400 px gives panels of ~800 px, not ~170), then normalised like
-every image (`images.encode_image`: JPEG, pHash) and put in the same content-addressed store, so the
+most `image.max_side`), whether to split and where. The crops are cut from the figure as decoded:
+with panels on, the ingest decodes at no less than twice `max_side` (`decode_side`), so a panel of
+half the figure is cut at full `max_side` (a six-panel figure of 2,400 px gives panels of ~340 px
+from its 1,200 px decode, not ~170 from the stored figure). They are then normalised like every
+image (`images.encode_image`: JPEG, pHash) and put in the same content-addressed store, so the
 dedup and the decontamination see panels as they see figures.
 
-A split whose smallest panel would fall under `image.min_side` keeps the figure whole
-(`panel_too_small`): the same bound every figure meets. A panel's training text is the shared
+A split whose smallest panel would fall under `image.min_side` in the figure as found keeps the
+figure whole (`panel_too_small`): the same bound every figure meets. A panel's training text is the shared
 caption then its sub-caption; when that is longer than `panels.max_words`, the shared part is cut
 (its first words, the title, stay) so the sub-caption is never lost to the context length.
 """
@@ -19,13 +21,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
-
 from biomedclip.config import IngestParams
-from biomedclip.ingest.images import ImageStore, NormalisedImage, encode_image
+from biomedclip.ingest.images import Decoded, ImageStore, NormalisedImage, encode_image
 from biomedclip.panels.match import KEPT_WHOLE, split_figure
 
 SPLIT = "split"
+DECODE_SCALE = 2  # with panels on, figures are decoded at ≥ this x image.max_side (long side)
 # Every outcome a figure can have, by code: split, or kept whole for a reason.
 OUTCOMES = {SPLIT: "split into panel pairs", **KEPT_WHOLE,
             "panel_too_small": "a panel would be smaller than image.min_side"}
@@ -61,7 +62,12 @@ def pixel_box(box: tuple[float, float, float, float], width: int, height: int) -
             min(width, math.ceil(x1 * width)), min(height, math.ceil(y1 * height)))
 
 
-def split_panels(original: Image.Image, figure: NormalisedImage, caption: str, pair: str,
+def decode_side(params: IngestParams) -> int:
+    """The long side the ingest decodes figures at, at least (`images.decode_image`)."""
+    return params.image.max_side * (DECODE_SCALE if params.panels.enabled else 1)
+
+
+def split_panels(original: Decoded, figure: NormalisedImage, caption: str, pair: str,
                  params: IngestParams, images: ImageStore) -> PanelOutcome:
     """The panel rows of one figure (crops stored), or why it stays whole."""
     spec = params.panels
@@ -69,15 +75,14 @@ def split_panels(original: Image.Image, figure: NormalisedImage, caption: str, p
     split = split_figure(figure.pixels, caption, min_confidence=spec.min_confidence)
     if split.kept_whole is not None:
         return PanelOutcome(split.code or "", split.kept_whole)
-    width, height = original.size
-    boxes = [pixel_box(p.box, width, height) for p in split.panels]
-    for p, (x0, y0, x1, y1) in zip(split.panels, boxes, strict=True):
+    for p in split.panels:  # the bound on the figure as found, whatever the decode's scale
+        x0, y0, x1, y1 = pixel_box(p.box, original.width, original.height)
         if min(x1 - x0, y1 - y0) < params.image.min_side:
             return PanelOutcome("panel_too_small", f"panel {p.letter} would be {x1 - x0}x{y1 - y0} px "
                                 f"< {params.image.min_side} px")
     rows = []
-    for p, box in zip(split.panels, boxes, strict=True):
-        crop = encode_image(original.crop(box), params.image)
+    for p in split.panels:
+        crop = encode_image(original.rgb.crop(pixel_box(p.box, *original.rgb.size)), params.image)
         x0, y0, x1, y1 = (round(v, 6) for v in p.box)
         rows.append({
             "panel_id": panel_id(pair, p.index), "pair_id": pair, "panel_index": p.index,
