@@ -8,16 +8,26 @@
    With --instructions, also the CPU instructions each parser executes per pass, counted by
    valgrind (callgrind): the same on every run, where times on a shared machine move by ±10%.
 3. Where the two disagree, file by file on the real fixtures, and in total on the demo corpus.
+4. At PMC's image sizes (`demo.image_side: pmc`, long side 300-4,000 px around 1,200): the ingest
+   end to end with `image.reduced_decode` on and off (graphics per wall and per CPU second, fresh
+   process each); where its time goes (fetch / parse / decode / resize / encode / hash / write,
+   from a profile of one in-thread run); and the ratio to a ceiling measured in the same run: the
+   same images decoded at the target size and encoded, nothing else (targets: >= 0.8 of the
+   ceiling, >= 2x the full-decode path).
 
-    python bench/ingest.py [--articles 60] [--repeat 15] [--instructions]
+    python bench/ingest.py [--articles 60] [--repeat 15] [--instructions] [--pmc-articles 40] [--only pmc]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import logging
+import math
 import os
+import pstats
 import re
 import shutil
 import subprocess
@@ -27,27 +37,48 @@ import time
 import warnings
 from pathlib import Path
 
-from biomedclip.config import DemoParams
+import pyarrow.parquet as pq
+from PIL import Image
+
+from biomedclip.config import (
+    DecontaminateParams,
+    DemoParams,
+    ImageParams,
+    IngestOutputs,
+    IngestParams,
+)
 from biomedclip.demo import generate_corpus
 from biomedclip.ingest.jats import JatsError, normalise_space, parse_article
+from biomedclip.ingest.run import run_ingest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pmc"
 CHILD = """
 import json, resource, sys, time
-from biomedclip.config import IngestOutputs, IngestParams
+from biomedclip.config import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
 from pathlib import Path
 from biomedclip.ingest.run import run_ingest
 source, out = Path(sys.argv[1]), Path(sys.argv[2])
+image = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
                         images=out / "images", panels=out / "panels.parquet",
                         panel_examples=out / "panel-examples", report=out / "ingest.json",
                         state=out / "state.sqlite")
-start = time.perf_counter()
-report = run_ingest(IngestParams(source=str(source), outputs=outputs))
+start, cpu = time.perf_counter(), time.process_time()  # after the imports: the ingest's own cost
+report = run_ingest(IngestParams(source=str(source), outputs=outputs, image=ImageParams(**image),
+                                 decontaminate=DecontaminateParams(enabled=False)))  # no benchmark here
 print(json.dumps({"seconds": time.perf_counter() - start, "graphics": report["graphics"],
-                  "pairs": report["pairs"]["total"],
+                  "pairs": report["pairs"]["total"], "cpu_seconds": time.process_time() - cpu,
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+def ingest_in_child(corpus: Path, out: Path, **image: object) -> dict:
+    """One ingest from scratch in a fresh process: seconds, CPU seconds, graphics, pairs, peak RSS."""
+    result = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(out), json.dumps(image)],
+                            capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"the ingest of {corpus} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def end_to_end(articles: int, tmp: Path) -> list[dict]:
@@ -55,10 +86,101 @@ def end_to_end(articles: int, tmp: Path) -> list[dict]:
     for n in (articles, 10 * articles):
         corpus = tmp / f"raw-{n}"
         generate_corpus(DemoParams(out=corpus, articles=n), workers=2)
-        result = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(tmp / f"out-{n}")],
-                                capture_output=True, text=True, check=True)
-        rows.append({"articles": n, **json.loads(result.stdout.strip().splitlines()[-1])})
+        rows.append({"articles": n, **ingest_in_child(corpus, tmp / f"out-{n}")})
     return rows
+
+
+# Where the ingest's time goes: each phase is the cumulative profile time of the functions that do
+# it, as (file name ending, function name[, the caller's function name]).
+PHASES = {
+    "fetch": [("storage.py", "get")],
+    "parse": [("jats.py", "parse_article")],
+    "decode": [("images.py", "decode_image")],
+    "resize": [("Image.py", "resize", "encode_image")],
+    "encode": [("Image.py", "save", "encode_image")],
+    "hash": [("images.py", "phash", "encode_image"), ("images.py", "sha256")],
+    "write": [("images.py", "put"), ("state.py", "record"), ("assemble.py", "assemble")],
+}
+
+
+def phase_shares(params: IngestParams) -> tuple[float, dict[str, float]]:
+    """One ingest in this thread under cProfile: its total seconds and each phase's seconds."""
+    profile = cProfile.Profile()
+    serial = lambda fn, batches: (fn(batch) for batch in batches)  # noqa: E731 (in this thread)
+    start = time.perf_counter()
+    profile.runcall(run_ingest, params, batch_map=serial)
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    seconds = dict.fromkeys(PHASES, 0.0)
+    for phase, functions in PHASES.items():
+        for (file, _, name), (_, _, _, cumulative, callers) in stats.items():
+            for ending, function, *caller in functions:
+                if file.endswith(ending) and name == function:
+                    seconds[phase] += sum(ct for (_, _, by), (_, _, _, ct) in callers.items()
+                                          if by == caller[0]) if caller else cumulative
+    return total, seconds
+
+
+def ceiling(paths: list[Path], image: ImageParams) -> tuple[int, float]:
+    """Images and CPU seconds to decode each at the target size (JPEG DCT scaling, else an
+    integer reduce) and encode it, nothing else: what the image path could cost at best."""
+    side, done = image.max_side, 0
+    start = time.process_time()
+    for path in paths:
+        with Image.open(path) as img:
+            width, height = img.size
+            scale = side / max(width, height)
+            if img.format == "JPEG" and scale <= 0.5:
+                img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+            rgb = img.convert("RGB")
+        if (factor := max(rgb.size) // side) > 1:
+            rgb = rgb.reduce(factor)
+        if scale < 1:
+            rgb = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                             Image.Resampling.LANCZOS)
+        rgb.save(io.BytesIO(), format="JPEG", quality=image.jpeg_quality)
+        done += 1
+    return done, time.process_time() - start
+
+
+def pmc_profile(articles: int, tmp: Path) -> None:
+    corpus = tmp / "raw-pmc"
+    generate_corpus(DemoParams(out=corpus, articles=articles, image_side="pmc"), workers=2)
+    print(f"\n== at PMC's image sizes: {articles} articles, demo.image_side pmc ==")
+    runs = {"full decode (before)": {"reduced_decode": False}, "reduced decode": {"reduced_decode": True}}
+    best: dict[str, dict] = {}
+    for attempt in range(2):  # alternated, the faster of two each: a busy spell falls on both
+        for label, image in runs.items():
+            row = ingest_in_child(corpus, tmp / f"out-pmc-{attempt}-{image['reduced_decode']}", **image)
+            if label not in best or row["cpu_seconds"] < best[label]["cpu_seconds"]:
+                best[label] = row
+    print(f"{'image path':<22} {'graphics':>8} {'pairs':>6} {'seconds':>8} {'graphics/s':>10} "
+          f"{'per CPU s':>9} {'peak RSS MiB':>12}")
+    for label, r in best.items():
+        print(f"{label:<22} {r['graphics']:>8} {r['pairs']:>6} {r['seconds']:>8.1f} "
+              f"{r['graphics'] / r['seconds']:>10.1f} {r['graphics'] / r['cpu_seconds']:>9.1f} {r['rss_mib']:>12.0f}")
+    before, after = best["full decode (before)"], best["reduced decode"]
+    print(f"speed-up, graphics per CPU second: {before['cpu_seconds'] / after['cpu_seconds']:.2f}x (target >= 2)")
+
+    out = tmp / "out-pmc-profile"
+    params = IngestParams(source=str(corpus), outputs=IngestOutputs(
+        pairs=out / "pairs.parquet", rejects=out / "rejects.parquet", images=out / "images",
+        panels=out / "panels.parquet", panel_examples=out / "panel-examples",
+        report=out / "ingest.json", state=out / "state.sqlite"), decontaminate=DecontaminateParams(enabled=False))
+    total, seconds = phase_shares(params)
+    seconds["other (dedup, threads, bookkeeping)"] = total - sum(seconds.values())
+    print(f"\nwhere the time goes (one in-thread run, cProfile, {total:.1f} s):")
+    for phase, spent in seconds.items():
+        print(f"  {phase:<38} {spent:>6.2f} s {spent / total:>6.1%}")
+
+    sources = pq.read_table(params.outputs.pairs, columns=["source_uri"]).column("source_uri").to_pylist()
+    paths = [corpus / Path(*uri.split("/")[-2:]) for uri in sources]
+    n, cpu = ceiling([p for p in paths if p.is_file()], params.image)
+    print(f"\nceiling: {n} kept images decoded at the target size and encoded, nothing else: "
+          f"{n / cpu:.1f} images per CPU second")
+    print(f"the ingest (reduced decode) against the ceiling, per CPU second: "
+          f"{after['graphics'] / after['cpu_seconds'] / (n / cpu):.2f} (target >= 0.8); "
+          f"the full decode: {before['graphics'] / before['cpu_seconds'] / (n / cpu):.2f}")
 
 
 def pubmed_parser_figures(path: Path) -> list[dict]:
@@ -167,52 +289,63 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15, help="parse passes (the fastest counts)")
     parser.add_argument("--instructions", action="store_true",
                         help="also count each parser's CPU instructions with valgrind (about 4 min)")
+    parser.add_argument("--pmc-articles", type=int, default=40,
+                        help="articles of the corpus at PMC's image sizes (section 4; 0 skips it)")
+    parser.add_argument("--only", choices=("pmc",), help="run only this section (pmc: section 4)")
     args = parser.parse_args()
     if args.instructions and not shutil.which("valgrind"):
         parser.error("--instructions needs valgrind on PATH (apt-get install valgrind)")
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        print("== end to end (fresh process per size) ==")
-        rows = end_to_end(args.articles, tmp)
-        print(f"{'articles':>8} {'graphics':>8} {'pairs':>6} {'seconds':>8} {'graphics/s':>10} {'peak RSS MiB':>12}")
-        for r in rows:
-            print(f"{r['articles']:>8} {r['graphics']:>8} {r['pairs']:>6} {r['seconds']:>8.1f} "
-                  f"{r['graphics'] / r['seconds']:>10.1f} {r['rss_mib']:>12.0f}")
-        print(f"peak RSS ratio {rows[1]['articles']}/{rows[0]['articles']} articles: "
-              f"{rows[1]['rss_mib'] / rows[0]['rss_mib']:.2f} (target <= 1.25: flat)")
+        if args.only != "pmc":
+            main_sections(args, tmp)
+        if args.pmc_articles > 0:
+            pmc_profile(args.pmc_articles, tmp)
 
-        demo = sorted((tmp / f"raw-{10 * args.articles}").glob("PMC*/PMC*.xml"))
-        fixtures = sorted(p for p in FIXTURES.glob("*") if p.suffix in (".xml", ".nxml")) if FIXTURES.is_dir() else []
-        files = fixtures + demo
-        print(f"\n== parsing {len(files)} files ({len(fixtures)} real fixtures + {len(demo)} demo) ==")
-        (ours_s, ours_n), (ref_s, ref_n) = time_parsers([ours, pubmed_parser_figures], files, args.repeat)
-        print(f"{'parser':<15} {'figures':>8} {'seconds':>8} {'files/s':>8} {'figures/s':>10}")
-        print(f"{'ours':<15} {ours_n:>8} {ours_s:>8.2f} {len(files) / ours_s:>8.0f} {ours_n / ours_s:>10.0f}")
-        print(f"{'pubmed_parser':<15} {ref_n:>8} {ref_s:>8.2f} {len(files) / ref_s:>8.0f} {ref_n / ref_s:>10.0f}")
-        print(f"speed ratio ours / pubmed_parser (files/s): {ref_s / ours_s:.2f} (target >= 1.00)")
-        both = [f for f in files if not pubmed_parser_failure(f)]
-        (ours_b, _), (ref_b, _) = time_parsers([ours, pubmed_parser_figures], both, args.repeat)
-        print(f"same ratio on the {len(both)} files pubmed_parser reads without failing: "
-              f"{ref_b / ours_b:.2f}")
-        if args.instructions:
-            ours_i, ref_i = count_instructions(["ours", "pubmed_parser_figures"], files, tmp)
-            print(f"instructions per pass (callgrind): ours {ours_i / 1e6:,.0f} M, pubmed_parser "
-                  f"{ref_i / 1e6:,.0f} M; ratio {ref_i / ours_i:.3f} (target >= 1.000)")
 
-        print("\n== disagreements on the real fixtures ==")
-        for path in fixtures:
-            found = disagreements(path)
-            notes = ", ".join(f"{k} {v}" for k, v in found.items() if not k.startswith("figures"))
-            print(f"{path.name:<26} ours {found['figures (ours)']:>2} figures, pubmed_parser "
-                  f"{found['figures (pubmed_parser)']:>2}{'; ' + notes if notes else ''}")
-        totals: dict[str, int] = {}
-        for path in demo:
-            for kind, n in disagreements(path).items():
-                totals[kind] = totals.get(kind, 0) + n
-        print(f"\n== disagreements on {len(demo)} demo articles ==")
-        for kind, n in sorted(totals.items(), key=lambda kv: -kv[1]):
-            print(f"{n:>6}  {kind}")
+def main_sections(args: argparse.Namespace, tmp: Path) -> None:
+    """Sections 1 to 3: end to end at two sizes, parsing, disagreements."""
+    print("== end to end (fresh process per size) ==")
+    rows = end_to_end(args.articles, tmp)
+    print(f"{'articles':>8} {'graphics':>8} {'pairs':>6} {'seconds':>8} {'graphics/s':>10} {'peak RSS MiB':>12}")
+    for r in rows:
+        print(f"{r['articles']:>8} {r['graphics']:>8} {r['pairs']:>6} {r['seconds']:>8.1f} "
+              f"{r['graphics'] / r['seconds']:>10.1f} {r['rss_mib']:>12.0f}")
+    print(f"peak RSS ratio {rows[1]['articles']}/{rows[0]['articles']} articles: "
+          f"{rows[1]['rss_mib'] / rows[0]['rss_mib']:.2f} (target <= 1.25: flat)")
+
+    demo = sorted((tmp / f"raw-{10 * args.articles}").glob("PMC*/PMC*.xml"))
+    fixtures = sorted(p for p in FIXTURES.glob("*") if p.suffix in (".xml", ".nxml")) if FIXTURES.is_dir() else []
+    files = fixtures + demo
+    print(f"\n== parsing {len(files)} files ({len(fixtures)} real fixtures + {len(demo)} demo) ==")
+    (ours_s, ours_n), (ref_s, ref_n) = time_parsers([ours, pubmed_parser_figures], files, args.repeat)
+    print(f"{'parser':<15} {'figures':>8} {'seconds':>8} {'files/s':>8} {'figures/s':>10}")
+    print(f"{'ours':<15} {ours_n:>8} {ours_s:>8.2f} {len(files) / ours_s:>8.0f} {ours_n / ours_s:>10.0f}")
+    print(f"{'pubmed_parser':<15} {ref_n:>8} {ref_s:>8.2f} {len(files) / ref_s:>8.0f} {ref_n / ref_s:>10.0f}")
+    print(f"speed ratio ours / pubmed_parser (files/s): {ref_s / ours_s:.2f} (target >= 1.00)")
+    both = [f for f in files if not pubmed_parser_failure(f)]
+    (ours_b, _), (ref_b, _) = time_parsers([ours, pubmed_parser_figures], both, args.repeat)
+    print(f"same ratio on the {len(both)} files pubmed_parser reads without failing: "
+          f"{ref_b / ours_b:.2f}")
+    if args.instructions:
+        ours_i, ref_i = count_instructions(["ours", "pubmed_parser_figures"], files, tmp)
+        print(f"instructions per pass (callgrind): ours {ours_i / 1e6:,.0f} M, pubmed_parser "
+              f"{ref_i / 1e6:,.0f} M; ratio {ref_i / ours_i:.3f} (target >= 1.000)")
+
+    print("\n== disagreements on the real fixtures ==")
+    for path in fixtures:
+        found = disagreements(path)
+        notes = ", ".join(f"{k} {v}" for k, v in found.items() if not k.startswith("figures"))
+        print(f"{path.name:<26} ours {found['figures (ours)']:>2} figures, pubmed_parser "
+              f"{found['figures (pubmed_parser)']:>2}{'; ' + notes if notes else ''}")
+    totals: dict[str, int] = {}
+    for path in demo:
+        for kind, n in disagreements(path).items():
+            totals[kind] = totals.get(kind, 0) + n
+    print(f"\n== disagreements on {len(demo)} demo articles ==")
+    for kind, n in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"{n:>6}  {kind}")
 
 
 if __name__ == "__main__":

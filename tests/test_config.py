@@ -74,6 +74,17 @@ def test_range_and_exclusive_rate_groups_are_checked(tmp_path):
         load_params(write(tmp_path, text))
 
 
+def test_image_side_takes_a_preset_by_name_and_checks_its_median(tmp_path):
+    side = load_params(write(tmp_path, "demo:\n  image_side: pmc\n")).demo.image_side
+    assert (side.min, side.max, side.median) == (300, 4000, 1200)
+    with pytest.raises(ConfigError, match=r"demo.image_side.*unknown preset 'large': one of demo, pmc"):
+        load_params(write(tmp_path, "demo:\n  image_side: large\n"))
+    with pytest.raises(ConfigError, match=r"median \(5000\) is outside \[160, 560\]|median.*4096"):
+        load_params(write(tmp_path, "demo:\n  image_side: {min: 160, max: 560, median: 5000}\n"))
+    with pytest.raises(ConfigError, match=r"median \(100\) is outside \[160, 560\]"):
+        load_params(write(tmp_path, "demo:\n  image_side: {min: 160, max: 560, median: 100}\n"))
+
+
 def test_duplicate_keys_are_refused_not_silently_overwritten(tmp_path):
     with pytest.raises(ConfigError, match="duplicate key 'articles'"):
         load_params(write(tmp_path, "demo:\n  articles: 10\n  articles: 20\n"))

@@ -184,3 +184,22 @@ def test_benchmark_has_one_class_per_figure_type_none_in_the_corpus(tmp_path, no
     generate_benchmark(params.model_copy(update={"out": again}))
     for row in rows:
         assert (again / params.name / row["path"]).read_bytes() == (root / row["path"]).read_bytes()
+
+
+def test_the_pmc_size_profile_draws_figures_at_pmc_sizes_and_leaves_the_default_alone():
+    """`demo.image_side: pmc`: figures' long sides log-normal around 1,200 px within 300-4,000
+    (as planned, composites as their panels tiled), while the default keeps its uniform 160-560."""
+    from biomedclip.config import DemoParams
+
+    def long_sides(params: DemoParams) -> np.ndarray:
+        planner = Planner(params)
+        return np.array([max(sum(p.width for p in g.panels[:g.columns]), g.panels[0].height)
+                         for i in range(150) for fig in planner.article(i).figures for g in fig.graphics])
+
+    pmc = long_sides(DemoParams(image_side="pmc"))
+    assert 900 < np.median(pmc) < 1500 and pmc.min() >= 300 * 3 // 4 and pmc.max() <= 4000
+    assert (pmc > 336).mean() > 0.75  # the paper: over 75% of PMC-15M's images above 336 px
+    assert np.percentile(pmc, 90) > 2000
+    default = DemoParams()
+    assert default.image_side.median is None
+    assert long_sides(default).max() <= 2 * 560

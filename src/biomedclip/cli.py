@@ -127,6 +127,10 @@ def demo_data(
     legacy_out: Annotated[Path | None, typer.Option(help="Also write the corpus in the retired "
                                                     "FTP layout (oa_package/ tarballs + "
                                                     "oa_file_list.csv) here.")] = None,
+    image_side: Annotated[str | None, typer.Option(help="Image size profile, a preset: 'demo' (long "
+                                                   "side 160-560 px) or 'pmc' (300-4,000 px, log-normal "
+                                                   "around 1,200: PMC's journal figures, for benchmarks). "
+                                                   "(default: demo.image_side)")] = None,
     corpus: Annotated[bool, typer.Option(help="Write the corpus.")] = True,
     benchmark: Annotated[bool, typer.Option(help="Write the zero-shot benchmark "
                                             "(demo.benchmark.out/NAME) and the paper's benchmarks' "
@@ -148,7 +152,8 @@ def demo_data(
     from biomedclip.demo.corpus import MARKER
 
     state: Context = ctx.obj
-    params = override(state.params().demo, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out)
+    params = override(state.params().demo, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out,
+                      image_side=image_side)
     if corpus:
         check_replaceable(params.out, MARKER, force=force)
     if benchmark:

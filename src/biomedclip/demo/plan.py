@@ -9,12 +9,13 @@ article and per figure by draws against the configured rates.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.random import Generator
 
-from biomedclip.config import DemoParams
+from biomedclip.config import DemoParams, SideRange
 from biomedclip.demo.article import COMMERCIAL_LICENSES, JOURNALS, NON_COMMERCIAL_LICENSES
 from biomedclip.demo.captions import CaptionStyle
 from biomedclip.demo.figures import RENDERERS, pick
@@ -222,9 +223,13 @@ class Planner:
     def _kind(self, rng: Generator, domain: str) -> str:
         return pick(rng, DOMAINS[domain]) if rng.random() < 0.7 else pick(rng, KINDS)
 
-    def _size(self, rng: Generator, lo: int, hi: int, kind: str) -> tuple[int, int]:
-        """(width, height) with the longer side in [lo, hi] and an aspect ratio in [0.6, 1.4]."""
-        side = int(rng.integers(lo, hi + 1))
+    def _size(self, rng: Generator, lo: int, hi: int, kind: str, median: int | None = None) -> tuple[int, int]:
+        """(width, height) with the longer side in [lo, hi] (uniform, or log-normal around
+        `median`) and an aspect ratio in [0.6, 1.4]."""
+        if median is None:
+            side = int(rng.integers(lo, hi + 1))
+        else:
+            side = int(np.clip(round(median * math.exp(SideRange.SPREAD * rng.standard_normal())), lo, hi))
         aspect = 1.0 if kind in ("chest_xray", "mri", "ct") else 0.6 + 0.8 * rng.random()
         if aspect <= 1.0:
             return side, max(lo // 2, int(side * aspect))
@@ -233,13 +238,18 @@ class Planner:
     def _panels(self, rng: Generator, kind: str, composite: bool) -> tuple[tuple[PanelPlan, ...], int]:
         side = self.params.image_side
         if not composite:
-            w, h = self._size(rng, side.min, side.max, kind)
+            w, h = self._size(rng, side.min, side.max, kind, side.median)
             return (PanelPlan(kind, new_seed(rng), w, h),), 1
         count = int(rng.choice([2, 3, 4, 6], p=[0.35, 0.25, 0.3, 0.1]))
         columns = 2 if count in (2, 4) else 3
-        hi = max(64, side.max // 2)
-        lo = min(hi, max(64, side.min * 3 // 4))
-        w, h = self._size(rng, lo, hi, kind)
+        if side.median is None:
+            hi = max(64, side.max // 2)
+            lo = min(hi, max(64, side.min * 3 // 4))
+            w, h = self._size(rng, lo, hi, kind)
+        else:  # the whole figure follows the profile: each panel a column's share of it
+            hi = max(64, side.max // columns)
+            lo = min(hi, max(64, side.min * 3 // 4))
+            w, h = self._size(rng, lo, hi, kind, max(lo, min(hi, side.median // columns)))
         panels = [PanelPlan(kind, new_seed(rng), w, h)]
         for _ in range(count - 1):
             other = kind if rng.random() < 0.6 else pick(rng, CHART_KINDS)
