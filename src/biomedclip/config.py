@@ -340,7 +340,7 @@ class ValidateParams(Section):
     warn_only: Annotated[tuple[str, ...], Field(strict=False)] = (
         "caption_words_median", "figures_per_article_median")  # reported, never fatal
     panels: PanelChecks = PanelChecks()
-    batch_rows: Annotated[int, Field(ge=1000)] = 50_000  # manifest rows staged per batch
+    batch_rows: Annotated[int, Field(ge=1000)] = 5_000  # manifest rows staged per batch (memory flat past it)
     outputs: ValidateOutputs = ValidateOutputs()
 
     @model_validator(mode="after")

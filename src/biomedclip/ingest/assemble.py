@@ -30,10 +30,11 @@ from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.config import IngestParams
 from biomedclip.ingest.decontaminate import BenchmarkHashes, load_hashes
 from biomedclip.ingest.panel_examples import write_examples
-from biomedclip.ingest.panels import OUTCOMES, PANEL_COLUMNS, SPLIT
+from biomedclip.ingest.panels import OUTCOMES, SPLIT
 from biomedclip.ingest.rejects import LEVEL_OF, LEVELS, Reason
 from biomedclip.ingest.split import SPLITS, split_of
 from biomedclip.ingest.state import IngestState
+from biomedclip.streams import chunked
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ PANELS_SCHEMA = pa.schema([
     ("method", pa.string()), ("image_key", pa.string()), ("image_sha256", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()), ("phash", pa.int64()),
 ])
-ROWS_PER_GROUP = 50_000
-SEEN_PAIRS = "SELECT p.* FROM pairs p JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ?"
+# Rows per Parquet row group, and per batch converted from SQLite rows: a writer holds one batch
+# of Python rows (~3 KB each), a reader one row group; both stay flat past this size.
+ROWS_PER_GROUP = 5_000
 KEPT_PANELS = """
     SELECT q.*, p.number, p.ordinal FROM panels q JOIN pairs p ON p.pair_id = q.pair_id
     JOIN articles a ON a.pmcid = p.pmcid
@@ -173,18 +175,22 @@ def _overlapping(state: IngestState, hashes: BenchmarkHashes, overlaps: Counter[
             overlaps[hashes.benchmark[row]] += added
 
 
-def _batches(rows: Iterator[dict[str, Any]], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    chunk: list[dict[str, Any]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == ROWS_PER_GROUP:
-            yield pa.RecordBatch.from_pylist(chunk, schema=schema)
-            chunk = []
-    if chunk:
-        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+def _batches(rows: Iterator[tuple], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Rows (tuples in the schema's column order) as record batches, built column by column: a
+    row as a dict costs several times its tuple until the batch is built."""
+    for chunk in chunked(rows, ROWS_PER_GROUP):
+        columns = zip(*chunk, strict=True)
+        yield pa.RecordBatch.from_arrays([pa.array(values, type=field.type)
+                                          for values, field in zip(columns, schema, strict=True)], schema=schema)
 
 
-def _write_parquet(path: Path, rows: Iterator[dict[str, Any]], schema: pa.Schema) -> int:
+def _with_split(row: tuple, at: int, pmcid: int, params: IngestParams) -> tuple[tuple, str]:
+    """The row with its split (by its article) inserted at column `at`, and the split."""
+    split = split_of(row[pmcid], params.split)
+    return (*row[:at], split, *row[at:]), split
+
+
+def _write_parquet(path: Path, rows: Iterator[tuple], schema: pa.Schema) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed run
         stale.unlink(missing_ok=True)
@@ -219,36 +225,39 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     splits: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
 
-    def kept_pairs() -> Iterator[dict[str, Any]]:
-        cursor = db.execute(f"{SEEN_PAIRS} AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup) "
-                            "ORDER BY p.number, p.ordinal", (state.run,))
-        names = [d[0] for d in cursor.description]
-        for values in cursor:
-            pair = dict(zip(names, values, strict=True))
-            pair["split"] = split_of(pair["pmcid"], params.split)
-            splits[pair["split"]] += 1
-            outcomes[pair["panel_status"]] += 1
-            yield pair
+    def kept_pairs() -> Iterator[tuple]:
+        columns = [c for c in PAIRS_SCHEMA.names if c != "split"]
+        cursor = db.execute(f"SELECT {', '.join('p.' + c for c in columns)}, p.panel_status FROM pairs p "
+                            "JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
+                            "AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup) ORDER BY p.number, p.ordinal",
+                            (state.run,))
+        at, pmcid = PAIRS_SCHEMA.names.index("split"), columns.index("pmcid")
+        for *values, status in cursor:
+            row, split = _with_split(values, at, pmcid, params)
+            splits[split] += 1
+            outcomes[status] += 1
+            yield row
 
     total_pairs = _write_parquet(out.pairs, kept_pairs(), PAIRS_SCHEMA)
     panel_splits: Counter[str] = Counter()
 
-    def kept_panels() -> Iterator[dict[str, Any]]:
-        cursor = db.execute(f"SELECT {', '.join(PANEL_COLUMNS)}, pmcid FROM ({KEPT_PANELS}) "
+    def kept_panels() -> Iterator[tuple]:
+        columns = [c for c in PANELS_SCHEMA.names if c != "split"]
+        cursor = db.execute(f"SELECT {', '.join(columns)} FROM ({KEPT_PANELS}) "
                             "WHERE panel_id NOT IN (SELECT panel_id FROM temp.panel_dup) "
                             "ORDER BY number, ordinal, panel_index", (state.run,))
+        at, pmcid = PANELS_SCHEMA.names.index("split"), columns.index("pmcid")
         for values in cursor:
-            panel = dict(zip((*PANEL_COLUMNS, "pmcid"), values, strict=True))
-            panel["split"] = split_of(panel["pmcid"], params.split)
-            panel_splits[panel["split"]] += 1
-            yield panel
+            row, split = _with_split(values, at, pmcid, params)
+            panel_splits[split] += 1
+            yield row
 
     total_panels = _write_parquet(out.panels, kept_panels(), PANELS_SCHEMA)
     rejects: Counter[str] = Counter()
 
-    def all_rejects() -> Iterator[dict[str, Any]]:
-        for row in state.rejects():
-            rejects[row["reason"]] += 1
+    def all_rejects() -> Iterator[tuple]:
+        for row in state.rejects():  # in REJECTS_SCHEMA's column order
+            rejects[row[1]] += 1
             yield row
         cursor = db.execute(
             "SELECT d.reason, d.detail, p.pmcid, p.version, p.fig_id, p.source_uri FROM temp.dup d "
@@ -259,8 +268,7 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
             "JOIN pairs p ON p.pair_id = q.pair_id ORDER BY p.number, p.ordinal, q.panel_index"))
         for reason, detail, pmcid, version, fig_id, uri in cursor:
             rejects[reason] += 1
-            yield {"level": LEVEL_OF[Reason(reason)], "reason": reason, "detail": detail, "pmcid": pmcid,
-                   "version": version, "fig_id": fig_id, "href": "", "source_uri": uri}
+            yield LEVEL_OF[Reason(reason)], reason, detail, pmcid, version, fig_id, "", uri
 
     total_rejects = _write_parquet(out.rejects, all_rejects(), REJECTS_SCHEMA)
     stored, removed = _collect_garbage(out.images, db)
@@ -311,13 +319,26 @@ def _panel_report(params: IngestParams, outcomes: Counter[str], panels: int, spl
     }
 
 
+def _files(root: Path) -> Iterator[Path]:
+    """The files under `root`, a folder at a time: never the whole store's listing in memory (at
+    PMC's scale, tens of millions of paths)."""
+    folders = [root] if root.is_dir() else []
+    while folders:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            listing = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for name, is_dir in sorted(listing):
+            if is_dir:
+                folders.append(folder / name)
+            else:
+                yield folder / name
+
+
 def _collect_garbage(root: Path, db: Any) -> tuple[int, int]:
     """Delete store images no pair of the current articles references (articles that left the
     corpus or changed their images; files of a killed run)."""
     stored = removed = 0
-    for path in sorted(root.rglob("*")) if root.exists() else []:
-        if not path.is_file():
-            continue
+    for path in _files(root):
         if path.name.startswith("."):  # a temp file of a write a killed run never finished
             path.unlink()
             continue

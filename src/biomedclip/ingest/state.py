@@ -176,13 +176,12 @@ class IngestState:
                               "FROM articles WHERE seen_run=?", (self.run,)).fetchone()
         return {"articles": row[0], "figures": row[1], "graphics": row[2]}
 
-    def rejects(self) -> Iterator[dict[str, Any]]:
-        cursor = self.db.execute(
+    def rejects(self) -> Iterator[tuple]:
+        """This run's article, figure and image rejects, as rows of `REJECT_COLUMNS`."""
+        yield from self.db.execute(
             f"SELECT {', '.join('r.' + c for c in REJECT_COLUMNS)} FROM rejects r "
             f"JOIN articles a ON a.pmcid = r.article WHERE a.seen_run = ? ORDER BY r.number, r.seq",
             (self.run,))
-        for row in cursor:
-            yield dict(zip(REJECT_COLUMNS, row, strict=True))
 
     def close(self) -> None:
         self.db.close()

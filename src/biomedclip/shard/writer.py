@@ -52,7 +52,7 @@ READ_COLUMNS = (*METADATA, "caption")
 NOT_NULL = ("pair_id", "pmcid", "split", "image_key", "image_sha256", "caption")
 PANEL_COLUMNS = ("panel_id", "pair_id", "split", "letter", "x0", "y0", "x1", "y1", "text", "image_key",
                  "image_sha256", "width", "height")
-BATCH_ROWS = 20_000
+BATCH_ROWS = 5_000  # manifest rows staged at a time (as Python rows: memory flat past this size)
 
 
 class ShardInputError(ValueError):
@@ -122,12 +122,12 @@ def _stage(pairs: Path, panels: Path, unit: str, db: sqlite3.Connection, seed: i
 def _read(path: Path, columns: tuple[str, ...], what: str):
     """The rows of a Parquet table, a batch at a time; names the file and missing columns."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time
     except (OSError, pa.ArrowInvalid) as exc:
         raise ShardInputError(f"{path}: cannot read the {what}: {exc}") from None
     if missing := sorted(set(columns) - set(parquet.schema_arrow.names)):
         raise ShardInputError(f"{path}: the {what} lacks columns {missing}")
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns), use_threads=False):
         yield from batch.to_pylist()
 
 
