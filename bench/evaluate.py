@@ -21,9 +21,11 @@ import sys
 import time
 from pathlib import Path
 
+from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
+
 REPO = Path(__file__).resolve().parents[1]
-CHILD = r"""
-import json, resource, sys, time, torch
+CHILD = PEAK_RSS + r"""
+import json, sys, time, torch
 from biomedclip.evaluate.retrieval import block_rows, match_ranks
 n, dim, queries, memory_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 g = torch.Generator().manual_seed(0)
@@ -35,7 +37,7 @@ for q, c in ((images, texts), (texts, images)):
     ranks = match_ranks(q[:queries], c, chunk=chunk)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "queries": min(queries, n), "chunk": chunk,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mib": peak_rss_mib()}))
 """
 
 

@@ -38,6 +38,7 @@ import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
 from PIL import Image
 
 from biomedclip.config import (
@@ -52,8 +53,8 @@ from biomedclip.ingest.jats import JatsError, normalise_space, parse_article
 from biomedclip.ingest.run import run_ingest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pmc"
-CHILD = """
-import json, resource, sys, time
+CHILD = PEAK_RSS + """
+import json, sys, time
 from biomedclip.config import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
 from pathlib import Path
 from biomedclip.ingest.run import run_ingest
@@ -68,7 +69,7 @@ report = run_ingest(IngestParams(source=str(source), outputs=outputs, image=Imag
                                  decontaminate=DecontaminateParams(enabled=False)))  # no benchmark here
 print(json.dumps({"seconds": time.perf_counter() - start, "graphics": report["graphics"],
                   "pairs": report["pairs"]["total"], "cpu_seconds": time.process_time() - cpu,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mib": peak_rss_mib()}))
 """
 
 

@@ -39,16 +39,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
 
 REPO = Path(__file__).resolve().parents[1]
-# Peak RSS of this process alone: VmHWM is reset at exec, while getrusage's ru_maxrss keeps the
-# forking parent's peak when that was higher.
-PEAK_RSS = r"""
-def peak_rss_mib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-"""
 HASH_CHILD = PEAK_RSS + r"""
 import json, sys, time
 from pathlib import Path

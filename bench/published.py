@@ -31,12 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
+
 REPO = Path(__file__).resolve().parents[1]
 PUBMEDBERT = REPO.parent / "shared" / "fixtures" / "pubmedbert"  # tests/published.py names it too
 IMAGES = REPO.parent / "shared" / "fixtures" / "images" / "nih_cxr14"
 HUB_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
-CHILD = r"""
-import json, resource, sys, time
+CHILD = PEAK_RSS + r"""
+import json, sys, time
 mode, images_dir, n_images, n_captions, threads, device = sys.argv[1:7]
 import torch, open_clip
 from pathlib import Path
@@ -76,7 +78,7 @@ with torch.no_grad():
     t = time.perf_counter(); text_embeddings = texts(); text_s = time.perf_counter() - t
 torch.save({"image": image_embeddings[:7], "text": text_embeddings[:4]}, sys.argv[8])
 print(json.dumps({"load_s": load_s, "images_per_s": len(paths) / image_s, "captions_per_s": len(captions) / text_s,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_mib": peak_rss_mib(),
                   "parameters": sum(p.numel() for p in model.parameters())}))
 """
 

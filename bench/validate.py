@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
 
 from biomedclip.ingest.assemble import PAIRS_SCHEMA
 
 WORDS = ["chest", "radiograph", "showing", "bilateral", "opacities", "histology", "liver", "section", "stained", "with", "haematoxylin", "eosin", "western", "blot", "of", "protein", "levels", "in", "treated", "cells", "bar", "chart", "of", "mean", "expression", "across", "groups", "error", "bars", "standard", "deviation", "scale", "bar"]
-CHILD = """
-import json, resource, sys, time
+CHILD = PEAK_RSS + """
+import json, sys, time
 from pathlib import Path
 from biomedclip.config import IngestOutputs, IngestParams, SplitParams, ValidateOutputs, ValidateParams
 from biomedclip.validate import validate_manifest
@@ -35,7 +36,7 @@ params = ValidateParams(outputs=ValidateOutputs(result=tmp / "validate.json", da
 start = time.perf_counter()
 result = validate_manifest(ingest, params)
 print(json.dumps({"seconds": time.perf_counter() - start, "success": result["success"],
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mib": peak_rss_mib()}))
 """
 
 
