@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biomedclip.card.stats import BATCH_ROWS, batches, open_parquet, stride_for
+from biomedclip.card.stats import BATCH_ROWS, open_parquet, stride_for
 from biomedclip.config import IMAGECLEF_2015
+from biomedclip.tables import read_batches
 
 MAX_THREADS = 2
 
@@ -70,7 +71,7 @@ def sampled_keys(pairs: Path, sample: int, *, batch_rows: int = BATCH_ROWS) -> t
     stride = stride_for(parquet.metadata.num_rows, sample)
     keys: list[str] = []
     seen = 0
-    for batch in batches(parquet, ("image_key",), batch_rows):
+    for batch in read_batches(parquet, batch_rows, ("image_key",)):
         keys.extend(batch.column("image_key").to_pylist()[(-seen) % stride::stride])
         seen += batch.num_rows
     return keys, stride

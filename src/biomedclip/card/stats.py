@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from biomedclip.tables import open_table, read_batches
 
 BATCH_ROWS = 65_536
 PAIR_COLUMNS = ("pmcid", "caption", "split", "license", "year", "width", "height", "source_format",
@@ -89,19 +91,7 @@ def split_order(counts: Mapping[str, int]) -> dict[str, int]:
 def open_parquet(path: Path, columns: tuple[str, ...], what: str) -> pq.ParquetFile:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the {what} does not exist (the ingest stage writes it)")
-    try:
-        parquet = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise CardInputError(f"{path}: the {what} is not a readable Parquet file ({exc})") from None
-    missing = [c for c in columns if c not in parquet.schema_arrow.names]
-    if missing:
-        raise CardInputError(f"{path}: the {what} has no column {', '.join(missing)} "
-                             f"(columns: {', '.join(parquet.schema_arrow.names)})")
-    return parquet
-
-
-def batches(parquet: pq.ParquetFile, columns: tuple[str, ...], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns))
+    return open_table(path, what, columns, error=CardInputError)
 
 
 def _value_counts(column: pa.Array) -> Counter[str]:
@@ -183,7 +173,7 @@ def pair_stats(pairs: Path, *, token_sample: int, batch_rows: int = BATCH_ROWS) 
             stats.years[article[2]] += 1
             stats.article_splits[article[3]] += 1
 
-    for batch in batches(parquet, PAIR_COLUMNS, batch_rows):
+    for batch in read_batches(parquet, batch_rows, PAIR_COLUMNS):
         n = batch.num_rows
         col = {name: batch.column(name) for name in PAIR_COLUMNS}
         captions = col["caption"].to_pylist()
@@ -237,7 +227,7 @@ def reject_stats(rejects: Path, *, batch_rows: int = BATCH_ROWS) -> RejectStats:
     """Rejects by reason and level, and the first `EXAMPLES_PER_REASON` of each reason."""
     parquet = open_parquet(rejects, REJECT_COLUMNS, "rejects table")
     stats = RejectStats()
-    for batch in batches(parquet, REJECT_COLUMNS, batch_rows):
+    for batch in read_batches(parquet, batch_rows, REJECT_COLUMNS):
         stats.rows += batch.num_rows
         stats.reasons.update(_value_counts(batch.column("reason")))
         stats.levels.update(_value_counts(batch.column("level")))
@@ -273,7 +263,7 @@ def panel_stats(panels: Path, *, batch_rows: int = BATCH_ROWS) -> PanelStats:
     parquet = open_parquet(panels, PANEL_COLUMNS, "panel table")
     stats = PanelStats()
     current: list[Any] = []  # [pair_id, panels]
-    for batch in batches(parquet, PANEL_COLUMNS, batch_rows):
+    for batch in read_batches(parquet, batch_rows, PANEL_COLUMNS):
         stats.rows += batch.num_rows
         stats.splits.update(_value_counts(batch.column("split")))
         for pair_id in batch.column("pair_id").to_pylist():

@@ -30,9 +30,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from biomedclip.atomic_io import atomic_write_bytes, atomic_writer
 from biomedclip.config import IngestParams, ShardParams
 from biomedclip.console import progress
@@ -40,6 +37,7 @@ from biomedclip.digests import file_sha256
 from biomedclip.ingest.split import SPLITS
 from biomedclip.shard.tar import add_sample, sample_tar
 from biomedclip.streams import chunked
+from biomedclip.tables import open_table, read_batches
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +119,8 @@ def _stage(pairs: Path, panels: Path, unit: str, db: sqlite3.Connection, seed: i
 
 def _read(path: Path, columns: tuple[str, ...], what: str):
     """The rows of a Parquet table, a batch at a time; names the file and missing columns."""
-    try:
-        parquet = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ShardInputError(f"{path}: cannot read the {what}: {exc}") from None
-    if missing := sorted(set(columns) - set(parquet.schema_arrow.names)):
-        raise ShardInputError(f"{path}: the {what} lacks columns {missing}")
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=list(columns), use_threads=False):
+    parquet = open_table(path, what, columns, error=ShardInputError)
+    for batch in read_batches(parquet, BATCH_ROWS, columns):
         yield from batch.to_pylist()
 
 

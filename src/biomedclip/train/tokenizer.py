@@ -19,11 +19,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.config import TokenizerParams
 from biomedclip.models import located
+from biomedclip.tables import open_table, read_batches
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ class VocabularyMismatch(ValueError):
 
 def train_captions(pairs: Path, batch_rows: int = 50_000) -> Iterator[str]:
     """Captions of the train split, streamed from the manifest (val/test text stays unseen)."""
-    parquet = pq.ParquetFile(pairs)
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=["caption", "split"]):
+    parquet = open_table(pairs, "pairs manifest", ("caption", "split"))
+    for batch in read_batches(parquet, batch_rows, ("caption", "split")):
         for caption, split in zip(batch.column("caption").to_pylist(), batch.column("split").to_pylist(),
                                   strict=True):
             if split == "train" and caption:

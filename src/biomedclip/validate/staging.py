@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from biomedclip.tables import open_table, read_batches
 
 PAIRS_TABLE = "pairs"
 PANELS_TABLE = "panels"
@@ -99,10 +100,7 @@ def _copy(path: Path, what: str, table: str, db: sqlite3.Connection, batch_rows:
           derive: Callable[[list[str], list[list[Any]]], list[Any]] | None) -> int:
     """Stream a Parquet file into `table`, its types carried, plus the `extra` columns: filled by
     `derive(names, column values)` (one column) or left NULL for SQL to fill."""
-    try:
-        parquet = pq.ParquetFile(path, pre_buffer=False)  # read one row group at a time
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ValidationInputError(f"{path}: cannot read the {what}: {exc}") from None
+    parquet = open_table(path, what, error=ValidationInputError)
     fields = [(f.name, sql_type(f.type)) for f in parquet.schema_arrow]
     names = [name for name, _ in fields]
     columns = ", ".join(f"{_quote(name)} {kind}" for name, kind in fields)
@@ -111,7 +109,7 @@ def _copy(path: Path, what: str, table: str, db: sqlite3.Connection, batch_rows:
     insert = f"INSERT INTO {table} ({', '.join(map(_quote, names))}{', ' + extra.split()[0] if derive else ''}) " \
              f"VALUES ({marks})"
     rows = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, use_threads=False):
+    for batch in read_batches(parquet, batch_rows):
         values = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
         if derive is not None:
             values.append(derive(names, values))
