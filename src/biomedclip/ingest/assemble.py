@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from biomedclip.ingest.panel_examples import write_examples
 from biomedclip.ingest.panels import OUTCOMES, SPLIT
 from biomedclip.ingest.rejects import LEVEL_OF, LEVELS, Reason
 from biomedclip.ingest.split import SPLITS, split_of
-from biomedclip.ingest.state import IngestState
+from biomedclip.ingest.state import REJECT_COLUMNS, IngestState
 from biomedclip.streams import chunked
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,9 @@ PAIRS_SCHEMA = pa.schema([
     ("year", pa.int16()), ("source_format", pa.string()), ("source_mode", pa.string()),
     ("source_width", pa.int32()), ("source_height", pa.int32()),
 ])
-REJECTS_SCHEMA = pa.schema([
-    ("level", pa.string()), ("reason", pa.string()), ("detail", pa.string()),
-    ("pmcid", pa.string()), ("version", pa.int32()), ("fig_id", pa.string()),
-    ("href", pa.string()), ("source_uri", pa.string()),
-])
+# The rejects table holds the ingest state's reject rows as they are (`IngestState.rejects()`).
+REJECTS_SCHEMA = pa.schema([(c, pa.int32() if c == "version" else pa.string()) for c in REJECT_COLUMNS])
+REASON = REJECT_COLUMNS.index("reason")
 PANELS_SCHEMA = pa.schema([
     ("panel_id", pa.string()), ("pair_id", pa.string()), ("pmcid", pa.string()),
     ("split", pa.string()), ("panel_index", pa.int16()), ("letter", pa.string()),
@@ -184,10 +182,16 @@ def _batches(rows: Iterator[tuple], schema: pa.Schema) -> Iterator[pa.RecordBatc
                                           for values, field in zip(columns, schema, strict=True)], schema=schema)
 
 
-def _with_split(row: tuple, at: int, pmcid: int, params: IngestParams) -> tuple[tuple, str]:
-    """The row with its split (by its article) inserted at column `at`, and the split."""
-    split = split_of(row[pmcid], params.split)
-    return (*row[:at], split, *row[at:]), split
+def _splitter(schema: pa.Schema, params: IngestParams) -> tuple[list[str], Callable[[Sequence[Any]], tuple[tuple, str]]]:
+    """The columns of `schema` but `split` (what to select), and the function that turns a row of
+    them into a row of `schema`, its split (by its article) inserted; it returns the split too."""
+    columns = [c for c in schema.names if c != "split"]
+    at, pmcid = schema.names.index("split"), columns.index("pmcid")
+
+    def with_split(row: Sequence[Any]) -> tuple[tuple, str]:
+        split = split_of(row[pmcid], params.split)
+        return (*row[:at], split, *row[at:]), split
+    return columns, with_split
 
 
 def _write_parquet(path: Path, rows: Iterator[tuple], schema: pa.Schema) -> int:
@@ -226,14 +230,13 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     outcomes: Counter[str] = Counter()
 
     def kept_pairs() -> Iterator[tuple]:
-        columns = [c for c in PAIRS_SCHEMA.names if c != "split"]
+        columns, with_split = _splitter(PAIRS_SCHEMA, params)
         cursor = db.execute(f"SELECT {', '.join('p.' + c for c in columns)}, p.panel_status FROM pairs p "
                             "JOIN articles a ON a.pmcid = p.pmcid WHERE a.seen_run = ? "
                             "AND p.pair_id NOT IN (SELECT pair_id FROM temp.dup) ORDER BY p.number, p.ordinal",
                             (state.run,))
-        at, pmcid = PAIRS_SCHEMA.names.index("split"), columns.index("pmcid")
         for *values, status in cursor:
-            row, split = _with_split(values, at, pmcid, params)
+            row, split = with_split(values)
             splits[split] += 1
             outcomes[status] += 1
             yield row
@@ -242,13 +245,12 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     panel_splits: Counter[str] = Counter()
 
     def kept_panels() -> Iterator[tuple]:
-        columns = [c for c in PANELS_SCHEMA.names if c != "split"]
+        columns, with_split = _splitter(PANELS_SCHEMA, params)
         cursor = db.execute(f"SELECT {', '.join(columns)} FROM ({KEPT_PANELS}) "
                             "WHERE panel_id NOT IN (SELECT panel_id FROM temp.panel_dup) "
                             "ORDER BY number, ordinal, panel_index", (state.run,))
-        at, pmcid = PANELS_SCHEMA.names.index("split"), columns.index("pmcid")
         for values in cursor:
-            row, split = _with_split(values, at, pmcid, params)
+            row, split = with_split(values)
             panel_splits[split] += 1
             yield row
 
@@ -256,8 +258,8 @@ def assemble(state: IngestState, params: IngestParams, counts: dict[str, int]) -
     rejects: Counter[str] = Counter()
 
     def all_rejects() -> Iterator[tuple]:
-        for row in state.rejects():  # in REJECTS_SCHEMA's column order
-            rejects[row[1]] += 1
+        for row in state.rejects():  # rows of REJECT_COLUMNS, REJECTS_SCHEMA's columns
+            rejects[row[REASON]] += 1
             yield row
         cursor = db.execute(
             "SELECT d.reason, d.detail, p.pmcid, p.version, p.fig_id, p.source_uri FROM temp.dup d "
