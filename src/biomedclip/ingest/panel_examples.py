@@ -14,13 +14,18 @@ import io
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont
 
 from biomedclip.atomic_io import atomic_directory
 from biomedclip.ingest.panels import OUTCOMES
+from biomedclip.tables import open_table, read_batches
 
 EXAMPLES = 8
+BATCH_ROWS = 5_000
+PANEL_COLUMNS = ("pair_id", "letter", "x0", "y0", "x1", "y1", "text", "image_key", "method", "confidence")
+FIGURE_COLUMNS = ("pair_id", "pmcid", "fig_id", "caption", "image_key")
 COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (128, 128, 0))
 STYLE = """
@@ -40,28 +45,44 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 
 
 def write_examples(panels: Path, pairs: Path, images: Path, out: Path, report: dict[str, Any]) -> None:
-    """Write `out/index.html` and its images for the panel table at `panels` (atomically)."""
-    table = pq.read_table(panels, columns=["pair_id", "letter", "x0", "y0", "x1", "y1", "text", "image_key",
-                                           "method", "confidence"]).to_pylist()
+    """Write `out/index.html` and its images for the panel table at `panels` (atomically).
+
+    The tables are streamed twice, never held: once to count the split figures, once to keep the
+    rows of the few shown (a figure's panels are consecutive rows, as the ingest writes them)."""
+    chosen = set(_spread(_runs(panels), EXAMPLES))
     by_pair: dict[str, list[dict[str, Any]]] = {}
-    for row in table:
-        by_pair.setdefault(row["pair_id"], []).append(row)
-    chosen = _spread(list(by_pair), EXAMPLES)
-    wanted = set(chosen)
-    figures = {row["pair_id"]: row for row in pq.read_table(
-        pairs, columns=["pair_id", "pmcid", "fig_id", "caption", "image_key"]).to_pylist()
-        if row["pair_id"] in wanted}
+    figure, last = -1, None
+    for batch in read_batches(open_table(panels, "panel table", PANEL_COLUMNS), BATCH_ROWS, PANEL_COLUMNS):
+        for i, pair in enumerate(batch.column("pair_id").to_pylist()):
+            if pair != last:
+                figure, last = figure + 1, pair
+            if figure in chosen:
+                by_pair.setdefault(pair, []).append(batch.slice(i, 1).to_pylist()[0])
+    figures: dict[str, dict[str, Any]] = {}
+    for batch in read_batches(open_table(pairs, "pairs manifest", FIGURE_COLUMNS), BATCH_ROWS, FIGURE_COLUMNS):
+        shown = pc.is_in(batch.column("pair_id"), value_set=pa.array(list(by_pair), pa.string()))
+        figures.update((row["pair_id"], row) for row in batch.filter(shown).to_pylist())
     with atomic_directory(out) as folder:
-        sections = [_figure_section(folder, n, figures[pair], by_pair[pair], images)
-                    for n, pair in enumerate(chosen, start=1) if pair in figures]
+        sections = [_figure_section(folder, n, figures[pair], rows, images)
+                    for n, (pair, rows) in enumerate(by_pair.items(), start=1) if pair in figures]
         (folder / "index.html").write_text(_page(report, sections), encoding="utf-8")
 
 
-def _spread(items: list[str], count: int) -> list[str]:
-    """`count` items evenly spaced through `items` (all of them if there are fewer)."""
-    if len(items) <= count:
-        return items
-    return [items[i * len(items) // count] for i in range(count)]
+def _runs(panels: Path) -> int:
+    """The figures of the panel table: its runs of consecutive rows of one `pair_id`."""
+    runs, last = 0, None
+    for batch in read_batches(open_table(panels, "panel table", ("pair_id",)), BATCH_ROWS, ("pair_id",)):
+        for pair in batch.column(0).to_pylist():
+            if pair != last:
+                runs, last = runs + 1, pair
+    return runs
+
+
+def _spread(items: int, count: int) -> list[int]:
+    """`count` indices of `items` items, evenly spaced (all of them if there are fewer)."""
+    if items <= count:
+        return list(range(items))
+    return [i * items // count for i in range(count)]
 
 
 def _figure_section(folder: Path, n: int, pair: dict[str, Any], panels: list[dict[str, Any]],
