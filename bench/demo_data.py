@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from biomedclip.config import load_params, override
-from biomedclip.demo import generate_corpus
+from biomedclip.config import override
+from biomedclip.demo.corpus import generate_corpus
+from biomedclip.params import load_params
 
 BUDGET_S = 60.0
 

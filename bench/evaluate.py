@@ -42,9 +42,9 @@ print(json.dumps({"seconds": seconds, "queries": min(queries, n), "chunk": chunk
 
 
 def embedding_throughput(batch: int) -> dict[str, float] | None:
-    from biomedclip.config import load_params
     from biomedclip.evaluate.embedding import decode, embed_images, embed_texts, shard_samples
     from biomedclip.models import load_model
+    from biomedclip.params import load_params
 
     params = load_params(REPO / "params.yaml")
     info_path = params.train.outputs.run_info

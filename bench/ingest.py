@@ -41,21 +41,16 @@ import pyarrow.parquet as pq
 from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
 from PIL import Image
 
-from biomedclip.config import (
-    DecontaminateParams,
-    DemoParams,
-    ImageParams,
-    IngestOutputs,
-    IngestParams,
-)
-from biomedclip.demo import generate_corpus
+from biomedclip.demo.corpus import generate_corpus
+from biomedclip.demo.params import DemoParams
 from biomedclip.ingest.jats import JatsError, normalise_space, parse_article
+from biomedclip.ingest.params import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
 from biomedclip.ingest.run import run_ingest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pmc"
 CHILD = PEAK_RSS + """
 import json, sys, time
-from biomedclip.config import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
+from biomedclip.ingest.params import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
 from pathlib import Path
 from biomedclip.ingest.run import run_ingest
 source, out = Path(sys.argv[1]), Path(sys.argv[2])

@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from biomedclip.config import IngestParams, PanelParams
 from biomedclip.demo.compound import CompoundFigure, compound_figure, tiled_figure
 from biomedclip.demo.corpus import PANEL_TRUTH
 from biomedclip.ingest.images import ImageStore, decode_image, encode_image
 from biomedclip.ingest.panels import decode_side, split_panels
+from biomedclip.ingest.params import IngestParams, PanelParams
 from biomedclip.panels.captions import split_caption
 from biomedclip.panels.layout import MIN_PX, SLIVER, Layout, Sheet, as_planes, find_panels, runs
 

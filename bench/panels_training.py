@@ -15,7 +15,7 @@ Steps: by default what params.yaml's recipe gives on the figure unit's train spl
 trainer counts them (epochs x floor(train figures / global_batch)); `--steps` cuts it down.
 Decontamination keeps params.yaml's setting when its hash file exists, else it is off (said
 so); with `--demo-benchmarks`, missing demo benchmarks are written into the work dir (as the
-`demo_benchmark` stage would) and, without a hash file, hashed there to decontaminate against.
+`demo-data` stage would) and, without a hash file, hashed there to decontaminate against.
 Nothing is written into the repository: the work dir and `--out` are temp dirs unless given.
 Seeds are fixed: the same command gives the same numbers.
 
@@ -89,7 +89,8 @@ def benchmarks(params: Any, base: Path, work: Path, make_demo: bool, timer: Time
         path = resolved(spec.path, base)
         if not path.exists() and make_demo and path.is_relative_to(demo_out):
             if generated is None:
-                from biomedclip.demo import generate_benchmark, write_native
+                from biomedclip.demo.benchmark import generate_benchmark
+                from biomedclip.demo.native import write_native
 
                 generated = work / "benchmarks"
                 demo = params.demo.benchmark.model_copy(update={"out": generated})
@@ -101,7 +102,7 @@ def benchmarks(params: Any, base: Path, work: Path, make_demo: bool, timer: Time
                          f"params.yaml's demo.benchmark into {path}")
         if not path.exists():
             notes.append(f"benchmark {spec.name}: skipped, {spec.path} does not exist (run `dvc repro "
-                         "demo_benchmark`, or pass --demo-benchmarks)")
+                         "demo-data`, or pass --demo-benchmarks)")
             continue
         specs.append(spec.model_copy(update={"path": str(path)}))
     return specs, notes
@@ -111,7 +112,8 @@ def ingest_params(params: Any, base: Path, work: Path, specs: list, make_demo: b
                   timer: Timer) -> tuple[Any, str]:
     """params.ingest with panels on and every output (state too) in `work/ingest`; and what was
     done about decontamination."""
-    from biomedclip.config import IngestOutputs, override
+    from biomedclip.config import override
+    from biomedclip.ingest.params import IngestOutputs
 
     p = params.ingest
     out = work / "ingest"
@@ -145,7 +147,8 @@ def ingest_params(params: Any, base: Path, work: Path, specs: list, make_demo: b
 
 
 def shard_params(params: Any, unit: str, root: Path) -> Any:
-    from biomedclip.config import ShardOutputs, override
+    from biomedclip.config import override
+    from biomedclip.shard.params import ShardOutputs
 
     return override(params.shard, unit=unit, outputs=ShardOutputs(
         shards=root, manifest=root / "manifest.json", report=root / "shard.json"))
@@ -159,18 +162,20 @@ def recipe_steps(train: Any, train_figures: int) -> int:
 def train_params(params: Any, tokenizer: Any, steps: int, out: Path, workers: int) -> Any:
     """The demo recipe for exactly `steps` optimizer steps (the recipe's epochs when they divide
     the steps, else one epoch); tracking off, outputs in `out`."""
-    from biomedclip.config import TrackingParams, TrainOutputs, override
+    from biomedclip.config import override
+    from biomedclip.train.params import TrainOutputs
 
     t = params.train
     epochs = t.epochs if steps % t.epochs == 0 else 1
     return override(t, tokenizer=tokenizer, epochs=epochs, samples_per_epoch=steps // epochs * t.global_batch,
-                    workers=workers, nproc=1, checkpoint_every=steps, tracking=TrackingParams(enabled=False),
+                    workers=workers, nproc=1, checkpoint_every=steps,
                     outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
                                          metrics=out / "train.json"))
 
 
 def evaluate_params(params: Any, specs: list, out: Path) -> Any:
-    from biomedclip.config import EvaluateOutputs, override
+    from biomedclip.config import override
+    from biomedclip.evaluate.params import EvaluateOutputs
 
     e = params.evaluate
     return override(e, model=None, split="test", benchmarks=tuple(specs),
@@ -257,13 +262,15 @@ def main() -> None:
 
     import torch
 
-    from biomedclip.config import load_params, override
+    from biomedclip.config import override
     from biomedclip.console import configure_logging
     from biomedclip.evaluate.run import evaluate, retrieval
     from biomedclip.ingest.run import run_ingest
     from biomedclip.models import load_model
-    from biomedclip.shard import write_shards
-    from biomedclip.train.loop import train
+    from biomedclip.params import load_params
+    from biomedclip.shard.writer import write_shards
+    from biomedclip.tracking import TrackingParams
+    from biomedclip.train.loop import Resume, train
     from biomedclip.train.tokenizer import prepare_tokenizer
 
     torch.set_num_threads(args.threads)
@@ -309,7 +316,7 @@ def main() -> None:
             shards = shard_params(params, unit, shard_dirs[unit])
             with timer(f"train {unit}"):
                 info = train(train_params(params, tokenizer, steps, work / f"train-{unit}", workers), shards,
-                             resume="never")
+                             TrackingParams(enabled=False), resume=Resume.NEVER)
             if info["steps"] != steps:
                 raise SystemExit(f"{unit}: trained {info['steps']} steps, not {steps}")
             with timer(f"evaluate {unit}"):

@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 HASH_CHILD = PEAK_RSS + r"""
 import json, sys, time
 from pathlib import Path
-from biomedclip.config import BenchmarkSpec, S3Params
+from biomedclip.evaluate.params import BenchmarkSpec
+from biomedclip.config import S3Params
 from biomedclip.ingest.decontaminate import hash_benchmarks
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 start = time.perf_counter()
@@ -151,7 +152,7 @@ def decontamination_check(hashes: np.ndarray, queries: int, max_distance: int = 
 def probe_times(train: int, evaluate: int, dim: int = 512) -> dict[str, float]:
     import torch
 
-    from biomedclip.config import LinearProbeParams
+    from biomedclip.evaluate.params import LinearProbeParams
     from biomedclip.evaluate.probe import linear_probe
 
     rng = np.random.default_rng(2)
@@ -180,9 +181,10 @@ def robustness(work: Path, max_distance: int = 4) -> dict[str, float]:
 
     from PIL import Image
 
-    from biomedclip.config import BenchmarkParams, ImageParams
-    from biomedclip.demo import generate_benchmark
+    from biomedclip.demo.benchmark import generate_benchmark
+    from biomedclip.demo.params import BenchmarkParams
     from biomedclip.ingest.images import normalise_image, phash
+    from biomedclip.ingest.params import ImageParams
 
     bench = generate_benchmark(BenchmarkParams(out=work / "figure-types")).path
     distances = []

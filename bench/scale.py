@@ -36,8 +36,9 @@ import pyarrow.parquet as pq
 import yaml
 from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
 
-from biomedclip.config import DemoParams, IngestParams
-from biomedclip.demo import generate_corpus
+from biomedclip.demo.corpus import generate_corpus
+from biomedclip.demo.params import DemoParams
+from biomedclip.ingest.params import IngestParams
 
 REPO = Path(__file__).resolve().parents[1]
 PMC_ARTICLES, PMC_GRAPHICS = 4_400_000, 24_000_000  # PMC-15M (DESIGN.md): articles, graphics
@@ -45,8 +46,9 @@ PMC_ARTICLES, PMC_GRAPHICS = 4_400_000, 24_000_000  # PMC-15M (DESIGN.md): artic
 CHILD = PEAK_RSS + """
 import json, sys, time
 from pathlib import Path
-from biomedclip.config import (DecontaminateParams, IngestOutputs, IngestParams, ShardOutputs,
-                               ShardParams, ValidateOutputs, ValidateParams)
+from biomedclip.ingest.params import DecontaminateParams, IngestOutputs, IngestParams
+from biomedclip.shard.params import ShardOutputs, ShardParams
+from biomedclip.validate.params import ValidateOutputs, ValidateParams
 stage, corpus, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 ingest = IngestParams(source=corpus, decontaminate=DecontaminateParams(enabled=False), outputs=IngestOutputs(
     pairs=out / "pairs.parquet", rejects=out / "rejects.parquet", images=out / "images",
@@ -58,12 +60,12 @@ if stage == "ingest":
     report = run_ingest(ingest)
     result = {"graphics": report["graphics"], "pairs": report["pairs"]["total"]}
 elif stage == "validate":
-    from biomedclip.validate import validate_manifest
+    from biomedclip.validate.gate import validate_manifest
     report = validate_manifest(ingest, ValidateParams(outputs=ValidateOutputs(
         result=out / "validate.json", data_docs=out / "validation")))
     result = {"success": report["success"]}
 else:
-    from biomedclip.shard import write_shards
+    from biomedclip.shard.writer import write_shards
     report = write_shards(ingest, ShardParams(samples_per_shard=1000, outputs=ShardOutputs(
         shards=out / "shards", manifest=out / "shards" / "manifest.json", report=out / "shard.json")))
     result = {"samples": sum(report[s]["samples"] for s in ("train", "val", "test"))}

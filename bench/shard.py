@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from PIL import Image
 
-from biomedclip.config import ShardOutputs, load_params
-from biomedclip.shard import write_shards
+from biomedclip.params import load_params
+from biomedclip.shard.params import ShardOutputs
+from biomedclip.shard.writer import write_shards
 
 
 def best_of(repeat: int, run) -> float:

@@ -42,12 +42,12 @@ main(sys.argv[2:])
 OURS = r"""
 import json, sys, torch
 from pathlib import Path
-from biomedclip.config import load_params
+from biomedclip.params import load_params
 from biomedclip.console import configure_logging
-from biomedclip.train.loop import train
+from biomedclip.train.loop import Resume, train
 configure_logging("WARNING")
 params = load_params(Path(sys.argv[1]))
-train(params.train, params.shard, resume="never")
+train(params.train, params.shard, params.tracking, resume=Resume.NEVER)
 state = torch.load(Path(params.train.outputs.dir) / "checkpoints" / (Path(params.train.outputs.dir) / "checkpoints" / "latest").read_text() / "state.pt", weights_only=True)
 print(json.dumps(state["history"]))
 """
@@ -55,7 +55,7 @@ print(json.dumps(state["history"]))
 LOADER = r"""
 import json, sys, time, torch
 from pathlib import Path
-from biomedclip.config import load_params
+from biomedclip.params import load_params
 from biomedclip.train.data import ShardStream, loader, train_shards
 from biomedclip.train.model import build
 from biomedclip.train.tokenizer import text_directory
@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     import yaml
 
-    from biomedclip.config import load_params
+    from biomedclip.params import load_params
     from biomedclip.train.model import profile_config
     from biomedclip.train.tokenizer import text_directory
 

@@ -28,8 +28,9 @@ WORDS = ["chest", "radiograph", "showing", "bilateral", "opacities", "histology"
 CHILD = PEAK_RSS + """
 import json, sys, time
 from pathlib import Path
-from biomedclip.config import IngestOutputs, IngestParams, SplitParams, ValidateOutputs, ValidateParams
-from biomedclip.validate import validate_manifest
+from biomedclip.ingest.params import IngestOutputs, IngestParams, SplitParams
+from biomedclip.validate.params import ValidateOutputs, ValidateParams
+from biomedclip.validate.gate import validate_manifest
 tmp = Path(sys.argv[1])
 ingest = IngestParams(outputs=IngestOutputs(pairs=tmp / "pairs.parquet", report=tmp / "ingest.json"))
 params = ValidateParams(outputs=ValidateOutputs(result=tmp / "validate.json", data_docs=tmp / "docs"))

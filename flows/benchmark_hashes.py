@@ -1,15 +1,11 @@
-"""Entry point of the Prefect flow `benchmark-hashes`: the pHash of every benchmark image, which
-`ingest` decontaminates the corpus against.
+"""The Prefect flow of the `benchmark-hashes` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.benchmark_hashes`
-(`python flows/benchmark_hashes.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.benchmark_hashes import benchmark_hashes_flow, main
-
-__all__ = ["benchmark_hashes_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("benchmark-hashes"))

@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `demo-data`: the demo corpus and its zero-shot benchmark.
+"""The Prefect flow of the `demo-data` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file (stage `demo_benchmark`, with `--no-corpus`); the flow lives in `biomedclip.pipeline.demo_data`
-(`python flows/demo_data.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.demo_data import demo_data_flow, main
-
-__all__ = ["demo_data_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("demo-data"))

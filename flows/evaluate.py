@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `evaluate`: retrieval, zero-shot classification and model tests.
+"""The Prefect flow of the `evaluate` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.evaluate`
-(`python flows/evaluate.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.evaluate import evaluate_flow, main
-
-__all__ = ["evaluate_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("evaluate"))

@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `ingest`: PMC articles → the pairs manifest.
+"""The Prefect flow of the `ingest` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.ingest`
-(`python flows/ingest.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.ingest import ingest_flow, main
-
-__all__ = ["ingest_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("ingest"))

@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `register`: the trained model into the registry, with lineage.
+"""The Prefect flow of the `register` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.register`
-(`python flows/register.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.register import main, register_flow
-
-__all__ = ["register_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("register"))

@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `shard`: the validated manifest → WebDataset shards.
+"""The Prefect flow of the `shard` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.shard`
-(`python flows/shard.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.shard import main, shard_flow
-
-__all__ = ["shard_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("shard"))

@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `tokenizer`: the text tower's vocabulary.
+"""The Prefect flow of the `tokenizer` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.tokenizer`
-(`python flows/tokenizer.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.tokenizer import main, tokenizer_flow
-
-__all__ = ["tokenizer_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("tokenizer"))

@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `train`: contrastive pretraining (one process, or torchrun).
+"""The Prefect flow of the `train` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.train`
-(`python flows/train.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.train import main, train_flow
-
-__all__ = ["train_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("train"))

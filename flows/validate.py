@@ -1,14 +1,11 @@
-"""Entry point of the Prefect flow `validate`: the Great Expectations gate on the manifest.
+"""The Prefect flow of the `validate` stage, as `dvc.yaml` runs it (`--help` for its options).
 
-`dvc.yaml` calls this file; the flow lives in `biomedclip.pipeline.validate`
-(`python flows/validate.py --help` for its options).
+The stage is defined once, in `biomedclip.pipeline.stages`.
 """
 
 import sys
 
-from biomedclip.pipeline.validate import main, validate_flow
-
-__all__ = ["validate_flow"]
+from biomedclip.pipeline.flows import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("validate"))

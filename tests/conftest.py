@@ -30,9 +30,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from biomedclip.config import DemoParams, NoiseRates, SideRange, override
-from biomedclip.demo import generate_corpus
-from biomedclip.demo.corpus import CorpusReport
+from biomedclip.config import override
+from biomedclip.demo.corpus import CorpusReport, generate_corpus
+from biomedclip.demo.params import DemoParams, NoiseRates, SideRange
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -163,18 +163,13 @@ class TinyWorld:
 
 @pytest.fixture(scope="session")
 def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
-    from biomedclip.config import (
-        BenchmarkParams,
-        ShardOutputs,
-        ShardParams,
-        TokenizerParams,
-        TrackingParams,
-        TrainOutputs,
-        TrainParams,
-    )
-    from biomedclip.demo import generate_benchmark
-    from biomedclip.shard import write_shards
-    from biomedclip.train.loop import train
+    from biomedclip.demo.benchmark import generate_benchmark
+    from biomedclip.demo.params import BenchmarkParams
+    from biomedclip.shard.params import ShardOutputs, ShardParams
+    from biomedclip.shard.writer import write_shards
+    from biomedclip.tracking import TrackingParams
+    from biomedclip.train.loop import Resume, train
+    from biomedclip.train.params import TokenizerParams, TrainOutputs, TrainParams
     from biomedclip.train.tokenizer import prepare_tokenizer
 
     ingest, _, _ = ingested_noisy
@@ -188,21 +183,20 @@ def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
     benchmark = generate_benchmark(BenchmarkParams(out=root / "benchmarks", per_class=10)).path
     tracking = TrackingParams(uri=f"sqlite:///{root / 'mlflow.db'}", experiment="session", system_metrics=False)
 
-    def params(out: Path, *, steps: int, lr: float, batch: int, warmup: int, tracked: bool) -> TrainParams:
+    def params(out: Path, *, steps: int, lr: float, batch: int, warmup: int) -> TrainParams:
         return TrainParams(
             tokenizer=tokenizer, epochs=1, samples_per_epoch=steps * batch, global_batch=batch, lr=lr,
             warmup_steps=warmup, seed=0, workers=0, shuffle_buffer=256, checkpoint_every=100_000, log_every=1,
-            tracking=tracking if tracked else TrackingParams(enabled=False),
             outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
                                  metrics=out / "train.json"))
 
-    trained_params = params(root / "trained", steps=150, lr=5e-4, batch=32, warmup=10, tracked=True)
+    trained_params = params(root / "trained", steps=150, lr=5e-4, batch=32, warmup=10)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.chdir(root)  # MLflow's default artifact root (./mlruns) lands here
-        trained = train(trained_params, shards, resume="never")
-    initial = train(params(root / "random", steps=1, lr=1e-12, batch=2, warmup=0, tracked=False), shards,
-                    resume="never")
+        trained = train(trained_params, shards, tracking, resume=Resume.NEVER)
+    initial = train(params(root / "random", steps=1, lr=1e-12, batch=2, warmup=0), shards,
+                    TrackingParams(enabled=False), resume=Resume.NEVER)
     return TinyWorld(root=root, shards=shards, tokenizer=tokenizer.out, benchmark=benchmark, tracking=tracking,
                      trained=trained, train_params=trained_params, random_model=Path(initial["model_dir"]),
                      split_sizes={split: report[split]["samples"] for split in ("train", "val", "test")})
@@ -211,7 +205,7 @@ def tiny_world(ingested_noisy, tmp_path_factory) -> TinyWorld:
 def ingest_params(source: Path, out: Path, **changes):
     """Ingest params writing every output under `out`; no decontamination unless `changes` ask
     for it (tests/test_decontaminate.py: it needs a benchmark hash file)."""
-    from biomedclip.config import DecontaminateParams, IngestOutputs, IngestParams
+    from biomedclip.ingest.params import DecontaminateParams, IngestOutputs, IngestParams
 
     outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
                             images=out / "images", panels=out / "panels.parquet",

@@ -1,5 +1,6 @@
 """The house rules the layout promises, checked on the source: the stage libraries import no
-Prefect, one module owns MLflow, nothing edits sys.path, flows/*.py are entry points only."""
+Prefect, one module owns MLflow, nothing edits sys.path, flows/*.py are entry points only, and
+the stage table imports nothing heavy."""
 
 from __future__ import annotations
 
@@ -50,10 +51,27 @@ def test_nothing_edits_sys_path():
 
 
 def test_flow_files_are_entry_points_into_the_pipeline_package():
-    """dvc.yaml and prefect.yaml call flows/<stage>.py: each imports its flow from
-    biomedclip.pipeline and defines nothing of its own."""
+    """dvc.yaml and prefect.yaml call flows/<file>.py: a stage's file runs the stage's flow from
+    the stage table (biomedclip.pipeline.flows), the retrain's its own; none defines anything."""
+    from biomedclip.pipeline.stages import STAGES
+
+    stage_files = {f"{stage.name.replace('-', '_')}.py": stage.name for stage in STAGES}
     for path in sorted((REPO / "flows").glob("*.py")):
         tree = ast.parse(path.read_text())
         assert not [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)], path.name
         sources = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
-        assert sources == {f"biomedclip.pipeline.{path.stem}"}, (path.name, sources)
+        if path.name in stage_files:
+            assert sources == {"biomedclip.pipeline.flows"}, (path.name, sources)
+            assert f'main("{stage_files[path.name]}")' in path.read_text(), path.name
+        else:
+            assert sources == {f"biomedclip.pipeline.{path.stem}"}, (path.name, sources)
+    assert set(stage_files) <= {p.name for p in (REPO / "flows").glob("*.py")}
+
+
+def test_the_stage_table_and_runner_import_nothing_heavy():
+    """The CLI reads the table on every command: it must not pay for Prefect, torch or GX."""
+    for name in ("pipeline/stages.py", "pipeline/runner.py", "stage.py", "locks.py", "imports.py"):
+        tree = ast.parse((SRC / name).read_text())
+        top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+        top |= {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in top if m.split(".")[0] in ("prefect", "torch", "great_expectations", "mlflow")}, name

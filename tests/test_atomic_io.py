@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 
-from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
+from biomedclip.atomic_io import atomic_directory, atomic_write_bytes, file_mode
 
 pytestmark = pytest.mark.unit
 
@@ -15,6 +18,20 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in target.parent.iterdir()] == ["file.bin"]
+
+
+def test_a_written_file_gets_the_mode_the_umask_gives_not_the_temp_files_0600(tmp_path):
+    """A teammate on a shared workspace reads the metrics and reports (umask 022: 0644)."""
+    previous = os.umask(0o027)
+    file_mode.cache_clear()
+    try:
+        atomic_write_bytes(tmp_path / "metrics.json", b"{}")
+        assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(previous)
+        file_mode.cache_clear()
+    atomic_write_bytes(tmp_path / "report.md", b"#")
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o666 & ~previous
 
 
 def test_directory_is_replaced_only_when_the_block_succeeds(tmp_path):

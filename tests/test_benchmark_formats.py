@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biomedclip.config import BenchmarkSpec
 from biomedclip.evaluate.benchmarks import BenchmarkError, load_benchmark
 from biomedclip.evaluate.formats import PRESETS, PcamImages, dicom_image
+from biomedclip.evaluate.params import BenchmarkSpec
 
 from .conftest import SHARED_FIXTURES
 

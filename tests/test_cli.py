@@ -84,7 +84,7 @@ def test_demo_data_writes_corpus_legacy_and_benchmark_and_reports_them(tmp_path)
         f"  benchmark: {{out: {tmp_path / 'bench'}, per_class: 2}}\n")
     result = runner.invoke(app, [
         "--params", str(tmp_path / "params.yaml"), "demo-data", "--out", str(tmp_path / "raw"),
-        "--articles", "6", "--legacy-out", str(tmp_path / "legacy"), "--workers", "1"])
+        "--articles", "6", "--legacy-out", str(tmp_path / "legacy"), "--workers", "1", "--benchmark"])
     assert result.exit_code == 0, result.output
     assert "articles" in result.output and "benchmark" in result.output
     metadata = sorted((tmp_path / "raw" / "metadata").glob("*.json"))

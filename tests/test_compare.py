@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from biomedclip.config import GateParams, RegisterParams
 from biomedclip.evaluate.compare import markdown, side_by_side
+from biomedclip.register.params import GateParams, RegisterParams
 from biomedclip.register.registry import gate
 
 R10, RANK, CHANCE = "retrieval/image_to_text/recall_at_10", "retrieval/image_to_text/median_rank", \

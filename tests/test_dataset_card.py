@@ -13,8 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from biomedclip.card import IMAGECLEF_2015, CardInputError, FigureTypes, build_card, card_markdown
-from biomedclip.card.figure_types import group_of
+from biomedclip.card.build import build_card
+from biomedclip.card.figure_types import FigureTypes, group_of
+from biomedclip.card.imageclef import IMAGECLEF_2015
+from biomedclip.card.render import card_markdown
+from biomedclip.card.stats import CardInputError
 
 pytestmark = pytest.mark.unit
 
@@ -237,7 +240,7 @@ def test_which_model_labels_the_figure_types(tmp_path):
     """The train stage's model by default (as evaluate.model), a configured one instead, and
     none with the reason when there is no model yet or the estimate is off."""
     from biomedclip.card.stage import figure_type_model
-    from biomedclip.config import Params
+    from biomedclip.params import Params
 
     params = Params().model_copy(deep=True)
     train = params.train.model_copy(update={"outputs": params.train.outputs.model_copy(update={"dir": tmp_path})})

@@ -16,10 +16,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from biomedclip.config import BenchmarkParams, BenchmarkSpec, DecontaminateParams, S3Params
-from biomedclip.demo import generate_benchmark, generate_corpus
+from biomedclip.config import S3Params
+from biomedclip.demo.benchmark import generate_benchmark
+from biomedclip.demo.corpus import generate_corpus
+from biomedclip.demo.params import BenchmarkParams
+from biomedclip.evaluate.params import BenchmarkSpec
 from biomedclip.ingest import decontaminate
 from biomedclip.ingest.decontaminate import BenchmarkIndex, HashesMissing, hash_benchmarks
+from biomedclip.ingest.params import DecontaminateParams
 from biomedclip.ingest.run import run_ingest
 
 from .conftest import ingest_params, small_params
@@ -167,7 +171,7 @@ def test_hashes_are_cached_per_benchmark_version(world, tmp_path, monkeypatch):
 def test_every_split_of_a_benchmark_is_hashed_train_included(tmp_path):
     """Train images leak into scores as surely as test ones (the probes train on them): PCam's
     three HDF5 splits are all hashed, keyed by patch index."""
-    from biomedclip.demo import write_native
+    from biomedclip.demo.native import write_native
 
     write_native(tmp_path / "native", seed=0, per_class=2)
     spec = BenchmarkSpec(name="pcam", path=str(tmp_path / "native" / "pcam"), preset="pcam")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from biomedclip.config import NoiseRates
-from biomedclip.demo import generate_corpus
+from biomedclip.demo.corpus import generate_corpus
 from biomedclip.demo.layout import FILE_LIST_HEADER
+from biomedclip.demo.params import NoiseRates
 
 from .conftest import NOISY, small_params
 from .corpus_inspection import NON_COMMERCIAL, PARSER, inspect_corpus, local

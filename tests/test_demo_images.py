@@ -14,12 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from biomedclip.config import BenchmarkParams
-from biomedclip.demo import generate_benchmark
-from biomedclip.demo.benchmark import benchmark_jobs
+from biomedclip.demo.benchmark import benchmark_jobs, generate_benchmark
 from biomedclip.demo.compound import corpus_figure, lettered_single
 from biomedclip.demo.encoding import EXTENSIONS, bomb_png, corrupt, encode, png_bytes
 from biomedclip.demo.figures import CLASS_NAMES, RENDERERS, render
+from biomedclip.demo.params import BenchmarkParams
 from biomedclip.demo.plan import PanelPlan, Planner
 
 pytestmark = pytest.mark.unit
@@ -189,7 +188,7 @@ def test_benchmark_has_one_class_per_figure_type_none_in_the_corpus(tmp_path, no
 def test_the_pmc_size_profile_draws_figures_at_pmc_sizes_and_leaves_the_default_alone():
     """`demo.image_side: pmc`: figures' long sides log-normal around 1,200 px within 300-4,000
     (as planned, composites as their panels tiled), while the default keeps its uniform 160-560."""
-    from biomedclip.config import DemoParams
+    from biomedclip.demo.params import DemoParams
 
     def long_sides(params: DemoParams) -> np.ndarray:
         planner = Planner(params)

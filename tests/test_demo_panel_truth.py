@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biomedclip.config import NoiseRates
-from biomedclip.demo import generate_corpus
-from biomedclip.demo.corpus import PANEL_TRUTH
+from biomedclip.demo.corpus import PANEL_TRUTH, generate_corpus
+from biomedclip.demo.params import NoiseRates
 from biomedclip.ingest.sources import list_articles
 from biomedclip.panels.captions import split_caption
 from biomedclip.storage import LocalStore

@@ -48,11 +48,6 @@ import pytest
 import torch
 from PIL import Image
 
-from biomedclip.config import (
-    BenchmarkSpec,
-    EvaluateOutputs,
-    EvaluateParams,
-)
 from biomedclip.evaluate.benchmarks import BenchmarkError, load_benchmark
 from biomedclip.evaluate.classification import (
     binary_auroc,
@@ -61,9 +56,11 @@ from biomedclip.evaluate.classification import (
     confusion_matrix,
 )
 from biomedclip.evaluate.embedding import embed_images, embed_texts, shard_samples
+from biomedclip.evaluate.params import BenchmarkSpec, EvaluateOutputs, EvaluateParams
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics, retrieval_metrics
 from biomedclip.evaluate.run import evaluate
 from biomedclip.models import load_model
+from biomedclip.tracking import TrackingParams
 
 MODEL_TESTS = ("caption_finds_its_image", "deterministic_embeddings", "jpeg_reencoding_invariance")
 
@@ -490,8 +487,9 @@ def test_registered_model_uri_loads_and_evaluates_like_its_folder(inputs, random
     assert versions["champion"] != versions["other"]
 
     direct = load_model(random_model)
-    loaded = {uri: load_model(uri) for uri in ("models:/biomedclip@champion", f"runs:/{runs['champion']}/model",
-                                                f"models:/biomedclip/{versions['champion']}")}
+    store = TrackingParams()  # the store MLFLOW_TRACKING_URI names (the fixture's)
+    loaded = {uri: load_model(uri, tracking=store) for uri in (
+        "models:/biomedclip@champion", f"runs:/{runs['champion']}/model", f"models:/biomedclip/{versions['champion']}")}
     samples = list(itertools.islice(shard_samples(inputs["shards"].outputs.shards / "test"), 12))
     pil = [Image.open(io.BytesIO(jpeg)).convert("RGB") for jpeg, _ in samples]
     captions = [caption for _, caption in samples]
@@ -502,12 +500,12 @@ def test_registered_model_uri_loads_and_evaluates_like_its_folder(inputs, random
         assert torch.equal(embed_images(model, pil, 5), want_i), uri
         assert torch.equal(embed_texts(model, captions[:12], 5), want_t), uri
         assert model.config == direct.config, uri
-    latest = load_model(f"models:/biomedclip/{versions['other']}")
+    latest = load_model(f"models:/biomedclip/{versions['other']}", tracking=store)
     assert not torch.allclose(embed_images(latest, pil, 5), want_i, atol=1e-3)  # the comparison can fail
 
     spec = BenchmarkSpec(name="pmc-figure-types", path=str(inputs["benchmark"]))
     by_uri = evaluate(eval_params(tmp_path / "uri", spec), model="models:/biomedclip@champion",
-                      shards_dir=inputs["shards"].outputs.shards)
+                      shards_dir=inputs["shards"].outputs.shards, tracking=store)
     by_folder = evaluate(eval_params(tmp_path / "folder", spec), model=str(random_model),
                          shards_dir=inputs["shards"].outputs.shards)
     assert by_uri["model"] == "models:/biomedclip@champion"

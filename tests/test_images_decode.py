@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biomedclip.config import ImageParams, IngestParams, PanelParams
 from biomedclip.ingest.images import ImageRejected, decode_image, encode_image, normalise_image
 from biomedclip.ingest.panels import decode_side
+from biomedclip.ingest.params import ImageParams, IngestParams, PanelParams
 
 pytestmark = pytest.mark.unit
 

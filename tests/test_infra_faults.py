@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from biomedclip.config import S3Params
-from biomedclip.demo import generate_corpus
+from biomedclip.demo.corpus import generate_corpus
 from biomedclip.ingest.run import run_ingest
 from biomedclip.storage import ObjectReadError
 

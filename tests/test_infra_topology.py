@@ -145,8 +145,9 @@ def test_dvc_repro_against_the_services_keeps_every_record_on_them(pipeline, top
     import pandas as pd
     import psycopg
 
-    from biomedclip.config import IngestOutputs, load_params
+    from biomedclip.ingest.params import IngestOutputs
     from biomedclip.ingest.run import run_ingest
+    from biomedclip.params import load_params
 
     project, env = pipeline["project"], pipeline["env"]
     # Dask with 2 workers made the very manifest the library's thread runner makes of the same data.

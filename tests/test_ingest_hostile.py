@@ -36,7 +36,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from biomedclip.demo import generate_corpus
+from biomedclip.demo.corpus import generate_corpus
 from biomedclip.ingest.rejects import LEVEL_OF, Reason
 from biomedclip.ingest.run import run_ingest
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from biomedclip.demo import generate_corpus
+from biomedclip.demo.corpus import generate_corpus
 from biomedclip.ingest.run import run_ingest
 
 from .conftest import ingest_params, small_params

@@ -22,6 +22,7 @@ from biomedclip.models import (
     TextTower,
     load_model,
     locate_folder,
+    model_uri,
     normalise_config,
     write_model_folder,
 )
@@ -101,6 +102,23 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 @pytest.mark.unit
+def test_every_command_takes_the_same_model_references(tmp_path):
+    """One grammar (README "Models, one grammar"): the short forms name versions of the
+    registered model; `local-dir:` is a folder; an MLflow URI needs the store to read it from."""
+    assert model_uri("@champion", "biomedclip") == "models:/biomedclip@champion"
+    assert model_uri(" 7 ", "biomedclip") == "models:/biomedclip/7"
+    for full in ("models:/other@baseline", "models:/other/2", "runs:/abc/model", "hf-hub:org/repo",
+                 "local-dir:/x/final", "./3", "data/train/final"):
+        assert model_uri(full, "biomedclip") == full
+    with pytest.raises(ModelSourceError, match=r"does not exist .*local-dir:PATH"):
+        load_model(f"local-dir:{tmp_path / 'nothing'}")
+    with pytest.raises(ModelSourceError, match=r"short registry reference.*models:/NAME@champion"):
+        load_model("@champion")
+    with pytest.raises(ModelSourceError, match="no tracking store"):
+        load_model("models:/biomedclip@champion")
+
+
+@pytest.mark.unit
 def test_a_model_missing_from_the_cache_says_which_files_and_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
     with pytest.raises(ModelSourceError) as exc:
@@ -156,15 +174,19 @@ def test_wrong_or_incomplete_folders_fail_in_one_line(published, cache, tmp_path
 
 
 @pytest.mark.unit
-def test_a_written_folder_is_self_contained_and_plain_open_clip_loads_it_from_elsewhere(published, cache, tmp_path,
-                                                                                       monkeypatch):
-    """A tower without a hub id (a vocabulary built here) is named by the folder's path, so
-    open_clip's own `local-dir:` loader finds it from any working directory."""
+def test_a_written_folder_is_relocatable_and_its_export_loads_in_plain_open_clip_from_elsewhere(
+        published, cache, tmp_path, monkeypatch):
+    """A tower without a hub id (a vocabulary built here) is named `.`, the folder itself: the
+    folder holds no absolute path (it hashes the same in every clone), loads moved, and
+    `biomedclip export` writes the copy open_clip's own `local-dir:` loader finds from anywhere."""
     import open_clip
+    from typer.testing import CliRunner
+
+    from biomedclip.cli import app
 
     files = locate_folder(published["current"])
     ours = embed(load_model(published["current"]))
-    out = tmp_path / "exported"
+    out = tmp_path / "written"
     out.mkdir()
     text = TextTower(files.text.config_dir, files.text.tokenizer_dir, hub_id=None)
     write_model_folder(out, final=out, weights=files.weights, model_cfg=files.model_cfg, text=text,
@@ -173,13 +195,21 @@ def test_a_written_folder_is_self_contained_and_plain_open_clip_loads_it_from_el
     assert {"open_clip_config.json", "open_clip_pytorch_model.bin", "config.json", "vocab.txt",
             "tokenizer.json", "README.md"} <= names
     spec = json.loads((out / "open_clip_config.json").read_text())
-    assert spec["model_cfg"]["text_cfg"]["hf_model_name"] == str(out.resolve())
+    assert spec["model_cfg"]["text_cfg"]["hf_model_name"] == "."
+    assert str(tmp_path) not in "".join(p.read_text() for p in out.iterdir() if p.suffix in (".json", ".md"))
+    moved = tmp_path / "moved"
+    out.rename(moved)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-cache"))  # nothing from a cache
-    model, preprocess = open_clip.create_model_from_pretrained(f"local-dir:{out}")
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    assert torch.allclose(embed(load_model(f"local-dir:{moved}"))[0], ours[0], atol=1e-6)
+    (elsewhere / "params.yaml").write_text("{}\n")
+    exported = tmp_path / "exported"
+    done = CliRunner().invoke(app, ["export", f"local-dir:{moved}", str(exported)])
+    assert done.exit_code == 0, done.output
+    model, preprocess = open_clip.create_model_from_pretrained(f"local-dir:{exported}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{exported}")
     model.eval()
     with torch.no_grad(), Image.open(XRAY) as image:
         theirs = model.encode_image(preprocess(image.convert("RGB")).unsqueeze(0), normalize=True)

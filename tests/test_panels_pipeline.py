@@ -20,19 +20,14 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from biomedclip.config import (
-    DecontaminateParams,
-    PanelParams,
-    ShardOutputs,
-    ShardParams,
-    ValidateOutputs,
-    ValidateParams,
-)
 from biomedclip.ingest.decontaminate import HASHES_SCHEMA
 from biomedclip.ingest.panels import OUTCOMES, SPLIT, panel_text, pixel_box
+from biomedclip.ingest.params import DecontaminateParams, PanelParams
 from biomedclip.ingest.run import run_ingest
-from biomedclip.shard import write_shards
-from biomedclip.validate import ValidationFailed, validate_manifest
+from biomedclip.shard.params import ShardOutputs, ShardParams
+from biomedclip.shard.writer import write_shards
+from biomedclip.validate.gate import ValidationFailed, validate_manifest
+from biomedclip.validate.params import ValidateOutputs, ValidateParams
 
 from .conftest import ingest_params
 

@@ -21,12 +21,12 @@ import mlflow
 import pytest
 import yaml
 
+from biomedclip.pipeline.stages import STAGES as PIPELINE
+
 from .conftest import BIN, REPO, clone_project, flow_runs_on, prefect_request, sh
 
 pytestmark = pytest.mark.e2e
-STAGE_FLOWS = {"demo_benchmark": "demo-data", "benchmark_hashes": "benchmark-hashes", "ingest": "ingest", "validate": "validate", "shard": "shard",
-               "tokenizer": "tokenizer", "train": "train", "evaluate": "evaluate", "dataset_card": "dataset-card",
-               "register": "register"}
+STAGES = [stage.name for stage in PIPELINE]  # each stage's DVC stage, flow and record share its name
 
 
 class Workspace:
@@ -66,8 +66,9 @@ class Workspace:
 
     def lineage(self, version: int) -> dict[str, Any]:
         """`biomedclip lineage --json`, read in this process (the CLI is run once, below)."""
-        from biomedclip.config import RegisterParams, TrackingParams
         from biomedclip.register.lineage import lineage
+        from biomedclip.register.params import RegisterParams
+        from biomedclip.tracking import TrackingParams
 
         return lineage(f"models:/biomedclip/{version}",
                        RegisterParams(decision_log=self.project / "registry" / "decisions.jsonl"),
@@ -114,9 +115,9 @@ def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs
     assert "Running stage 'register'" in neighbour("dvc", "repro")
     a_data, a_model = project.runs[-2], project.runs[-1]
     assert set(a_data) == {"demo-data", "benchmark-hashes", "ingest", "validate", "shard"}  # decontamination first
-    assert set(a_model) == {"tokenizer", "train", "evaluate", "dataset-card", "register"}
+    assert set(a_model) == {"tokenizer", "train", "evaluate", "card", "register"}
     b_made_by = {**neighbour.runs[-2], **neighbour.runs[-1]}
-    assert set(b_made_by) == set(STAGE_FLOWS.values())
+    assert set(b_made_by) == set(STAGES)
     made_by = {**a_data, **a_model}
 
     cli = project.run("biomedclip", "lineage", "models:/biomedclip/1", "--json")
@@ -129,9 +130,9 @@ def test_interleaved_workspaces_each_register_the_lineage_of_their_own_flow_runs
     for flow, run_id in shown["flow_runs"].items():
         assert on_server[run_id]["flow"] == flow and on_server[run_id]["state_type"] == "COMPLETED"
     # Each stage's record beside its outputs, versioned by DVC with them.
-    for stage, flow in STAGE_FLOWS.items():
-        record = json.loads((project.project / "reports" / "flow-runs" / f"{flow}.json").read_text())
-        assert record["flow_run"]["id"] == made_by[flow] and record["flow_run"]["api"] == project.api, stage
+    for stage in STAGES:
+        record = json.loads((project.project / "reports" / "flow-runs" / f"{stage}.json").read_text())
+        assert record["flow_run"]["id"] == made_by[stage] and record["flow_run"]["api"] == project.api, stage
 
 
 def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
@@ -141,8 +142,7 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     made_by = {**project.runs[-2], **project.runs[-1]}
     artifacts = {a["key"] for a in prefect_request(project.api, "POST", "/artifacts/filter", limit=200,
                                                    flow_runs={"id": {"any_": list(made_by.values())}})}
-    assert {"demo-data", "benchmark-hashes", "ingest-report", "validation-report", "shard-report", "tokenizer", "train-report",
-            "evaluation", "dataset-card", "registered-model"} <= artifacts
+    assert set(STAGES) <= artifacts  # each stage's report, under the stage's name
     assert "Data and pipelines are up to date" in project("dvc", "status")
 
     report = json.loads((root / "metrics" / "ingest.json").read_text())
@@ -164,7 +164,7 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert project.runs[-1] == {}
     # The data stages reproduce, byte for byte, the outputs the committed dvc.lock records.
     committed, here = (yaml.safe_load(lock.read_text())["stages"] for lock in (REPO / "dvc.lock", root / "dvc.lock"))
-    for stage in ("demo_benchmark", "benchmark_hashes", "ingest", "shard", "tokenizer"):
+    for stage in ("demo-data", "benchmark-hashes", "ingest", "validate", "shard", "tokenizer"):
         outputs = [{o["path"]: o["md5"] for o in lock[stage]["outs"] if "flow-runs" not in o["path"]}
                    for lock in (committed, here)]
         assert outputs[1] == outputs[0], stage
@@ -177,6 +177,23 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert chain["data"]["version"] == yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
     uri = f"models:/{registered['name']}/{registered['version']}"
     assert "verified" in project("biomedclip", "lineage", uri, "--verify")
+    # No output holds the clone's absolute path: another folder gives the same hashes.
+    for folder in ("data/train/final", "reports", "metrics"):
+        for path in (p for p in (root / folder).rglob("*") if p.suffix in (".json", ".md", ".csv", ".html", ".txt")):
+            assert str(root) not in path.read_text(errors="replace"), path
+    # A corpus written elsewhere touches neither the stages' outputs nor their records.
+    project("biomedclip", "demo-data", "--articles", "5", "--out", str(root.parent / "elsewhere"), "--workers", "1")
+    assert "Data and pipelines are up to date" in project("dvc", "status")
+    # A stage run again with identical outputs (a new flow run): a note, not a failed verification.
+    project("dvc", "repro", "--force", "--single-item", "validate")
+    verified = project.run("biomedclip", "lineage", uri, "--verify")
+    assert verified.returncode == 0 and "validate stage ran again" in verified.stdout, verified.stdout[-2000:]
+    # The deps cover the code: an edit of the panel layout re-runs the ingest.
+    layout = root / "src" / "biomedclip" / "panels" / "layout.py"
+    original_layout = layout.read_bytes()
+    layout.write_bytes(original_layout + b"\n# an edit\n")
+    assert "ingest:" in project("dvc", "status")
+    layout.write_bytes(original_layout)
     shard = sorted((root / "data" / "shards" / "train").glob("*.tar"))[0]
     original = shard.read_bytes()
     shard.write_bytes(original[:2000] + bytes([original[2000] ^ 0xFF]) + original[2001:])
@@ -196,7 +213,7 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     params["ingest"]["caption"]["min_words"] = 6
     project.set_params(params)
     status = project("dvc", "status")
-    assert "ingest" in status and "demo_benchmark" not in status
+    assert "ingest" in status and "demo-data" not in status
 
 
 def test_an_evaluation_rerun_alone_is_a_new_version_naming_the_old_runs_of_the_skipped_stages(project):
@@ -213,10 +230,10 @@ def test_an_evaluation_rerun_alone_is_a_new_version_naming_the_old_runs_of_the_s
     before = project.lineage(1)
     output = project("dvc", "repro")
     ran = [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
-    assert sorted(ran) == ["dataset_card", "evaluate", "register"], output[-3000:]  # the card's labels use the templates
+    assert sorted(ran) == ["card", "evaluate", "register"], output[-3000:]  # the card's labels use the templates
     new = project.runs[-1]
-    assert set(new) == {"evaluate", "dataset-card", "register"}
-    new.pop("dataset-card")  # the corpus's page, not an input of the model
+    assert set(new) == {"evaluate", "card", "register"}
+    new.pop("card")  # the corpus's page, not an input of the model
     registered = json.loads((project.project / "metrics" / "register.json").read_text())
     assert registered["version"] == 2
     chain = project.lineage(2)

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from biomedclip.config import BenchmarkSpec, EvaluateOutputs, EvaluateParams, LinearProbeParams
+from biomedclip.evaluate.params import (
+    BenchmarkSpec,
+    EvaluateOutputs,
+    EvaluateParams,
+    LinearProbeParams,
+)
 from biomedclip.evaluate.probe import (
     cached_features,
     carve_validation,

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from biomedclip.config import DecontaminateParams, DedupParams, IngestParams, SplitParams
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics
 from biomedclip.ingest.assemble import _mark_rejected_pairs
 from biomedclip.ingest.extract import ArticleResult
 from biomedclip.ingest.images import phash
+from biomedclip.ingest.params import DecontaminateParams, DedupParams, IngestParams, SplitParams
 from biomedclip.ingest.split import SPLITS, split_of
 from biomedclip.ingest.state import IngestState
 

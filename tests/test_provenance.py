@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from biomedclip.config import Params, PipelineParams, TrainOutputs
+from biomedclip.params import Params
+from biomedclip.pipeline.params import PipelineParams
 from biomedclip.provenance import (
     FlowRun,
     flow_run_ids,
@@ -20,6 +21,7 @@ from biomedclip.provenance import (
     write_record,
 )
 from biomedclip.register.lineage_facts import PREFIX, lineage_key
+from biomedclip.train.params import TrainOutputs
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +91,7 @@ def test_every_stage_of_the_pipeline_has_its_outputs_named(params):
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     outs = [next(iter(out)) if isinstance(out, dict) else out for stage in stages.values() for out in stage["outs"]]
     flows = {match.group(1) for out in outs if (match := re.fullmatch(r"\$\{pipeline\.flow_runs\}/(.+)\.json", out))}
-    assert {"demo-data", "ingest", "dataset-card", "register"} <= flows
+    assert {"demo-data", "ingest", "card", "register"} <= flows
     for flow in flows:
         assert stage_outputs(params, flow)
     with pytest.raises(ValueError, match="retrain"):

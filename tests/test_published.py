@@ -21,23 +21,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from biomedclip.config import (
-    BenchmarkSpec,
-    EvaluateOutputs,
-    EvaluateParams,
-    GateParams,
-    RegisterParams,
-    ShardOutputs,
-    ShardParams,
-    TokenizerParams,
-    TrackingParams,
-    TrainOutputs,
-    TrainParams,
-)
 from biomedclip.evaluate.compare import compare, markdown
+from biomedclip.evaluate.params import BenchmarkSpec, EvaluateOutputs, EvaluateParams
 from biomedclip.models import load_model
 from biomedclip.register.lineage import lineage, lineage_text, verify
+from biomedclip.register.params import GateParams, RegisterParams
 from biomedclip.register.registry import RegistryError, register_external
+from biomedclip.shard.params import ShardOutputs, ShardParams
+from biomedclip.tracking import TrackingParams
+from biomedclip.train.params import TokenizerParams, TrainOutputs, TrainParams
 
 from .conftest import ask_model_server
 from .published import (
@@ -182,7 +174,7 @@ def test_register_the_published_model_as_baseline_once_with_external_lineage(reg
     assert chain["kind"] == "external" and chain["aliases"] == ["baseline"]
     text = lineage_text(chain)
     assert f"source         hf-hub:{BIOMEDCLIP}" in text and "external model" in text
-    assert verify(chain, tracking, shard_manifest=registry["shards"] / "manifest.json", model_dir=None) == []
+    assert verify(chain, tracking, shard_manifest=registry["shards"] / "manifest.json", model_dir=None).problems == []
     with pytest.raises(RegistryError, match="promotion gate"):
         register_external(p, tracking, registry["evaluate"], registry["shards"], source=str(published["current"]),
                           alias="champion")
@@ -241,7 +233,7 @@ def test_init_from_the_published_model_trains_the_biomedclip_profile(tiny_world,
     """Continue pretraining from a full-size checkpoint in the published layout: the tokenizer
     stage takes the checkpoint's own vocabulary (a larger one is refused, both sizes named), two
     steps run, and the result is the published layout again, its text tower named as Microsoft's."""
-    from biomedclip.train.loop import train
+    from biomedclip.train.loop import Resume, train
     from biomedclip.train.tokenizer import VocabularyMismatch, prepare_tokenizer
 
     full, bert = published_checkpoint(tmp_path / "full", PUBMEDBERT, size="full", tokenizer_files=False)
@@ -264,13 +256,13 @@ def test_init_from_the_published_model_trains_the_biomedclip_profile(tiny_world,
     out = tmp_path / "train"
     params = TrainParams(profile="biomedclip", init_from=f"hf-hub:{BIOMEDCLIP}", tokenizer=tokenizer, epochs=1,
                          samples_per_epoch=4, global_batch=2, lr=1e-5, warmup_steps=0, workers=0, shuffle_buffer=8,
-                         checkpoint_every=100, log_every=1, tracking=TrackingParams(enabled=False),
+                         checkpoint_every=100, log_every=1,
                          outputs=TrainOutputs(dir=out, run_info=out / "run.json", loss_curve=out / "loss.csv",
                                               metrics=out / "train.json"))
     shards = ShardParams(outputs=ShardOutputs(shards=tiny_world.shards.outputs.shards,
                                               manifest=tiny_world.shards.outputs.manifest,
                                               report=tmp_path / "shard.json"))
-    info = train(params, shards, resume="never")
+    info = train(params, shards, TrackingParams(enabled=False), resume=Resume.NEVER)
     assert info["steps"] == 2 and info["metrics"]["final_loss"] is not None
     final = Path(info["model_dir"])
     spec = json.loads((final / "open_clip_config.json").read_text())

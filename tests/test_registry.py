@@ -20,14 +20,10 @@ import pytest
 import torch
 import yaml
 
-from biomedclip.config import (
-    EvaluateOutputs,
-    EvaluateParams,
-    GateParams,
-    RegisterParams,
-)
+from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.register import lineage_facts
 from biomedclip.register.lineage import lineage, lineage_text, verify
+from biomedclip.register.params import GateParams, RegisterParams
 from biomedclip.register.registry import RegistryError, decisions, gate, promote, register, rollback
 
 from .conftest import REPO, ask_model_server
@@ -181,7 +177,9 @@ def test_promote_better_refuse_worse_on_the_current_test_set_and_roll_back(world
 CONCURRENT = """
 import json, sys
 from pathlib import Path
-from biomedclip.config import EvaluateOutputs, EvaluateParams, GateParams, RegisterParams, TrackingParams
+from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
+from biomedclip.register.params import GateParams, RegisterParams
+from biomedclip.tracking import TrackingParams
 from biomedclip.register.registry import promote
 root, version, uri, shards = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 params = RegisterParams(model_name="race", decision_log=root / "race.jsonl", output=root / "race.json",
@@ -286,12 +284,12 @@ def test_lineage_lists_the_chain_and_verify_catches_a_changed_shard_byte(world, 
     shutil.copytree(world["shards"].outputs.shards, shards)
     only_shards = {**chain, "dvc_lock": {"stages": {}, "sha256": None}, "data": {**chain["data"], "version": None}}
     problems = verify(only_shards, world["tracking"], shard_manifest=shards / "manifest.json",
-                      model_dir=Path(info["model_dir"]), repo_root=REPO)
+                      model_dir=Path(info["model_dir"]), repo_root=REPO).problems
     assert problems == ["no dvc.lock was logged with the model: nothing to verify the data against"]
     target = sorted((shards / "train").glob("*.tar"))[0]
     data = bytearray(target.read_bytes())
     data[1000] ^= 0xFF
     target.write_bytes(bytes(data))
     problems = verify(only_shards, world["tracking"], shard_manifest=shards / "manifest.json",
-                      model_dir=Path(info["model_dir"]), repo_root=REPO)
+                      model_dir=Path(info["model_dir"]), repo_root=REPO).problems
     assert any(str(target) in p and "sha256" in p for p in problems), problems

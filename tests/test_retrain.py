@@ -32,8 +32,8 @@ import mlflow
 import pytest
 import yaml
 
-from biomedclip.demo import generate_corpus
-from biomedclip.retrain.workspace import workspace_lock
+from biomedclip.demo.corpus import generate_corpus
+from biomedclip.locks import held
 
 from .conftest import BIN, clone_project, prefect_request, sh, small_params
 
@@ -237,7 +237,7 @@ def test_the_served_deployment_has_its_schedule_and_runs_one_trigger_at_a_time(w
 
 def test_a_retrain_while_another_holds_the_workspace_is_skipped(world):
     md5 = data_md5(world.project)
-    with workspace_lock(world.project / ".retrain.lock", wait=False, timeout_s=0):
+    with held(world.project / ".retrain.lock", what="the workspace", wait=False, timeout_s=0):
         output = retrain(world, "--force")
     assert "retrain skipped" in output and f"pid {os.getpid()}" in output
     assert data_md5(world.project) == md5 and registered_versions(world) == [1, 2]

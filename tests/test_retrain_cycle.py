@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from biomedclip.config import RetrainParams
 from biomedclip.retrain.cycle import decision_markdown, run_cycle
+from biomedclip.retrain.params import RetrainParams
 
 pytestmark = pytest.mark.unit
 

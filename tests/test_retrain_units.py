@@ -7,7 +7,7 @@ workspace lock and the retrain params.
   byte-identical to the source's article versions, only what changed is fetched, nothing is
   half-applied when a download fails or the removal guard trips, and whatever else lives in the
   target is left alone.
-- `commit_on_branch` runs in a real `git init` repository, `workspace_lock` against a real second
+- `commit_on_branch` runs in a real `git init` repository, `biomedclip.locks.held` against a real second
   process that is then killed with SIGKILL.
 """
 
@@ -27,13 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from biomedclip.config import ConfigError, Params, S3Params, load_params, parse_params
-from biomedclip.demo import generate_corpus
+from biomedclip.config import ConfigError, S3Params
+from biomedclip.demo.corpus import generate_corpus
 from biomedclip.git import commit_on_branch
 from biomedclip.ingest.sources import VERSION_PREFIX
+from biomedclip.locks import Busy, held
+from biomedclip.params import Params, load_params, parse_params
 from biomedclip.retrain import sync as sync_module
 from biomedclip.retrain.sync import RemovalRefused, SyncReport, sync
-from biomedclip.retrain.workspace import WorkspaceBusy, workspace_lock
 from biomedclip.storage import LocalStore, open_store
 
 from .conftest import REPO, small_params
@@ -490,15 +491,15 @@ def test_a_new_branch_exists_even_when_there_is_nothing_new_to_commit(repo):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from biomedclip.retrain.workspace import workspace_lock
-with workspace_lock(Path(sys.argv[1]), wait=False, timeout_s=0):
+from biomedclip.locks import held
+with held(Path(sys.argv[1]), what="the workspace", wait=False, timeout_s=0):
     print("held", flush=True)
     time.sleep(600)
 """
 
 
 @pytest.mark.integration
-def test_workspace_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
+def test_the_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
     """While another process holds the lock, acquiring fails at once (wait=False) or after the
     timeout (wait=True), naming the holder's pid; once that process is killed with SIGKILL, the
     OS releases the lock and acquiring succeeds."""
@@ -511,12 +512,12 @@ def test_workspace_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path)
         line = holder.stdout.readline().strip()
         assert line == "held", f"holder said {line!r}: {holder.stderr.read() if holder.poll() is not None else ''}"
 
-        with pytest.raises(WorkspaceBusy, match=rf"\bpid {holder.pid}\b"), \
-                workspace_lock(lock, wait=False, timeout_s=60):
+        with pytest.raises(Busy, match=rf"\bpid {holder.pid}\b"), \
+                held(lock, what="the workspace", wait=False, timeout_s=60):
             pass
         start = time.monotonic()
-        with pytest.raises(WorkspaceBusy, match=rf"\bpid {holder.pid}\b"), \
-                workspace_lock(lock, wait=True, timeout_s=0.5):
+        with pytest.raises(Busy, match=rf"\bpid {holder.pid}\b"), \
+                held(lock, what="the workspace", wait=True, timeout_s=0.5):
             pass
         waited = time.monotonic() - start
         assert 0.4 <= waited < 10, f"waited {waited:.2f}s for a 0.5 s timeout"
@@ -527,7 +528,7 @@ def test_workspace_lock_is_exclusive_names_its_holder_and_dies_with_it(tmp_path)
         holder.stderr.close()
 
     entered = False
-    with workspace_lock(lock, wait=False, timeout_s=0):
+    with held(lock, what="the workspace", wait=False, timeout_s=0):
         entered = True
         assert f"pid {os.getpid()} " in lock.with_name(lock.name + ".holder").read_text()
     assert entered

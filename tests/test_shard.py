@@ -27,8 +27,9 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from biomedclip.config import IngestOutputs, IngestParams, ShardOutputs, ShardParams
-from biomedclip.shard import ShardInputError, write_shards
+from biomedclip.ingest.params import IngestOutputs, IngestParams
+from biomedclip.shard.params import ShardOutputs, ShardParams
+from biomedclip.shard.writer import ShardInputError, write_shards
 
 from .conftest import REPO
 
@@ -299,7 +300,8 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 
-from biomedclip.config import IngestOutputs, IngestParams, ShardOutputs, ShardParams
+from biomedclip.ingest.params import IngestOutputs, IngestParams
+from biomedclip.shard.params import ShardOutputs, ShardParams
 from biomedclip.shard import writer
 
 args = json.loads(sys.argv[1])

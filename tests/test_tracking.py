@@ -8,8 +8,7 @@ import os
 import mlflow
 import pytest
 
-from biomedclip.config import TrackingParams
-from biomedclip.tracking import connect, tracking_uri
+from biomedclip.tracking import TrackingParams, connect, tracking_uri
 
 pytestmark = pytest.mark.unit
 

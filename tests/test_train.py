@@ -40,22 +40,16 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from biomedclip.config import (
-    IngestOutputs,
-    IngestParams,
-    ShardOutputs,
-    ShardParams,
-    TokenizerParams,
-    TrackingParams,
-    TrainOutputs,
-    TrainParams,
-)
 from biomedclip.evaluate.retrieval import match_ranks, rank_metrics, retrieval_metrics
-from biomedclip.shard import write_shards
+from biomedclip.ingest.params import IngestOutputs, IngestParams
+from biomedclip.shard.params import ShardOutputs, ShardParams
+from biomedclip.shard.writer import write_shards
+from biomedclip.tracking import TrackingParams
 from biomedclip.train import checkpoint
 from biomedclip.train.data import ShardError, train_shards
-from biomedclip.train.loop import TrainingError, train
+from biomedclip.train.loop import Resume, TrainingError, train
 from biomedclip.train.model import build, register_profiles
+from biomedclip.train.params import TokenizerParams, TrainOutputs, TrainParams
 from biomedclip.train.step import clip_loss, contrastive_backward
 from biomedclip.train.tokenizer import prepare_tokenizer, text_directory
 
@@ -104,11 +98,13 @@ def cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+OFF = TrackingParams(enabled=False)
+
+
 def train_params(corpus, out: Path, **changes) -> TrainParams:
     """A few tiny steps, no tracking, every output under `out`."""
     base = dict(tokenizer=corpus.tokenizer, epochs=1, samples_per_epoch=16, global_batch=8, lr=5e-4,
                 warmup_steps=2, workers=0, shuffle_buffer=16, checkpoint_every=1000, log_every=1,
-                tracking=TrackingParams(enabled=False),
                 outputs=TrainOutputs(dir=out / "train", run_info=out / "train" / "run.json",
                                      loss_curve=out / "loss.csv", metrics=out / "train.json"))
     return TrainParams(**{**base, **changes})
@@ -147,9 +143,9 @@ def child_env() -> dict[str, str]:
 
 
 def write_params_file(path: Path, shards: ShardParams, params: TrainParams) -> Path:
-    """A whole params.yaml: the stages before training keep their defaults."""
-    path.write_text(yaml.safe_dump({"shard": shards.model_dump(mode="json"),
-                                    "train": params.model_dump(mode="json")}, sort_keys=False))
+    """A whole params.yaml, tracking off: the stages before training keep their defaults."""
+    path.write_text(yaml.safe_dump({"shard": shards.model_dump(mode="json"), "train": params.model_dump(mode="json"),
+                                    "tracking": OFF.model_dump(mode="json")}, sort_keys=False))
     return path
 
 
@@ -258,7 +254,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(corpus, tmp_path):
     interrupted_at = int(latest.read_text().strip().removeprefix("step-"))
     assert 4 <= interrupted_at < 12
 
-    resumed = run_trainer(file_b, "--resume", cwd=tmp_path)
+    resumed = run_trainer(file_b, "--resume", "always", cwd=tmp_path)
     # It did resume (a fresh start would also end with A's weights): the log names the checkpoint.
     assert f"step-{interrupted_at:08d}" in resumed.stderr and "resuming" in resumed.stderr
     assert_same_weights(final_weights(a), final_weights(b))
@@ -278,7 +274,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(corpus, tmp_path):
 def test_resume_without_a_checkpoint_is_an_error_naming_the_folder(corpus, tmp_path, cpu):
     params = train_params(corpus, tmp_path)
     with pytest.raises(TrainingError, match="no checkpoint") as error:
-        train(params, corpus.shards, resume="always")
+        train(params, corpus.shards, OFF, resume=Resume.ALWAYS)
     assert str(params.outputs.dir / "checkpoints") in str(error.value)
     assert not (params.outputs.dir / "final").exists()
 
@@ -287,14 +283,14 @@ def test_resume_without_a_checkpoint_is_an_error_naming_the_folder(corpus, tmp_p
 def test_a_checkpoint_of_other_params_is_refused_or_ignored(corpus, tmp_path, cpu):
     """Another lr: `always` refuses it, `auto` trains from scratch (as a fresh run would)."""
     old = train_params(corpus, tmp_path / "run", lr=2e-3, checkpoint_every=1)
-    train(old, corpus.shards)
+    train(old, corpus.shards, OFF)
     old_state = torch.load(checkpoint.latest(old.outputs.dir / "checkpoints") / "state.pt", weights_only=True)
     new = old.model_copy(update={"lr": 5e-4})
     with pytest.raises(TrainingError, match="another run"):
-        train(new, corpus.shards, resume="always")
-    train(new, corpus.shards, resume="auto")
+        train(new, corpus.shards, OFF, resume=Resume.ALWAYS)
+    train(new, corpus.shards, OFF, resume=Resume.AUTO)
     fresh = train_params(corpus, tmp_path / "fresh", checkpoint_every=1)
-    train(fresh, corpus.shards, resume="never")
+    train(fresh, corpus.shards, OFF, resume=Resume.NEVER)
     assert_same_weights(final_weights(new), final_weights(fresh))
     assert loss_rows(new.outputs.loss_curve) == loss_rows(fresh.outputs.loss_curve)
     state = torch.load(checkpoint.latest(new.outputs.dir / "checkpoints") / "state.pt", weights_only=True)
@@ -305,14 +301,14 @@ def test_a_checkpoint_of_other_params_is_refused_or_ignored(corpus, tmp_path, cp
 def test_a_checkpoint_of_another_vocabulary_is_refused_or_ignored(corpus, tmp_path, cpu):
     """A rebuilt tokenizer (another vocabulary size) changes the run: its old checkpoints go unused."""
     old = train_params(corpus, tmp_path / "run", checkpoint_every=1)
-    train(old, corpus.shards)
+    train(old, corpus.shards, OFF)
     tokenizer = TokenizerParams(out=tmp_path / "tokenizer", min_frequency=3)
     prepare_tokenizer(tokenizer, corpus.pairs)
     assert (tokenizer.out / "vocab.txt").read_text() != (corpus.tokenizer.out / "vocab.txt").read_text()
     new = old.model_copy(update={"tokenizer": tokenizer})
     with pytest.raises(TrainingError, match="another run"):
-        train(new, corpus.shards, resume="always")
-    info = train(new, corpus.shards, resume="auto")
+        train(new, corpus.shards, OFF, resume=Resume.ALWAYS)
+    info = train(new, corpus.shards, OFF, resume=Resume.AUTO)
     assert info["steps"] == 2
 
 
@@ -320,7 +316,7 @@ def test_a_checkpoint_of_another_vocabulary_is_refused_or_ignored(corpus, tmp_pa
 def test_every_checkpoint_is_resumable_when_it_is_written(corpus, tmp_path, monkeypatch, cpu):
     """A run that ignores another run's checkpoints (higher step numbers) must not delete its own."""
     old = train_params(corpus, tmp_path / "run", lr=2e-3, samples_per_epoch=32, checkpoint_every=1)
-    train(old, corpus.shards)  # 4 steps: step-3 and step-4 kept
+    train(old, corpus.shards, OFF)  # 4 steps: step-3 and step-4 kept
     written = []
     save = checkpoint.save
 
@@ -331,7 +327,7 @@ def test_every_checkpoint_is_resumable_when_it_is_written(corpus, tmp_path, monk
 
     monkeypatch.setattr(checkpoint, "save", save_and_check)
     new = old.model_copy(update={"lr": 5e-4, "samples_per_epoch": 16})  # 2 steps
-    train(new, corpus.shards, resume="auto")
+    train(new, corpus.shards, OFF, resume=Resume.AUTO)
     assert [step for step, _ in written] == [1, 2]
     for step, found in written:
         assert found is not None and found.name == f"step-{step:08d}", \
@@ -383,7 +379,7 @@ def test_a_missing_shard_is_named(corpus, tmp_path, cpu):
         train_shards(shards.outputs.shards)
     assert str(gone) in str(error.value)
     with pytest.raises(ShardError) as error:
-        train(train_params(corpus, tmp_path), shards)
+        train(train_params(corpus, tmp_path), shards, OFF)
     assert str(gone) in str(error.value)
 
 
@@ -416,7 +412,7 @@ def test_a_corrupt_shard_stops_training_naming_it(corpus, tmp_path, damage, cpu)
     # The default data path (a worker process) and a shuffle buffer that reads every shard at once.
     params = train_params(corpus, tmp_path, workers=1, shuffle_buffer=1000)
     with pytest.raises(ShardError) as error:
-        train(params, shards)
+        train(params, shards, OFF)
     assert str(bad) in str(error.value)
     assert not (params.outputs.dir / "final").exists()
 
@@ -450,9 +446,9 @@ def test_mlflow_run_records_params_metrics_dataset_and_model(corpus, tmp_path, m
     untracked_dir.mkdir()
     uri = f"sqlite:///{tracked_dir / 'mlflow.db'}"
     tracking = TrackingParams(uri=uri, experiment="train-test")
-    tracked = train_params(corpus, tracked_dir, samples_per_epoch=32, tracking=tracking)  # 4 steps
+    tracked = train_params(corpus, tracked_dir, samples_per_epoch=32)  # 4 steps
     monkeypatch.chdir(tracked_dir)  # MLflow's default artifact root, ./mlruns, lands here
-    info = train(tracked, corpus.shards)
+    info = train(tracked, corpus.shards, tracking)
     run_id = info["mlflow_run_id"]
     assert run_id and json.loads(tracked.outputs.run_info.read_text())["mlflow_run_id"] == run_id
 
@@ -505,9 +501,8 @@ def test_mlflow_run_records_params_metrics_dataset_and_model(corpus, tmp_path, m
 
     # The same run untracked: the same model, and no store anywhere.
     monkeypatch.chdir(untracked_dir)
-    untracked = train_params(corpus, untracked_dir, samples_per_epoch=32,
-                             tracking=tracking.model_copy(update={"enabled": False}))
-    plain = train(untracked, corpus.shards)
+    untracked = train_params(corpus, untracked_dir, samples_per_epoch=32)
+    plain = train(untracked, corpus.shards, tracking.model_copy(update={"enabled": False}))
     assert plain["mlflow_run_id"] is None
     assert plain["model_sha256"] == info["model_sha256"]
     assert loss_rows(untracked.outputs.loss_curve) == rows

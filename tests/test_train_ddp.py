@@ -168,10 +168,12 @@ def write_params(folder: Path, inputs: dict, **train) -> Path:
     section["outputs"] = {"dir": str(folder / "out"), "run_info": str(folder / "out" / "run.json"),
                           "loss_curve": str(folder / "metrics" / "train_loss.csv"),
                           "metrics": str(folder / "metrics" / "train.json")}
-    section["tracking"].update(uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="ddp-test",
-                               system_metrics=False)
+    params["tracking"].update(uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="ddp-test",
+                              system_metrics=False)
     for key, value in train.items():
-        if isinstance(value, dict):
+        if key == "tracking":
+            params["tracking"].update(value)
+        elif isinstance(value, dict):
             section[key].update(value)
         else:
             section[key] = value

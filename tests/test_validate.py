@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from biomedclip.config import IngestOutputs, ValidateOutputs, ValidateParams
-from biomedclip.validate import ValidationFailed, ValidationInputError, validate_manifest
+from biomedclip.ingest.params import IngestOutputs
 from biomedclip.validate.checks import CHECKS, PANEL_CHECKS
+from biomedclip.validate.gate import ValidationFailed, ValidationInputError, validate_manifest
+from biomedclip.validate.params import ValidateOutputs, ValidateParams
 
 pytestmark = pytest.mark.unit
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,6 +46,22 @@ def check_replaceable(final: Path, marker: str, *, force: bool = False) -> None:
                            f"write (no {marker} marker); choose a new or empty folder, or force it")
 
 
+@cache
+def file_mode() -> int:
+    """The mode a new file gets from this process's umask (0644 under the usual 022): what an
+    output written through a temp file must end with (`mkstemp` makes its files 0600, which a
+    teammate on a shared workspace could not read)."""
+    try:  # Linux says it without changing it; os.umask would, for every thread, for a moment
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a unique temp file in the same folder and `os.replace`
     (safe when several threads or processes write the same path at once)."""
@@ -63,6 +80,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:

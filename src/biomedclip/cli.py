@@ -1,8 +1,10 @@
 """`biomedclip`: one sub-command per user action, each reading `params.yaml` unless flags override.
 
 Logging is configured here, once; every command loads the params file once, validates it, and
-fails with the file and key named (exit code 2) before doing any work. What a command can fail
-with is mapped to an exit code in one place (`EXPECTED_ERRORS`): one line on stderr, no traceback
+fails with the file and key named (exit code 2) before doing any work. A pipeline stage's command
+runs the stage's library entry, as its Prefect flow does (the stage table,
+`biomedclip.pipeline.stages`), and prints the same report. What a command can fail with is mapped
+to an exit code in one place (`stages.exit_code`): one line on stderr, no traceback
 (`--log-level DEBUG` shows it).
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -23,41 +24,19 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from biomedclip.config import DEFAULT_PARAMS_PATH, Params, load_params, override
+from biomedclip.config import override
 from biomedclip.console import configure_logging
+from biomedclip.params import DEFAULT_PARAMS_PATH, Params, load_params
+from biomedclip.pipeline.stages import FAILED, exit_code
 
 log = logging.getLogger("biomedclip")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths in messages stay copy-pastable
 
-USAGE, FAILED, REFUSED = 2, 1, 3  # exit codes: bad params or options; the work failed; the gate said no
-# The errors commands report as one line, by the module that defines them, and their exit code.
-# A module never imported cannot have raised its errors, so none is imported just to check.
-EXPECTED_ERRORS: dict[str, dict[str, int]] = {
-    "biomedclip.config": {"ConfigError": USAGE},
-    "biomedclip.atomic_io": {"UnsafeOutput": USAGE},
-    "biomedclip.storage": {"ObjectReadError": FAILED},
-    "biomedclip.validate.staging": {"ValidationInputError": FAILED},
-    "biomedclip.validate.gate": {"ValidationFailed": FAILED},
-    "biomedclip.shard.writer": {"ShardInputError": FAILED},
-    "biomedclip.evaluate.benchmarks": {"BenchmarkError": FAILED},
-    "biomedclip.tracking": {"TrackingUnavailable": FAILED},
-    "biomedclip.models": {"ModelSourceError": FAILED},
-    "biomedclip.register.registry": {"RegistryError": FAILED},
-    "biomedclip.retrain.cycle": {"RetrainFailed": FAILED},
-    "builtins": {"FileNotFoundError": FAILED, "ValueError": FAILED},
-}
+REFUSED = 3  # exit code: the promotion gate said no (USAGE 2: bad params or options; FAILED 1: the work failed)
+# Errors commands report as one line beyond every stage's own (`biomedclip.pipeline.stages`).
+COMMAND_ERRORS = ("biomedclip.retrain.cycle:RetrainFailed",)
 PREFIXES = {"ValidationFailed": "validation failed"}
-
-
-def exit_code(exc: BaseException) -> int | None:
-    """The exit code of an expected error, None for anything else (a bug: its traceback shows)."""
-    for module, names in EXPECTED_ERRORS.items():
-        loaded = sys.modules.get(module)
-        for name, code in names.items():
-            if loaded is not None and isinstance(exc, getattr(loaded, name)):
-                return code
-    return None
 
 
 class _Commands(TyperGroup):
@@ -69,7 +48,7 @@ class _Commands(TyperGroup):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:
-            code = exit_code(exc)
+            code = exit_code(exc, COMMAND_ERRORS)
             if code is None:
                 raise
             log.debug("%s", type(exc).__name__, exc_info=True)
@@ -89,12 +68,36 @@ app = typer.Typer(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
+    """What every command shares: the params file, read once for the whole process."""
+
     params_path: Path
+    _params: Params | None = None
 
     def params(self) -> Params:
-        return load_params(self.params_path)
+        if self._params is None:
+            self._params = load_params(self.params_path)
+        return self._params
+
+
+def _run_stage(ctx: typer.Context, name: str, params: Params, **options: Any) -> Any:
+    """Stage `name`'s library entry, here (holding its lock), with `params` as the command's
+    options changed them; its report printed as the flow publishes it. Returns the report."""
+    from rich.markdown import Markdown
+
+    from biomedclip.pipeline.runner import run_here
+
+    state: Context = ctx.obj
+    report = run_here(name, params, state.params_path, command=ctx.command_path, **options)
+    out.print(Markdown(report.markdown()))
+    return report
+
+
+def _full_reference(reference: str, params: Params) -> str:
+    from biomedclip.models import model_uri
+
+    return model_uri(reference, params.register.model_name)
 
 
 class LogLevel(StrEnum):
@@ -132,9 +135,11 @@ def demo_data(
                                                    "around 1,200: PMC's journal figures, for benchmarks). "
                                                    "(default: demo.image_side)")] = None,
     corpus: Annotated[bool, typer.Option(help="Write the corpus.")] = True,
-    benchmark: Annotated[bool, typer.Option(help="Write the zero-shot benchmark "
-                                            "(demo.benchmark.out/NAME) and the paper's benchmarks' "
-                                            "stand-ins in their own formats (demo.benchmark.out/native).")] = True,
+    benchmark: Annotated[bool | None, typer.Option(help="Write the zero-shot benchmark "
+                                                   "(demo.benchmark.out/NAME) and the paper's benchmarks' "
+                                                   "stand-ins in their own formats (demo.benchmark.out/native): "
+                                                   "the demo-data stage's outputs. Default: yes, unless --out "
+                                                   "puts the corpus elsewhere than demo.out.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes that draw images.")] = min(2, os.cpu_count() or 1),
     force: Annotated[bool, typer.Option(help="Replace output folders even if demo-data did not "
                                         "write them (never the current folder or its parents).")] = False,
@@ -148,12 +153,16 @@ def demo_data(
     dependencies, so a fresh clone regenerates exactly the version recorded in data.dvc.
     """
     from biomedclip.atomic_io import check_replaceable
-    from biomedclip.demo import generate_benchmark, generate_corpus, write_native
-    from biomedclip.demo.corpus import MARKER
+    from biomedclip.demo.corpus import MARKER, generate_corpus
 
     state: Context = ctx.obj
-    params = override(state.params().demo, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out,
+    everything = state.params()
+    params = override(everything.demo, out=out_dir, articles=articles, seed=seed, legacy_out=legacy_out,
                       image_side=image_side)
+    # The benchmarks are the demo-data stage's outputs in this workspace: a corpus written
+    # elsewhere leaves them (and the stage's flow-run record) alone unless asked.
+    if benchmark is None:
+        benchmark = out_dir is None or out_dir.absolute() == everything.demo.out.absolute()
     if corpus:
         check_replaceable(params.out, MARKER, force=force)
     if benchmark:
@@ -173,11 +182,7 @@ def demo_data(
         if params.legacy_out is not None:
             out.print(f"legacy layout → {params.legacy_out}")
     if benchmark:
-        out.print(generate_benchmark(params.benchmark, force=force).summary(), highlight=False)
-        native = write_native(params.benchmark.native, seed=params.benchmark.seed,
-                              per_class=params.benchmark.per_class, force=force)
-        out.print(native.summary(), highlight=False)
-        _made_here(state.params(), "demo-data", ctx)
+        _run_stage(ctx, "demo-data", everything.model_copy(update={"demo": params}), force=force)
 
 
 @app.command("inspect")
@@ -276,18 +281,8 @@ def benchmark_hashes(ctx: typer.Context) -> None:
     Each (benchmark, split) is hashed once per version (its files, labels and classes) and kept in
     `ingest.decontaminate.cache`; the list is written to `ingest.decontaminate.hashes`.
     """
-    from biomedclip.ingest.decontaminate import hash_benchmarks
-
     state: Context = ctx.obj
-    everything = state.params()
-    clean = everything.ingest.decontaminate
-    summary = hash_benchmarks(everything.evaluate.benchmarks, everything.evaluate.s3, clean.hashes, clean.cache)
-    _made_here(everything, "benchmark-hashes", ctx)
-    table = Table("benchmark", "split", "images hashed", title=f"benchmark hashes → {clean.hashes}")
-    for name, splits in summary.items():
-        for split, n in splits.items():
-            table.add_row(name, split, f"{n:,}")
-    out.print(table)
+    _run_stage(ctx, "benchmark-hashes", state.params())
 
 
 @app.command("ingest")
@@ -313,24 +308,13 @@ def ingest(
     content hash, removes duplicates, splits by article, and writes pairs.parquet,
     rejects.parquet and the report. Re-runs only re-read new or changed articles.
     """
-    from biomedclip.ingest.report import reject_rows, summary_rows
-    from biomedclip.ingest.run import run_ingest
-
     state: Context = ctx.obj
     everything = state.params()
     params = everything.ingest
     s3 = override(params.s3, endpoint_url=endpoint_url, unsigned=unsigned)
     params = override(params, source=source, layout=layout, listing=listing, limit=limit,
                       pmcids=pmcids, workers=workers, s3=s3.model_dump())
-    report = run_ingest(params)
-    _made_here(everything, "ingest", ctx)
-    table = Table(title=f"ingest → {params.outputs.pairs}", show_header=False)
-    for name, value in summary_rows(report):
-        table.add_row(name, value)
-    reasons = Table("reject reason", "count", title="rejects (rejects.parquet)")
-    for reason, n in reject_rows(report):
-        reasons.add_row(reason, n)
-    out.print(table, reasons)
+    _run_stage(ctx, "ingest", everything.model_copy(update={"ingest": params}))
 
 
 @app.command("validate")
@@ -346,22 +330,12 @@ def validate(
     parser. Writes the result JSON (DVC metrics) and Data Docs HTML; exits 1 naming each failed
     critical check with sample rows. Checks listed in `validate.warn_only` only warn.
     """
-    from biomedclip.validate import observed_text, validate_manifest
-
     state: Context = ctx.obj
     params = state.params()
     ingest = params.ingest
     if manifest is not None:
         ingest = override(ingest, outputs=override(ingest.outputs, pairs=manifest).model_dump())
-    result = validate_manifest(ingest, params.validate_)
-    _made_here(params, "validate", ctx)
-    table = Table("check", "column", "severity", "result", "observed",
-                  title=f"validation of {result['manifest']}: {result['rows']} pairs")
-    for row in result["checks"]:
-        table.add_row(row["check"], row["column"] or "", row["severity"],
-                      "[green]pass[/]" if row["success"] else "[yellow]warn[/]", observed_text(row))
-    out.print(table)
-    out.print(f"Data Docs: {params.validate_.outputs.data_docs / 'index.html'}")
+    _run_stage(ctx, "validate", params.model_copy(update={"ingest": ingest}))
 
 
 @app.command("card")
@@ -375,16 +349,8 @@ def card(ctx: typer.Context) -> None:
     `card.figure_types.model` (ImageCLEF 2015's modality classes). Offline HTML and PNG charts;
     the same inputs give the same bytes. Run after the ingest (and the gate).
     """
-    from biomedclip.card.stage import card_from_params
-
     state: Context = ctx.obj
-    params = state.params()
-    summary = card_from_params(params)
-    _made_here(params, "dataset-card", ctx)
-    share = summary["captions"]["tokens"].get("fit_context")
-    fit = f", {share:.1%} of captions fit {params.card.context_length} tokens" if share is not None else ""
-    out.print(f"dataset card: {params.card.out / 'index.html'} ({summary['pairs']['total']:,} pairs{fit})",
-              highlight=False)
+    _run_stage(ctx, "card", state.params())
 
 
 @app.command("shard")
@@ -402,18 +368,22 @@ def shard(
     panels by panel_id), a sizes.json per split and a shard manifest (samples, bytes, sha256 per
     shard). Byte-reproducible; a killed run resumes where it stopped.
     """
-    from biomedclip.shard import write_shards
-    from biomedclip.shard.report import COLUMNS, rows
-
     state: Context = ctx.obj
     params = state.params()
     config = override(params.shard, samples_per_shard=samples_per_shard, unit=unit)
-    report = write_shards(params.ingest, config)
-    _made_here(params, "shard", ctx)
-    table = Table(*COLUMNS, title=f"shards → {config.outputs.shards}")
-    for row in rows(report):
-        table.add_row(*row)
-    out.print(table)
+    _run_stage(ctx, "shard", params.model_copy(update={"shard": config}))
+
+
+@app.command("tokenizer")
+def tokenizer_command(ctx: typer.Context) -> None:
+    """Prepare the text tower's vocabulary in `train.tokenizer.out` (HF format).
+
+    The vocabulary of the checkpoint training starts from (`train.init_from`), else a local
+    PubMedBERT's (`train.tokenizer.pubmedbert_dir`), else a deterministic uncased WordPiece
+    vocabulary built from the manifest's train captions, as PubMedBERT built its own from PubMed.
+    """
+    state: Context = ctx.obj
+    _run_stage(ctx, "tokenizer", state.params())
 
 
 @app.command("train")
@@ -433,23 +403,23 @@ def train(
     `train.checkpoint_every` steps, logs to MLflow, and writes the model folder, the loss curve
     and validation retrieval. Under torchrun or srun already, it joins that process group.
     """
-    from biomedclip.train.launch import launch
+    from biomedclip.train.loop import Resume
 
     state: Context = ctx.obj
     params = state.params()
-    mode = None if resume is None else ("always" if resume else "never")
-    status = launch(state.params_path, nproc=nproc or params.train.nproc, resume=mode)
-    if status == 0:
-        _made_here(params, "train", ctx)
-    raise typer.Exit(status)
+    mode = Resume.AUTO if resume is None else (Resume.ALWAYS if resume else Resume.NEVER)
+    params = params.model_copy(update={"train": override(params.train, nproc=nproc)})
+    _run_stage(ctx, "train", params, resume=mode)
 
 
 @app.command("evaluate")
 def evaluate_command(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option(help="A model folder (open_clip / BiomedCLIP, hf-hub "
-                                              "style) or an MLflow URI such as models:/biomedclip@champion. "
-                                              "(default: evaluate.model, else the train stage's model)")] = None,
+    model: Annotated[str | None, typer.Option(help="The model: a folder or local-dir:PATH (open_clip / "
+                                              "BiomedCLIP layout), hf-hub:ORG/REPO (local cache), "
+                                              "models:/NAME@ALIAS, models:/NAME/N, runs:/..., or @ALIAS / N "
+                                              "(register.model_name's). (default: evaluate.model, else the "
+                                              "train stage's model)")] = None,
 ) -> None:
     """Measure a model as the paper did: test-split retrieval and zero-shot classification.
 
@@ -458,25 +428,17 @@ def evaluate_command(
     benchmark in `evaluate.benchmarks`, and behavioural model tests. Writes metrics/eval.json,
     the plots' data and a model-test report.
     """
-    from rich.markdown import Markdown
-
-    from biomedclip.evaluate.run import evaluate, model_to_evaluate, report_markdown
-
     state: Context = ctx.obj
     params = state.params()
-    source, run_id = (model, None) if model else model_to_evaluate(params.evaluate, params.train.outputs.run_info)
-    result = evaluate(params.evaluate, model=source, shards_dir=params.shard.outputs.shards,
-                      mlflow_run_id=run_id, tracking=params.train.tracking)
-    _made_here(params, "evaluate", ctx)
-    out.print(Markdown(report_markdown(result)))
+    _run_stage(ctx, "evaluate", params.model_copy(update={"evaluate": override(params.evaluate, model=model)}))
 
 
 @app.command("register")
 def register_command(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Register a model trained elsewhere instead: a folder in "
-                                              "the published layout, hf-hub:<org>/<repo> (from the local "
-                                              "Hugging Face cache), or an MLflow URI.")] = None,
+                                              "the published layout or local-dir:PATH, hf-hub:ORG/REPO (from "
+                                              "the local Hugging Face cache), or an MLflow URI.")] = None,
     alias: Annotated[str, typer.Option(help="The alias an external model gets (with --model).")] = "baseline",
 ) -> None:
     """Register the trained model in MLflow with its full lineage (alias `challenger`), or, with
@@ -498,24 +460,21 @@ def register_command(
     if model is not None:
         from biomedclip.register.registry import register_external
 
-        result = register_external(params.register_, params.train.tracking, params.evaluate,
-                                   params.shard.outputs.shards, source=model, alias=alias)
+        result = register_external(params.register, params.tracking, params.evaluate,
+                                   params.shard.outputs.shards, source=_full_reference(model, params), alias=alias)
         out.print(f"{result['uri']} {'registered' if result['created'] else 'already registered'} "
                   f"(alias {alias}) from {model}")
         return
-    from biomedclip.register.stage import register_trained
-
-    result = register_trained(params, state.params_path)
-    _made_here(params, "register", ctx)
-    out.print(f"{result['uri']} {'registered' if result['created'] else 'already registered'} (alias challenger)")
+    _run_stage(ctx, "register", params)
 
 
 @app.command("compare")
 def compare_command(
     ctx: typer.Context,
-    models: Annotated[list[str], typer.Argument(help="Two or more models: models:/name@alias, models:/name/N, "
-                                                "@alias or a version number of register.model_name, a "
-                                                "folder, hf-hub:<org>/<repo>. The first is the reference.")],
+    models: Annotated[list[str], typer.Argument(help="Two or more models, each a folder or local-dir:PATH, "
+                                                "hf-hub:ORG/REPO, models:/NAME@ALIAS, models:/NAME/N, runs:/..., "
+                                                "or @ALIAS / N of register.model_name. The first is the "
+                                                "reference.")],
     report: Annotated[Path, typer.Option(help="Where the markdown table and the JSON go (compare.md, "
                                          "compare.json).")] = Path("reports/compare"),
 ) -> None:
@@ -532,11 +491,9 @@ def compare_command(
 
     state: Context = ctx.obj
     params = state.params()
-    name = params.register_.model_name
-    sources = [f"models:/{name}{m}" if m.startswith("@") else f"models:/{name}/{m}" if m.isdigit() else m
-               for m in models]
+    sources = [_full_reference(m, params) for m in models]
     result = compare(sources, params.evaluate, shards_dir=params.shard.outputs.shards,
-                     tracking=params.train.tracking, progress=lambda s: err.print(f"evaluating {s}", highlight=False))
+                     tracking=params.tracking, progress=lambda s: err.print(f"evaluating {s}", highlight=False))
     atomic_write_bytes(report / "compare.md", markdown(result).encode())
     atomic_write_bytes(report / "compare.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     out.print(_comparison_table(result))
@@ -568,9 +525,10 @@ def _comparison_table(result: dict[str, Any]) -> Table:
 @app.command("export")
 def export_command(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="The model: a folder, hf-hub:<org>/<repo>, models:/name@alias, ...")],
+    model: Annotated[str, typer.Argument(help="The model: a folder or local-dir:PATH, hf-hub:ORG/REPO, "
+                                         "models:/NAME@ALIAS, models:/NAME/N, runs:/..., or @ALIAS / N.")],
     dest: Annotated[Path, typer.Argument(help="The folder to write (must not exist, or be an earlier export).")],
-    hub_id: Annotated[str | None, typer.Option(help="The hub repo you will upload it to (<org>/<repo>): the "
+    hub_id: Annotated[str | None, typer.Option(help="The hub repo you will upload it to (ORG/REPO): the "
                                                "config names the text tower by it, so hf-hub: loads it.")] = None,
 ) -> None:
     """Write a model as a folder plain open_clip loads: `local-dir:DEST` from any working directory,
@@ -588,7 +546,8 @@ def export_command(
         raise typer.BadParameter(f"{hub_id!r} is not <org>/<repo>", param_hint="--hub-id")
     if dest.exists() and not (dest / "open_clip_config.json").is_file():
         raise typer.BadParameter(f"{dest} exists and is not a model folder: it would be replaced", param_hint="DEST")
-    with located(model, tracking=params.train.tracking) as files, atomic_directory(dest) as staging:
+    with located(_full_reference(model, params), tracking=params.tracking) as files, \
+            atomic_directory(dest) as staging:
         text = files.text if files.text is None or hub_id is None else \
             TextTower(files.text.config_dir, files.text.tokenizer_dir, hub_id)
         card = (files.folder / "README.md").read_text(encoding="utf-8") if (files.folder / "README.md").is_file() \
@@ -618,10 +577,10 @@ def promote_command(
 
     state: Context = ctx.obj
     params = state.params()
-    record = promote(params.register_, params.train.tracking, params.evaluate, params.shard.outputs.shards,
+    record = promote(params.register, params.tracking, params.evaluate, params.shard.outputs.shards,
                      version=version, force=force, reason=reason)
     verdict = "[green]promoted[/]" if record["promoted"] else "[yellow]not promoted[/]"
-    out.print(f"{params.register_.model_name} version {record['version']}: {verdict} — {record['why']}")
+    out.print(f"{params.register.model_name} version {record['version']}: {verdict} — {record['why']}")
     if not record["promoted"]:
         raise typer.Exit(REFUSED)
 
@@ -636,15 +595,16 @@ def rollback_command(
 
     state: Context = ctx.obj
     params = state.params()
-    record = rollback(params.register_, params.train.tracking, reason=reason)
-    out.print(f"{params.register_.model_name}: champion is version {record['version']} again "
+    record = rollback(params.register, params.tracking, reason=reason)
+    out.print(f"{params.register.model_name}: champion is version {record['version']} again "
               f"(was {record['previous_champion']})")
 
 
 @app.command("lineage")
 def lineage_command(
     ctx: typer.Context,
-    model_uri: Annotated[str, typer.Argument(help="models:/biomedclip@champion or models:/biomedclip/3")],
+    model_uri: Annotated[str, typer.Argument(help="A registered version: models:/NAME@ALIAS, models:/NAME/N, "
+                                             "or @ALIAS / N of register.model_name.")],
     verify_: Annotated[bool, typer.Option("--verify", help="Re-hash what is here (raw data, manifest, "
                                           "shards, model) against the recorded lineage; exit 1 on any mismatch.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -658,25 +618,28 @@ def lineage_command(
 
     state: Context = ctx.obj
     params = state.params()
-    chain = lineage(model_uri, params.register_, params.train.tracking)
-    problems: list[str] = []
+    chain = lineage(_full_reference(model_uri, params), params.register, params.tracking)
+    found = None
     if verify_:
-        problems = verify(chain, params.train.tracking, shard_manifest=params.shard.outputs.manifest,
-                          model_dir=params.train.outputs.dir / "final")
-        chain["verified"] = not problems
-        chain["problems"] = problems
+        found = verify(chain, params.tracking, shard_manifest=params.shard.outputs.manifest,
+                       model_dir=params.train.outputs.dir / "final", flow_runs=params.pipeline.flow_runs)
+        chain.update(verified=not found.problems, problems=found.problems, notes=found.notes)
     if as_json:
         print(json.dumps(chain, indent=2, sort_keys=True))
     else:
-        out.print(lineage_text(chain), highlight=False, markup=False)
-        if verify_:
-            if problems:
-                err.print("[bold red]verification failed:[/]\n" + "\n".join(f"  {p}" for p in problems), highlight=False)
+        out.print(lineage_text(chain), highlight=False, markup=False, soft_wrap=True)  # hashes stay whole
+        if found is not None:
+            for note in found.notes:
+                out.print(f"[cyan]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+            if found.problems:
+                err.print("[bold red]verification failed:[/]\n" + "\n".join(f"  {escape(p)}" for p in found.problems),
+                          highlight=False)
             else:
                 out.print("[green]verified:[/] " + ("the registered weights match their recorded sha256"
                                                     if chain.get("kind") == "external" else
-                                                    "data, manifest, shards and model match the recorded lineage"))
-    if problems:
+                                                    "data, code, params, shards and model match the recorded "
+                                                    "lineage"))
+    if found is not None and found.problems:
         raise typer.Exit(FAILED)
 
 
@@ -740,11 +703,3 @@ def repro_command(ctx: typer.Context) -> None:
     code = repro(list(ctx.args))
     if code:
         raise typer.Exit(code)
-
-
-def _made_here(params: Params, flow: str, ctx: typer.Context) -> None:
-    """A stage's outputs were just made at this terminal, by no flow run: the record beside them
-    says so (the lineage must not credit an earlier flow run with them)."""
-    from biomedclip.provenance import made_outside_prefect
-
-    made_outside_prefect(params, flow, command=ctx.command_path)

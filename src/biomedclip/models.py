@@ -40,6 +40,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from biomedclip.tracking import TrackingParams
+
 log = logging.getLogger(__name__)
 
 CONFIG = "open_clip_config.json"
@@ -49,7 +51,11 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetens
                 "model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 HUB_PREFIX = "hf-hub:"
+LOCAL_DIR_PREFIX = "local-dir:"  # open_clip's spelling of a folder
 MLFLOW_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
+# Every command that takes a model takes these, the same way (`model_uri`).
+REFERENCE_FORMS = ("a folder", "local-dir:PATH", "hf-hub:<org>/<repo>", "models:/NAME@ALIAS", "models:/NAME/N",
+                   "runs:/RUN_ID/PATH", "@ALIAS or N (a version of register.model_name)")
 # Older open_clip configs (and older downloads of the published model) spell these keys so.
 LEGACY_TEXT_KEYS = {"proj": "hf_proj_type", "pooler_type": "hf_pooler_type"}
 
@@ -126,6 +132,20 @@ def hub_snapshot(repo_id: str) -> Path:
                                f"{', '.join(missing)}); {_populate_hint(repo_id, missing)}")
     assert config is not None
     return config.parent
+
+
+# -- references ---------------------------------------------------------------------------------
+def model_uri(reference: str, registered_name: str) -> str:
+    """A model reference in its full form: `@alias` and `N` name an alias or version of the
+    registered model `registered_name` (`models:/NAME@alias`, `models:/NAME/N`); every other form
+    (a folder, `local-dir:`, `hf-hub:`, `models:/`, `runs:/`) is already full. A folder named
+    like a number is `./3`."""
+    text = reference.strip()
+    if text.startswith("@") and len(text) > 1:
+        return f"models:/{registered_name}{text}"
+    if text.isdigit():
+        return f"models:/{registered_name}/{int(text)}"
+    return text
 
 
 # -- locating ----------------------------------------------------------------------------------
@@ -207,8 +227,7 @@ def _text_tower(folder: Path, text_cfg: dict[str, Any]) -> TextTower:
 def locate_folder(folder: Path, source: str | None = None) -> ModelFiles:
     """The model in `folder` (or the one folder below it holding an open_clip config)."""
     if not folder.exists():
-        raise ModelSourceError(f"model {folder} does not exist (a model folder, hf-hub:<org>/<repo>, "
-                               "or an MLflow URI such as models:/biomedclip@champion)")
+        raise ModelSourceError(f"model {folder} does not exist (a model is one of: {', '.join(REFERENCE_FORMS)})")
     folder = find_model_folder(folder)
     try:
         spec = json.loads((folder / CONFIG).read_text())
@@ -224,15 +243,20 @@ def locate_folder(folder: Path, source: str | None = None) -> ModelFiles:
 
 
 @contextmanager
-def located(source: str | Path, *, tracking: Any = None, download_to: Path | None = None) -> Iterator[ModelFiles]:
+def located(source: str | Path, *, tracking: TrackingParams | None = None,
+            download_to: Path | None = None) -> Iterator[ModelFiles]:
     """Locate any model source; an MLflow URI is downloaded (into `download_to`, else a temporary
-    folder removed on exit). `tracking` (TrackingParams) names the MLflow store."""
+    folder removed on exit) from the store `tracking` (TrackingParams) names."""
     text = str(source)
+    if text.startswith("@") or text.isdigit():
+        short = text if text.startswith("@") else f"/{text}"
+        raise ModelSourceError(f"{text}: a short registry reference; say which registered model "
+                               f"(models:/NAME{short})")
     if text.startswith(MLFLOW_PREFIXES):
-        from biomedclip.config import TrackingParams
         from biomedclip.tracking import download
 
-        tracking = tracking or TrackingParams()
+        if tracking is None:
+            raise ModelSourceError(f"{text}: an MLflow model, and no tracking store was given to read it from")
         if download_to is not None:
             yield locate_folder(download(text, download_to, tracking), text)
             return
@@ -242,7 +266,7 @@ def located(source: str | Path, *, tracking: Any = None, download_to: Path | Non
     if text.startswith(HUB_PREFIX):
         yield locate_folder(hub_snapshot(text.removeprefix(HUB_PREFIX)), text)
         return
-    yield locate_folder(Path(text).expanduser(), text)
+    yield locate_folder(Path(text.removeprefix(LOCAL_DIR_PREFIX)).expanduser(), text)
 
 
 # -- building ----------------------------------------------------------------------------------
@@ -319,7 +343,7 @@ def build(files: ModelFiles, device: torch.device | str = "cpu") -> LoadedModel:
 
 
 def load_model(source: str | Path, device: torch.device | str = "cpu", download_to: Path | None = None,
-               tracking: Any = None) -> LoadedModel:
+               tracking: TrackingParams | None = None) -> LoadedModel:
     """Load any model source (see the module's docstring) for inference."""
     with located(source, tracking=tracking, download_to=download_to) as files:
         return build(files, device)
@@ -354,12 +378,17 @@ def portable_config(model_cfg: dict[str, Any], *, text_name: str | None,
         "mean": list(OPENAI_DATASET_MEAN), "std": list(OPENAI_DATASET_STD)}}
 
 
+SELF = "."  # `hf_model_name` of a folder whose text tower has no hub id: the folder itself
+
+
 def text_name_for(final: Path, hub_id: str | None) -> str:
-    """What `hf_model_name` says in a written folder: the tower's hub id when it has one (then
-    open_clip finds its config in the user's cache, as for Microsoft's model), else the folder's
-    absolute path, which open_clip reads from any working directory (a path relative to the
-    folder it would resolve against the working directory instead)."""
-    return hub_id or str(final.resolve())
+    """What `hf_model_name` says in a folder the pipeline writes: the tower's hub id when it has
+    one (open_clip finds its config in the user's cache, as for Microsoft's model), else `.`, the
+    folder itself, where its `config.json` and tokenizer sit. No absolute path: the folder hashes
+    the same in every clone and survives a move. The pipeline reads the tower beside the weights
+    wherever the folder is; plain open_clip resolves `.` against its working directory, so for a
+    tower without a hub id `biomedclip export` writes the copy it loads from anywhere."""
+    return hub_id or SELF
 
 
 def write_model_folder(staging: Path, *, final: Path, weights: dict[str, torch.Tensor] | Path,

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import Params
+from biomedclip.params import Params
+from biomedclip.pipeline.stages import model_input_stages, stage
 
 log = logging.getLogger(__name__)
 
-# The flows whose outputs a registered model is built from, in pipeline order.
-MODEL_INPUT_FLOWS = ("benchmark-hashes", "ingest", "validate", "shard", "tokenizer", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -43,24 +42,8 @@ class FlowRun:
 
 
 def stage_outputs(params: Params, flow: str) -> list[str]:
-    """The outputs (as params name them) of the stage `flow` runs."""
-    demo, ingest, shard, train, evaluate = (params.demo.benchmark, params.ingest.outputs, params.shard.outputs,
-                                            params.train, params.evaluate.outputs)
-    paths = {
-        "demo-data": [demo.out / demo.name, demo.native],
-        "benchmark-hashes": [params.ingest.decontaminate.hashes],
-        "ingest": [ingest.pairs, ingest.rejects, ingest.images, ingest.panels, ingest.panel_examples, ingest.report],
-        "validate": [params.validate_.outputs.result, params.validate_.outputs.data_docs],
-        "shard": [shard.shards, shard.report],
-        "tokenizer": [train.tokenizer.out],
-        "train": [train.outputs.dir, train.outputs.metrics, train.outputs.loss_curve],
-        "evaluate": [evaluate.metrics, evaluate.plots, evaluate.report],
-        "dataset-card": [params.card.out],
-        "register": [params.register_.output],
-    }
-    if flow not in paths:
-        raise ValueError(f"no pipeline stage runs the flow {flow!r}; known: {', '.join(paths)}")
-    return [str(path) for path in paths[flow]]
+    """The outputs (as params name them) of the stage `flow` (a stage's flow has its name)."""
+    return [str(path) for path in stage(flow).outputs(params)]
 
 
 def record_path(params: Params, flow: str) -> Path:
@@ -96,11 +79,11 @@ def made_outside_prefect(params: Params, flow: str, *, command: str) -> None:
         write_record(params, flow, None, command=command)
 
 
-def flow_run_ids(params: Params, flows: tuple[str, ...] = MODEL_INPUT_FLOWS) -> dict[str, str]:
+def flow_run_ids(params: Params, flows: tuple[str, ...] | None = None) -> dict[str, str]:
     """{flow: id} of the flow runs that produced the outputs `params` point at; stages made
     outside Prefect, recorded for other outputs, or never recorded, are left out."""
     found = {}
-    for flow in flows:
+    for flow in model_input_stages() if flows is None else flows:
         record = read_record(params, flow)
         if not record or not record.get("flow_run"):
             continue

@@ -1,7 +1,7 @@
 """MLflow access, in one place: which store, whether it answers, the client, and the trainer's tracker.
 
 The tracking URI is MLFLOW_TRACKING_URI when set (a server: PostgreSQL + S3 in production), else
-`train.tracking.uri` (embedded: `sqlite:///mlflow.db` beside the project). Every module that talks
+`tracking.uri` (embedded: `sqlite:///mlflow.db` beside the project). Every module that talks
 to MLflow (the registry, lineage, model loading, evaluation logging, the trainer) gets its client
 through `connect`, which fails in seconds naming an unreachable store.
 
@@ -21,9 +21,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from biomedclip.config import TrackingParams
+from biomedclip.config import Section
 
 log = logging.getLogger(__name__)
+
+
+class TrackingParams(Section):
+    """MLflow: on by default; the tracking URI comes from MLFLOW_TRACKING_URI, else `uri`."""
+
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "biomedclip"
+    system_metrics: bool = True
 
 
 class Tracker:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biomedclip.card.imageclef import IMAGECLEF_2015
 from biomedclip.card.stats import BATCH_ROWS, open_parquet, stride_for
-from biomedclip.config import IMAGECLEF_2015
 from biomedclip.tables import read_batches
+from biomedclip.tracking import TrackingParams
 
 MAX_THREADS = 2
 
@@ -46,7 +47,7 @@ class FigureTypes:
     sample: int = 500
     templates: tuple[str, ...] | None = None
     batch_size: int = 32
-    tracking: Any = None
+    tracking: TrackingParams | None = None
 
     def __post_init__(self) -> None:
         if not str(self.model).strip():

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biomedclip.atomic_io import atomic_directory, check_replaceable
-from biomedclip.config import BenchmarkParams
 from biomedclip.console import progress
 from biomedclip.demo.corpus import MARKER, write_marker
 from biomedclip.demo.figures import CLASS_NAMES, render
+from biomedclip.demo.params import BenchmarkParams
 from biomedclip.demo.plan import BENCHMARK_STREAM, new_seed, rng_for
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.atomic_io import atomic_directory, check_replaceable
-from biomedclip.config import DemoParams
 from biomedclip.console import progress
 from biomedclip.demo.article import ArticleVersion
 from biomedclip.demo.build import ArticleBuilder
 from biomedclip.demo.layout import LegacyLayout, OpenDataLayout
+from biomedclip.demo.params import DemoParams
 from biomedclip.demo.plan import Planner
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.random import Generator
 
-from biomedclip.config import DemoParams, SideRange
 from biomedclip.demo.article import COMMERCIAL_LICENSES, JOURNALS, NON_COMMERCIAL_LICENSES
 from biomedclip.demo.captions import CaptionStyle
 from biomedclip.demo.figures import RENDERERS, pick
+from biomedclip.demo.params import DemoParams, SideRange
 from biomedclip.demo.prose import TOPICS
 
 CORPUS_STREAM = 1

@@ -11,9 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from biomedclip.config import EvaluateOutputs, EvaluateParams, TrackingParams
+from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.evaluate.run import evaluate
 from biomedclip.register.lineage_facts import flatten_metrics
+from biomedclip.tracking import TrackingParams
 
 LOWER_IS_BETTER = ("median_rank", "mean_rank")
 NOT_SCORES = ("chance", "skipped", "pairs", "images", "samples")  # counts and baselines: nothing to win

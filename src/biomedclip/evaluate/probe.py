@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import LinearProbeParams
 from biomedclip.evaluate.classification import classification_metrics
+from biomedclip.evaluate.params import LinearProbeParams
 
 log = logging.getLogger(__name__)
 METRICS = ("top1", "balanced_accuracy", "macro_f1", "auroc")

@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import EvaluateOutputs, EvaluateParams, TrackingParams
 from biomedclip.evaluate.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from biomedclip.evaluate.classification import class_embeddings, classification_metrics
 from biomedclip.evaluate.embedding import (
@@ -30,9 +29,11 @@ from biomedclip.evaluate.embedding import (
     shard_samples,
 )
 from biomedclip.evaluate.formats import PAPER_ZERO_SHOT, PRESETS
+from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.evaluate.probe import cache_key, cached_features, linear_probe
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
-from biomedclip.models import LoadedModel, load_model
+from biomedclip.models import LoadedModel, load_model, model_uri
+from biomedclip.tracking import TrackingParams
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,12 @@ def paper_reference(params: EvaluateParams) -> dict[str, dict[str, Any]]:
             for spec in params.benchmarks if spec.preset in PAPER_ZERO_SHOT and spec.classes is None}
 
 
-def model_to_evaluate(params: EvaluateParams, run_info: Path) -> tuple[str, str | None]:
+def model_to_evaluate(params: EvaluateParams, run_info: Path, registered_name: str) -> tuple[str, str | None]:
     """The model to evaluate and the MLflow run its results go into: `evaluate.model` when set
-    (its results go into no run), else the train stage's model and its training run."""
+    (its results go into no run; `@alias` and `N` name versions of `registered_name`), else the
+    train stage's model and its training run."""
     if params.model:
-        return params.model, None
+        return model_uri(params.model, registered_name), None
     try:
         info = json.loads(run_info.read_text())
     except FileNotFoundError:

@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import IngestParams
 from biomedclip.ingest.decontaminate import BenchmarkHashes, load_hashes
 from biomedclip.ingest.panel_examples import write_examples
 from biomedclip.ingest.panels import OUTCOMES, SPLIT
+from biomedclip.ingest.params import IngestParams
 from biomedclip.ingest.rejects import LEVEL_OF, LEVELS, Reason
 from biomedclip.ingest.split import SPLITS, split_of
 from biomedclip.ingest.state import REJECT_COLUMNS, IngestState

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -32,10 +32,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from biomedclip.atomic_io import atomic_writer
-from biomedclip.config import BenchmarkSpec, S3Params
+from biomedclip.config import S3Params
 from biomedclip.console import progress
 from biomedclip.evaluate.benchmarks import Benchmark, BenchmarkError, load_benchmark
+from biomedclip.evaluate.params import BenchmarkSpec
 from biomedclip.ingest.images import phash
+from biomedclip.params import Params
+from biomedclip.stage import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +214,23 @@ def hash_benchmarks(specs: Sequence[BenchmarkSpec], s3: S3Params, out: Path, cac
     return summary
 
 
-def markdown(summary: dict[str, dict[str, int]]) -> str:
-    """The hashed images per benchmark and split, for people (a Prefect artifact)."""
-    lines = ["| benchmark | split | images hashed |", "|---|---|---:|"]
-    lines += [f"| {name} | {split} | {n:,} |" for name, splits in summary.items() for split, n in splits.items()]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class HashesReport:
+    """The `benchmark-hashes` stage's report: the images hashed per benchmark and split."""
+
+    hashes: Path  # the list the ingest reads
+    counts: Mapping[str, Mapping[str, int]]  # benchmark -> split -> images hashed
+
+    def markdown(self) -> str:
+        lines = [f"## Benchmark hashes → `{self.hashes}`", "", "| benchmark | split | images hashed |",
+                 "|---|---|---:|"]
+        lines += [f"| {name} | {split} | {n:,} |" for name, splits in self.counts.items() for split, n in splits.items()]
+        return "\n".join(lines) + "\n"
+
+
+def run(params: Params, context: StageContext) -> HashesReport:
+    """The `benchmark-hashes` stage: the pHash of every image of every `evaluate.benchmarks`
+    benchmark, every split, into `ingest.decontaminate.hashes`."""
+    clean = params.ingest.decontaminate
+    counts = hash_benchmarks(params.evaluate.benchmarks, params.evaluate.s3, clean.hashes, clean.cache)
+    return HashesReport(clean.hashes, counts)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from biomedclip.config import IngestParams
 from biomedclip.ingest import licenses
 from biomedclip.ingest.images import (
     IMAGE_SUFFIXES,
@@ -27,6 +26,7 @@ from biomedclip.ingest.images import (
 )
 from biomedclip.ingest.jats import Figure, parse_article
 from biomedclip.ingest.panels import decode_side, split_panels
+from biomedclip.ingest.params import IngestParams
 from biomedclip.ingest.rejects import Reason, Reject, Rejected
 from biomedclip.ingest.sources import ArticleFiles, VersionRef, read_version
 from biomedclip.storage import MissingObject, ObjectStore, UnsafeKey

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import ImageParams
+from biomedclip.ingest.params import ImageParams
 from biomedclip.ingest.rejects import Reason, Rejected
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from biomedclip.config import IngestParams
 from biomedclip.ingest.images import Decoded, ImageStore, NormalisedImage, encode_image
+from biomedclip.ingest.params import IngestParams
 from biomedclip.panels.match import KEPT_WHOLE, split_figure
 
 SPLIT = "split"

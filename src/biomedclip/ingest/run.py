@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import IngestParams
 from biomedclip.console import progress
 from biomedclip.ingest.assemble import assemble
 from biomedclip.ingest.extract import ArticleResult, extract_article
 from biomedclip.ingest.images import ImageStore
+from biomedclip.ingest.params import IngestParams
 from biomedclip.ingest.sources import VersionRef, list_articles
 from biomedclip.ingest.state import IngestState, params_digest
 from biomedclip.storage import ObjectStore, open_store

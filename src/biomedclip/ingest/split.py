@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from biomedclip.config import SplitParams
+from biomedclip.ingest.params import SplitParams
 
 SPLITS = ("train", "val", "test")
 

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from biomedclip.config import IngestParams
+from biomedclip.imports import ROOT, closure, relative_files
 from biomedclip.ingest.extract import ArticleResult
 from biomedclip.ingest.panels import PANEL_COLUMNS
+from biomedclip.ingest.params import IngestParams
 
 SCHEMA_VERSION = "3"  # a new version drops the tables: an older file's columns do not fit
 PAIR_COLUMNS = ("pair_id", "pmcid", "pmid", "version", "fig_id", "label", "caption", "panels",
@@ -55,19 +56,18 @@ CREATE INDEX IF NOT EXISTS panels_pair ON panels (pair_id, panel_index);
 TABLES = ("articles", "pairs", "rejects", "panels")
 
 
-# The modules whose code decides per-article results: a change to any of them is a change of
-# results, so stored articles are read again (as a run from scratch would).
-# Paths relative to the package.
-EXTRACTION_CODE = ("ingest/extract.py", "ingest/images.py", "ingest/jats.py", "ingest/licenses.py",
-                   "ingest/rejects.py", "ingest/sources.py", "storage.py")
-PANEL_CODE = ("ingest/panels.py", "panels/captions.py", "panels/layout.py", "panels/match.py")
+# Per-article results are what `extract_article` makes of an article: a change to any module it
+# runs (its import closure, `biomedclip.imports`) is a change of results, so stored articles are
+# read again, as a run from scratch would. The panel splitter counts only when it is on.
+ARTICLE_ENTRY = "biomedclip.ingest.extract"
+PANEL_ENTRY = "biomedclip.ingest.panels"
 
 
 def code_digest(panels: bool = False) -> str:
-    package = Path(__file__).parents[1]
+    modules = closure([ARTICLE_ENTRY], stop=() if panels else (PANEL_ENTRY,))
     digest = hashlib.sha256()
-    for name in EXTRACTION_CODE + (PANEL_CODE if panels else ()):
-        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    for name in relative_files(modules):
+        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
     return digest.hexdigest()
 
 

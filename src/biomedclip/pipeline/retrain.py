@@ -21,10 +21,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from biomedclip.config import DEFAULT_PARAMS_PATH, ScheduleParams, load_params, override
+from biomedclip.config import override
+from biomedclip.params import DEFAULT_PARAMS_PATH, load_params
 from biomedclip.pipeline.runtime import api_url, guarded
-from biomedclip.register.registry import RegistryError
 from biomedclip.retrain.cycle import RetrainFailed, WorkspaceSteps, decision_markdown, retrain
+from biomedclip.retrain.params import ScheduleParams
 from biomedclip.retrain.sync import RemovalRefused
 
 PROMOTED_EVENT = "biomedclip.model.promoted"
@@ -158,4 +159,4 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve:
         return guarded(lambda: serve(args.params, cron=args.cron, timezone=args.timezone))
-    return guarded(lambda: retrain_flow(str(args.params), force=args.force), (RetrainFailed, RegistryError))
+    return guarded(lambda: retrain_flow(str(args.params), force=args.force), ("biomedclip.retrain.cycle:RetrainFailed",))

@@ -1,17 +1,16 @@
 """What every flow of the pipeline shares: its flow run's record, the Prefect API it reports to,
-and the entry point `flows/<stage>.py` calls."""
+and one line instead of a traceback for an expected error."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from biomedclip.config import DEFAULT_PARAMS_PATH, ConfigError, Params
+from biomedclip.params import Params
+from biomedclip.pipeline.stages import exit_code
 from biomedclip.provenance import FlowRun, write_record
 from biomedclip.tracking import without_credentials
 
@@ -51,26 +50,16 @@ def record_flow_run(params: Params, flow: str) -> None:
     write_record(params, flow, current_flow_run(), command=" ".join(["python", *sys.argv]))
 
 
-def stage_main(run: Callable[[Path], Any], argv: list[str] | None, *, description: str,
-               errors: tuple[type[Exception], ...] = ()) -> int:
-    """`python flows/<stage>.py [--params FILE]`: run the flow; a bad params file (exit 2) or one of
-    the stage's expected `errors` (exit 1) ends in one line on stderr instead of a traceback."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS_PATH,
-                        help="the params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    return guarded(lambda: run(args.params), errors)
-
-
-def guarded(run: Callable[[], Any], errors: tuple[type[Exception], ...] = ()) -> int:
-    """Run an entry point's work; expected errors as one line and an exit status."""
+def guarded(run: Callable[[], Any], extra_errors: Iterable[str] = ()) -> int:
+    """Run an entry point's work; an expected error (`stages.exit_code`, plus `extra_errors`,
+    "module:Class") is one line on stderr and its exit status."""
     logging.getLogger("biomedclip").setLevel(logging.INFO)  # the library's progress in the run's logs
     try:
         run()
-    except ConfigError as exc:
+    except Exception as exc:
+        code = exit_code(exc, extra_errors)
+        if code is None:
+            raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return code
     return 0

@@ -3,9 +3,12 @@ that what is on disk is what it was built from.
 
 version → MLflow run → git commit → params → `dvc.lock` stages (deps and outs with their hashes,
 from the copy logged with the model) → data version → validation result → shard manifest →
-metrics → Prefect flow runs → promotion history. `--verify` re-hashes the local workspace with
-DVC (raw data, manifest, shards, model folder...) against that `dvc.lock`, re-hashes every shard
-against the shard manifest, and the registered model's weights against their recorded digest.
+metrics → Prefect flow runs → promotion history. `--verify` checks what the model was built from
+against the local workspace: every output that `dvc.lock` records (raw data, manifest, shards,
+model folder...) and every code file and param value its stages depended on, re-hashed or re-read
+with DVC; every shard against the shard manifest; the registered weights against their recorded
+digest. A stage that ran again since, with identical outputs (a new flow run, so a new flow-run
+record), is reported as information, not as a mismatch: the data and the model are unchanged.
 
 A model registered from elsewhere (`biomedclip register --model`, e.g. Microsoft's published
 BiomedCLIP as `baseline`) has external lineage: its source, the weights' sha256 and its config,
@@ -18,16 +21,18 @@ import json
 import logging
 import re
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from biomedclip.config import RegisterParams, TrackingParams
 from biomedclip.digests import file_sha256
 from biomedclip.models import WEIGHT_FILES
+from biomedclip.pipeline.stages import model_input_stages
+from biomedclip.register.params import RegisterParams
 from biomedclip.register.registry import RegistryError, decisions
-from biomedclip.tracking import connect, download
+from biomedclip.tracking import TrackingParams, connect, download
 
 log = logging.getLogger(__name__)
 WEIGHTS = WEIGHT_FILES[0]  # the file this project's models keep their weights in
@@ -82,7 +87,8 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[
                  "shard_manifest_sha256": tags.get("shards.manifest_sha256")},
         "dvc_lock": {"sha256": tags.get("dvc_lock.sha256"), "stages": {
             name: {"deps": {d["path"]: d.get("md5", "") for d in stage.get("deps", [])},
-                   "outs": {o["path"]: o.get("md5", "") for o in stage.get("outs", [])}}
+                   "outs": {o["path"]: o.get("md5", "") for o in stage.get("outs", [])},
+                   "params": stage.get("params", {})}
             for name, stage in stages.items()}},
         "model_sha256": tags.get("model.sha256"),
         "metrics": {k.removeprefix("eval."): v for k, v in sorted(tags.items()) if k.startswith("eval.")},
@@ -91,46 +97,126 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[
     }
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What `--verify` found: mismatches (the workspace is not what the model was built from)
+    and notes (information, e.g. a stage ran again and made the same outputs)."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def verify(chain: dict[str, Any], tracking: TrackingParams, *, shard_manifest: Path, model_dir: Path | None,
-           repo_root: Path = Path(".")) -> list[str]:
-    """Mismatches between the recorded lineage and what is here (empty: all verified): the DVC
-    outputs and raw data against the logged dvc.lock, every shard against the shard manifest, the
-    local model folder and the registered weights against the recorded weights digest. An
+           flow_runs: Path = Path("reports/flow-runs"), repo_root: Path = Path(".")) -> Verification:
+    """Check the workspace against the recorded lineage (see the module): the DVC outputs and raw
+    data, the code and params of every stage, every shard, the local model folder and the
+    registered weights. `flow_runs` holds the flow-run records, which a re-run rewrites. An
     external model has no workspace lineage: its registered weights are re-hashed."""
     if chain.get("kind") == "external":
-        return _verify_registered_weights(chain, tracking)
-    return [*_verify_dvc_outputs(chain, repo_root), *_verify_shards(chain, shard_manifest),
-            *_verify_model_folder(chain, model_dir), *_verify_registered_weights(chain, tracking)]
+        return Verification(_verify_registered_weights(chain, tracking))
+    outs, deps = _dvc_objects(repo_root)
+    scope = {name: stage for name, stage in chain["dvc_lock"]["stages"].items() if name in model_input_stages()}
+    outputs = _verify_dvc_outputs(chain, scope, outs, flow_runs)
+    return Verification([*outputs.problems, *_verify_dvc_inputs(scope, deps, repo_root, outputs.problems),
+                         *_verify_shards(chain, shard_manifest), *_verify_model_folder(chain, model_dir),
+                         *_verify_registered_weights(chain, tracking)], outputs.notes)
 
 
-def _verify_dvc_outputs(chain: dict[str, Any], repo_root: Path) -> list[str]:
-    """Every output the logged dvc.lock records (and data/raw's version) re-hashed by DVC here."""
+def _dvc_objects(repo_root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This workspace's pipeline: its outputs and its deps, by path as dvc.yaml names them."""
     from dvc.repo import Repo
 
-    problems = []
-    recorded = {path: md5 for stage in chain["dvc_lock"]["stages"].values() for path, md5 in stage["outs"].items()}
-    if not recorded:
-        problems.append("no dvc.lock was logged with the model: nothing to verify the data against")
-    data_version = chain["data"]["version"]
-    if data_version and data_version != "unknown":
-        recorded["data/raw"] = data_version
     repo = Repo(str(repo_root))
     outs = {str(o.def_path): o for stage in repo.index.stages for o in stage.outs}
-    for path, md5 in sorted(recorded.items()):
+    deps = {str(d.def_path): d for stage in repo.index.stages for d in stage.deps}
+    return outs, deps
+
+
+def _here(obj: Any) -> str | None:
+    try:
+        return obj.get_hash().value
+    except FileNotFoundError:
+        return None
+
+
+def _verify_dvc_outputs(chain: dict[str, Any], scope: dict[str, Any], outs: dict[str, Any],
+                        flow_runs: Path) -> Verification:
+    """Every output the logged dvc.lock records for the model's stages (and data/raw's version)
+    re-hashed by DVC here. A flow-run record that changed is a note, not a mismatch."""
+    found = Verification()
+    recorded = {path: (name, md5) for name, stage in scope.items() for path, md5 in stage["outs"].items()}
+    if not recorded:
+        found.problems.append("no dvc.lock was logged with the model: nothing to verify the data against")
+    data_version = chain["data"]["version"]
+    if data_version and data_version != "unknown":
+        recorded["data/raw"] = ("data", data_version)
+    changed: dict[str, list[str]] = {}
+    for path, (stage, md5) in sorted(recorded.items()):
         if not md5:
             continue
         out = outs.get(path)
         if out is None:
-            problems.append(f"{path}: recorded in the lineage, unknown to this workspace's pipeline")
+            found.problems.append(f"{path}: recorded in the lineage, unknown to this workspace's pipeline")
             continue
-        try:
-            here = out.get_hash().value
-        except FileNotFoundError:
-            problems.append(f"{path}: missing (recorded md5 {md5})")
-            continue
-        if here != md5:
-            problems.append(f"{path}: md5 {here} here, {md5} recorded (changed since the model was built)")
+        here = _here(out)
+        if here is None:
+            found.problems.append(f"{path}: missing (recorded md5 {md5})")
+        elif here != md5:
+            changed.setdefault(stage, []).append(path)
+            if not Path(path).is_relative_to(flow_runs):
+                found.problems.append(f"{path}: md5 {here} here, {md5} recorded (changed since the model was built)")
+    for stage, paths in changed.items():
+        for path in paths:
+            if Path(path).is_relative_to(flow_runs):
+                same = "its other outputs are unchanged" if len(paths) == 1 else "see the mismatches above"
+                found.notes.append(f"{path}: the {stage} stage ran again since the model was built ({same})")
+    return found
+
+
+def _verify_dvc_inputs(scope: dict[str, Any], deps: dict[str, Any], repo_root: Path, reported: list[str]) -> list[str]:
+    """What the model's stages read, re-hashed here (the code in `src/` and `flows/`, data not
+    already reported as an output) and their param values, re-read from the params file: a model
+    is only reproducible from the same inputs, code and params."""
+    from biomedclip.config import read_yaml
+
+    problems: list[str] = []
+    params_cache: dict[str, Any] = {}
+    seen = {line.split(":", 1)[0] for line in reported}
+    for stage_name, stage in scope.items():
+        for path, md5 in sorted(stage["deps"].items()):
+            if not md5 or path in seen:
+                continue
+            seen.add(path)
+            dep = deps.get(path)
+            here = _here(dep) if dep is not None else None
+            if here != md5:
+                what = "the code" if path.startswith(("src/", "flows/")) else "the data"
+                problems.append(f"{path}: {what} the {stage_name} stage read has changed since the model was "
+                                f"built ({'missing' if here is None else 'md5 ' + here} here, {md5} recorded)")
+        for file, values in (stage.get("params") or {}).items():
+            if file not in params_cache:
+                try:
+                    params_cache[file] = read_yaml(repo_root / file) or {}
+                except Exception as exc:
+                    problems.append(f"{file}: unreadable ({exc})")
+                    params_cache[file] = None
+            current = params_cache[file]
+            if current is None:
+                continue
+            for key, then in sorted(values.items()):
+                now = _dotted(current, key)
+                if now != then:
+                    problems.append(f"{file}: {key} is {json.dumps(now)} here, {json.dumps(then)} when the "
+                                    f"model was built (the {stage_name} stage's param)")
     return problems
+
+
+def _dotted(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
 
 
 def _verify_shards(chain: dict[str, Any], shard_manifest: Path) -> list[str]:

@@ -34,11 +34,12 @@ from typing import Any
 
 from filelock import FileLock
 
-from biomedclip.config import EvaluateOutputs, EvaluateParams, RegisterParams, TrackingParams
 from biomedclip.digests import file_sha256
+from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.models import located, write_model_folder
 from biomedclip.register.lineage_facts import PREFIX, external_tags, flatten_metrics
-from biomedclip.tracking import connect, new_run
+from biomedclip.register.params import RegisterParams
+from biomedclip.tracking import TrackingParams, connect, new_run
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
     name, run_id = params.model_name, train_info.get("mlflow_run_id")
     if not run_id:
         raise RegistryError("the training run has no MLflow run id (tracking was off): train with "
-                            "train.tracking.enabled to register")
+                            "tracking.enabled to register")
     _create_registered_model(client, name)
     model_sha, key = train_info["model_sha256"], lineage.get(f"{PREFIX}lineage.key")
     same_model = [v for v in client.search_model_versions(f"name='{name}'")

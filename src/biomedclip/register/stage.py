@@ -4,18 +4,43 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.config import Params
+from biomedclip.params import Params
 from biomedclip.provenance import flow_run_ids
 from biomedclip.register import lineage_facts
 from biomedclip.register.registry import register
+from biomedclip.stage import StageContext
 
 STAGE = "register"  # this stage's name in dvc.yaml
+
+
+@dataclass(frozen=True)
+class RegisterReport:
+    name: str
+    version: int
+    uri: str
+    created: bool  # False: this model with this lineage was registered already
+    tags: Mapping[str, str]  # the version's lineage tags
+
+    def markdown(self) -> str:
+        state = "registered" if self.created else "already registered (unchanged)"
+        rows = "\n".join(f"| {k.removeprefix('biomedclip.')} | {v} |" for k, v in sorted(self.tags.items()))
+        return (f"## `{self.uri}` {state}\n\nAlias `challenger`; promote with `biomedclip promote`.\n\n"
+                f"| lineage | value |\n|---|---|\n{rows}\n")
+
+
+def run(params: Params, context: StageContext) -> RegisterReport:
+    """Register the train stage's model with this workspace's lineage (alias `challenger`)."""
+    result = register_trained(params, context.params_path, flow_run_id=context.flow_run_id)
+    return RegisterReport(result["name"], int(result["version"]), result["uri"], bool(result["created"]),
+                          result["tags"])
 
 
 def register_trained(params: Params, params_path: Path, *, flow_run_id: str | None = None) -> dict[str, Any]:
@@ -26,14 +51,14 @@ def register_trained(params: Params, params_path: Path, *, flow_run_id: str | No
     if flow_run_id:
         flow_runs["register"] = flow_run_id
     tags = lineage_facts.collect(params_path=params_path, train_info=info,
-                                 validate_result=params.validate_.outputs.result,
+                                 validate_result=params.validate.outputs.result,
                                  shard_manifest=params.shard.outputs.manifest,
                                  eval_metrics=params.evaluate.outputs.metrics, flow_runs=flow_runs)
     with tempfile.TemporaryDirectory(prefix="biomedclip-lineage-") as tmp:
         lock = inputs_lock(Path("dvc.lock"), Path(tmp) / "dvc.lock")
-        result = register(params.register_, params.train.tracking, train_info=info, lineage=tags, dvc_lock=lock)
+        result = register(params.register, params.tracking, train_info=info, lineage=tags, dvc_lock=lock)
     record = {k: result[k] for k in ("name", "version", "uri")}
-    atomic_write_bytes(params.register_.output, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(params.register.output, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return {**result, "tags": tags}
 
 
@@ -47,11 +72,3 @@ def inputs_lock(lock: Path, out: Path, stage: str = STAGE) -> Path | None:
     content.get("stages", {}).pop(stage, None)
     out.write_text(yaml.safe_dump(content, sort_keys=False))
     return out
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The registered version and its lineage tags (the Prefect artifact)."""
-    state = "registered" if result["created"] else "already registered (unchanged)"
-    rows = "\n".join(f"| {k.removeprefix('biomedclip.')} | {v} |" for k, v in sorted(result["tags"].items()))
-    return (f"## `{result['uri']}` {state}\n\nAlias `challenger`; promote with `biomedclip promote`.\n\n"
-            f"| lineage | value |\n|---|---|\n{rows}\n")

@@ -28,13 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from biomedclip.config import Params, RetrainParams
 from biomedclip.git import commit_on_branch
 from biomedclip.ingest.run import last_run_path
+from biomedclip.locks import Busy, held
+from biomedclip.params import Params
 from biomedclip.register.lineage_facts import data_version
 from biomedclip.register.registry import CHAMPION, champion_version, promote, tag_version
+from biomedclip.retrain.params import RetrainParams
 from biomedclip.retrain.sync import sync
-from biomedclip.retrain.workspace import WorkspaceBusy, dvc_status, run_command, workspace_lock
+from biomedclip.retrain.workspace import dvc_status, run_command
 from biomedclip.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -109,17 +111,17 @@ class WorkspaceSteps:
         return _read_json(last_run_path(self.params.ingest))
 
     def registered(self) -> dict[str, Any]:
-        return _read_json(self.params.register_.output)
+        return _read_json(self.params.register.output)
 
     def push(self) -> None:
         run_command("dvc", "push")
 
     def champion(self) -> int | None:
-        return champion_version(self.params.register_, self.params.train.tracking)
+        return champion_version(self.params.register, self.params.tracking)
 
     def promote(self, version: int) -> dict[str, Any]:
         p = self.params
-        return promote(p.register_, p.train.tracking, p.evaluate, p.shard.outputs.shards,
+        return promote(p.register, p.tracking, p.evaluate, p.shard.outputs.shards,
                        version=version, actor="retrain")
 
     def commit(self, registered: dict[str, Any]) -> str:
@@ -128,7 +130,7 @@ class WorkspaceSteps:
         assert retrain.git_branch
         commit = commit_on_branch(retrain.git_branch, list(retrain.git_paths),
                                   f"retrain: data {data_version(retrain.data_dvc)}, {registered['uri']}")
-        tag_version(self.params.register_, self.params.train.tracking, int(registered["version"]),
+        tag_version(self.params.register, self.params.tracking, int(registered["version"]),
                     {"git.data_commit": commit, "git.data_branch": retrain.git_branch})
         return commit
 
@@ -141,10 +143,10 @@ def retrain(params: Params, steps: RetrainSteps, *, force: bool = False) -> dict
     Returns the decision record: status, summary, the steps done and what each found."""
     retrain_params = params.retrain
     try:
-        with workspace_lock(retrain_params.lock, wait=retrain_params.on_busy == "wait",
-                            timeout_s=retrain_params.wait_timeout_s):
+        with held(retrain_params.lock, what=f"the workspace (a retrain, {retrain_params.lock})",
+                  wait=retrain_params.on_busy == "wait", timeout_s=retrain_params.wait_timeout_s):
             return run_cycle(steps, retrain_params, force=force)
-    except WorkspaceBusy as exc:
+    except Busy as exc:
         return {"status": "skipped", "summary": f"Skipped: {exc}. Nothing was changed.", "steps": []}
 
 

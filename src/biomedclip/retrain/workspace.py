@@ -2,35 +2,25 @@
 
 DVC runs through its CLI, exactly as a user would type it, with its output streamed into the
 log, so a retrain reads like the commands it runs. (Git commits of the data version:
-`biomedclip.git.commit_on_branch`.)
+`biomedclip.git.commit_on_branch`; the one-retrain lock: `biomedclip.locks`.)
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
 
 class CommandFailed(RuntimeError):
     """A command exited non-zero; the message ends with its last output lines."""
-
-
-class WorkspaceBusy(RuntimeError):
-    """Another retrain holds this workspace."""
 
 
 def _executable(name: str) -> str:
@@ -73,24 +63,3 @@ def dvc_status(*targets: str, cwd: Path = Path(".")) -> dict:
         if line.startswith("{"):
             return json.loads(line)
     raise CommandFailed(f"`dvc status --json` printed no JSON:\n{output[-2000:]}")
-
-
-@contextmanager
-def workspace_lock(path: Path, *, wait: bool, timeout_s: float) -> Iterator[None]:
-    """Hold the workspace for one retrain. Busy → wait up to `timeout_s`, or (`wait` false)
-    raise `WorkspaceBusy` at once, naming the holder. The lock is an OS file lock: it is
-    released when its process dies, so a killed retrain never leaves the workspace locked."""
-    lock = FileLock(str(path))
-    holder = path.with_name(path.name + ".holder")
-    try:
-        lock.acquire(timeout=timeout_s if wait else 0)
-    except Timeout:
-        who = holder.read_text().strip() if holder.exists() else "unknown"
-        raise WorkspaceBusy(f"another retrain holds {path} ({who})") from None
-    try:
-        holder.write_text(f"pid {os.getpid()} on {socket.gethostname()} since "
-                          f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n")
-        yield
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()

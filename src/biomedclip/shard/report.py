@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from biomedclip.config import ShardParams
 from biomedclip.ingest.split import SPLITS
+from biomedclip.shard.params import ShardParams
 
 COLUMNS = ("split", "samples", "figures", "panels", "shards", "MiB")
 

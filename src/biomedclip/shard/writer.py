@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.atomic_io import atomic_write_bytes, atomic_writer
-from biomedclip.config import IngestParams, ShardParams
 from biomedclip.console import progress
 from biomedclip.digests import file_sha256
+from biomedclip.ingest.params import IngestParams
 from biomedclip.ingest.split import SPLITS
+from biomedclip.shard.params import ShardParams
 from biomedclip.shard.tar import add_sample, sample_tar
 from biomedclip.streams import chunked
 from biomedclip.tables import open_table, read_batches

@@ -6,18 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from biomedclip.config import ConfigError, load_params
+from biomedclip.config import ConfigError
 from biomedclip.console import configure_logging
+from biomedclip.params import load_params
+from biomedclip.train.launch import recipe
+from biomedclip.train.loop import Resume, TrainingError, train
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m biomedclip.train", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", dest="resume", action="store_const", const="always",
-                       help="continue from the latest checkpoint (an error if there is none)")
-    group.add_argument("--fresh", dest="resume", action="store_const", const="never",
-                       help="ignore checkpoints and start over")
+    parser.add_argument("--resume", type=Resume, choices=list(Resume), default=Resume.AUTO,
+                        help="auto: continue a checkpoint of the same run; always: continue the latest "
+                             "checkpoint (an error if there is none); never: start over")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
@@ -27,10 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from biomedclip.train.data import ShardError
-    from biomedclip.train.loop import TrainingError, train
 
     try:
-        train(params.train, params.shard, resume=args.resume or "auto")
+        train(recipe(params), params.shard, params.tracking, resume=args.resume)
     except (TrainingError, ShardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -7,42 +7,50 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from biomedclip.models import model_uri
+from biomedclip.params import Params
+from biomedclip.train.loop import Resume, TrainingError, micro_batch, train
+from biomedclip.train.params import TrainParams
 
 log = logging.getLogger(__name__)
 
 
 class TrainingFailed(RuntimeError):
-    """Training exited with a non-zero status (its own error is in its output)."""
+    """Training processes exited with a non-zero status (their own error is in their output)."""
 
 
-def torchrun_command(params_path: Path, nproc: int, resume: str | None) -> list[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "biomedclip.train", "--params", str(params_path)]
-    if resume == "always":
-        command.append("--resume")
-    elif resume == "never":
-        command.append("--fresh")
-    return command
+def recipe(params: Params) -> TrainParams:
+    """`train` with `init_from` in its full form (`@champion` is a version of register.model_name),
+    as the tokenizer stage reads it."""
+    if params.train.init_from is None:
+        return params.train
+    return params.train.model_copy(update={"init_from": model_uri(params.train.init_from,
+                                                                  params.register.model_name)})
 
 
-def launch(params_path: Path, *, nproc: int, resume: str | None = None) -> int:
-    """Train in this process (nproc 1, or already under torchrun/srun), else under torchrun.
-    Returns the exit status."""
-    from biomedclip.train.__main__ import main
+def torchrun_command(params_path: Path, nproc: int, resume: Resume) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "biomedclip.train", "--params", str(params_path), "--resume", resume.value]
 
+
+def launch(params: Params, params_path: Path, *, nproc: int, resume: Resume = Resume.AUTO) -> dict[str, Any]:
+    """Train in this process (nproc 1, or already under torchrun/srun), else under torchrun (whose
+    processes read `params_path`: it must hold `params`). Returns the run info (rank 0's)."""
     already_distributed = "RANK" in os.environ or "SLURM_PROCID" in os.environ
     if nproc == 1 or already_distributed:
-        argv = ["--params", str(params_path), *{"always": ["--resume"], "never": ["--fresh"]}.get(resume or "", [])]
-        return main(argv)
-    from biomedclip.config import load_params
-    from biomedclip.train.loop import TrainingError, micro_batch
-
-    try:  # fail here, before torchrun starts N processes that would all fail the same way
-        micro_batch(load_params(params_path).train, nproc)
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return train(recipe(params), params.shard, params.tracking, resume=resume)
+    micro_batch(params.train, nproc)  # a batch that does not split fails here, not in N processes
     command = torchrun_command(params_path, nproc, resume)
     log.info("starting %d training processes: %s", nproc, " ".join(command))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    return subprocess.run(command, env=env, check=False).returncode
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    status = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": threads}, check=False).returncode
+    if status:
+        raise TrainingFailed(f"training under torchrun exited with status {status}")
+    import json
+
+    return json.loads(params.train.outputs.run_info.read_text())
+
+
+__all__ = ["TrainingError", "TrainingFailed", "launch"]

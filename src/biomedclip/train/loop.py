@@ -23,6 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +32,34 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
-from biomedclip.config import ShardParams, TrainParams
 from biomedclip.console import progress, stderr_is_terminal
 from biomedclip.digests import file_sha256
 from biomedclip.evaluate.embedding import ModelEncoder, embed_pairs, shard_samples
 from biomedclip.evaluate.retrieval import retrieval_metrics
 from biomedclip.models import WEIGHT_FILES, TextTower, write_model_folder
-from biomedclip.tracking import Tracker
+from biomedclip.shard.params import ShardParams
+from biomedclip.tracking import Tracker, TrackingParams
 from biomedclip.tracking import tracker as make_tracker
 from biomedclip.train import checkpoint
 from biomedclip.train.data import ShardStream, loader, stream_seed, train_shards
 from biomedclip.train.distributed import World, close_world, init_world
 from biomedclip.train.model import Bundle, build, parameter_count
+from biomedclip.train.params import TrainParams
 from biomedclip.train.report import loss_figure, model_card
 from biomedclip.train.step import MAX_LOGIT_SCALE, clip_loss, contrastive_backward, lr_at
 from biomedclip.train.tokenizer import hub_id, text_directory
 
 log = logging.getLogger(__name__)
+
+
+class Resume(StrEnum):
+    """What a training run does with the checkpoints it finds: `auto` continues only a checkpoint
+    of the same run (same recipe, shards, vocabulary and process count), `always` insists on one,
+    `never` starts over (removing the old run's checkpoints)."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
 
 
 class TrainingError(RuntimeError):
@@ -57,7 +69,7 @@ class TrainingError(RuntimeError):
 def run_digest(params: TrainParams, shard_manifest_sha: str, tokenizer_dir: Path, processes: int) -> str:
     """What determines the run's result: the recipe, the shards, the vocabulary and the number of
     processes (each has its own data stream). A checkpoint resumes only a run with the same digest."""
-    recipe = params.model_dump(mode="json", exclude={"checkpoint_every", "log_every", "tracking", "outputs", "nproc"})
+    recipe = params.model_dump(mode="json", exclude={"checkpoint_every", "log_every", "outputs", "nproc"})
     vocab = sorted(p.name + ":" + file_sha256(p) for p in tokenizer_dir.iterdir() if p.is_file())
     blob = json.dumps({"recipe": recipe, "shards": shard_manifest_sha, "vocab": vocab, "processes": processes},
                       sort_keys=True)
@@ -131,8 +143,8 @@ class _Window:
 
 
 class Trainer:
-    def __init__(self, params: TrainParams, shards: ShardParams, world: World) -> None:
-        self.params, self.shards, self.world = params, shards, world
+    def __init__(self, params: TrainParams, shards: ShardParams, tracking: TrackingParams, world: World) -> None:
+        self.params, self.shards, self.tracking, self.world = params, shards, tracking, world
         self.out = params.outputs.dir
         self.urls, self.train_samples = train_shards(shards.outputs.shards)
         self.micro_batch = micro_batch(params, world.size)
@@ -155,14 +167,14 @@ class Trainer:
             dist.barrier()
         torch.manual_seed(self.params.seed)  # the same initial weights on every rank
         bundle = build(self.params.profile, text_dir, init_from=self.params.init_from,
-                       tracking=self.params.tracking, text_weights=_text_weights(self.params))
+                       tracking=self.tracking, text_weights=_text_weights(self.params))
         if self.params.grad_checkpointing:
             bundle.model.set_grad_checkpointing(True)
         torch.manual_seed(stream_seed(self.params.seed, 1, self.world.rank))  # dropout, per rank
         return bundle
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self, *, resume: str, tracker: Tracker) -> dict[str, Any]:
+    def run(self, *, resume: Resume, tracker: Tracker) -> dict[str, Any]:
         """Train to the last step (resuming as `resume` says: auto, always or never); rank 0 writes
         the outputs and returns the run info."""
         p, world = self.params, self.world
@@ -189,15 +201,15 @@ class Trainer:
                      self.total_steps, p.epochs, self.steps_per_epoch, p.global_batch, world.size,
                      self.micro_batch, p.accum_freq)
 
-    def _restore(self, resume: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> _Position:
+    def _restore(self, resume: Resume, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> _Position:
         """The latest checkpoint of this run (same digest) into the model, optimizer and RNG, or a
         fresh start (the old run's checkpoints removed). `always` insists on a checkpoint."""
         world = self.world
         ckpt_dir = self.out / "checkpoints"
-        found = checkpoint.latest(ckpt_dir) if resume != "never" else None
+        found = checkpoint.latest(ckpt_dir) if resume != Resume.NEVER else None
         state = checkpoint.load_state(found) if found is not None else None
         if state is not None and state["digest"] != self.digest:
-            if resume == "always":
+            if resume == Resume.ALWAYS:
                 raise TrainingError(f"{found} belongs to another run (different params, shards, vocabulary "
                                     "or process count); start over with --fresh")
             log.info("ignoring %s: it belongs to another run", found)
@@ -210,7 +222,7 @@ class Trainer:
             position = _Position(state["step"], state["history"], state["mlflow_run_id"] or None)
             checkpoint.set_rng_state(state["rng"][world.rank])
             log.info("resuming from %s at step %d of %d", found, position.step, self.total_steps)
-        elif resume == "always":
+        elif resume == Resume.ALWAYS:
             raise TrainingError(f"--resume: no checkpoint in {ckpt_dir}")
         elif world.is_main and ckpt_dir.exists():  # a fresh start: the old run's checkpoints go
             shutil.rmtree(ckpt_dir)
@@ -312,7 +324,7 @@ class Trainer:
             write_model_folder(staging, final=final, weights=checkpoint.model_weights(model), model_cfg=bundle.config,
                                text=TextTower(self.out / "text", self.out / "text", tower_id),
                                card=model_card(title=f"BiomedCLIP ({p.profile})", facts=facts, hub_id=tower_id,
-                                               folder=str(final.resolve()),
+                                               folder=str(final),
                                                metrics={f"val/{k}": round(v, 4) for k, v in validation.items()}))
         metrics = {"steps": self.total_steps, "final_loss": history[-1]["loss"] if history else None,
                    "parameters": parameter_count(model), **{f"val/{k}": round(v, 6) for k, v in validation.items()}}
@@ -364,12 +376,13 @@ def validation_retrieval(model: torch.nn.Module, bundle: Bundle, folder: Path) -
     return metrics
 
 
-def train(params: TrainParams, shards: ShardParams, *, resume: str = "auto") -> dict[str, Any]:
+def train(params: TrainParams, shards: ShardParams, tracking: TrackingParams, *,
+          resume: Resume = Resume.AUTO) -> dict[str, Any]:
     """Run (or resume) the training of this process's rank; returns the run info on rank 0."""
     world = init_world()
-    tracker = make_tracker(params.tracking, is_main=world.is_main)  # MLflow on rank 0 only
+    tracker = make_tracker(tracking, is_main=world.is_main)  # MLflow on rank 0 only
     try:
-        trainer = Trainer(params, shards, world)
+        trainer = Trainer(params, shards, tracking, world)
         return trainer.run(resume=resume, tracker=tracker)
     except BaseException:
         tracker.finish("FAILED") if tracker.run_id else None

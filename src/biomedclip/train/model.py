@@ -22,6 +22,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from biomedclip.models import load_weights, located
+from biomedclip.tracking import TrackingParams
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build(profile: str, text_dir: Path, *, init_from: str | None = None, tracking: Any = None,
+def build(profile: str, text_dir: Path, *, init_from: str | None = None, tracking: TrackingParams | None = None,
           text_weights: bool = False) -> Bundle:
     """Instantiate a profile offline: random weights, or those of `init_from` (any model source:
     a published-layout folder, `hf-hub:` from the local cache, an MLflow URI read from `tracking`'s

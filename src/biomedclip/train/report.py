@@ -38,13 +38,14 @@ def text_tower_note(hub_id: str | None) -> str:
                 f"`hf download {hub_id} config.json vocab.txt` populates it). Uploaded to a hub repo as it is, "
                 "this folder loads with `hf-hub:<org>/<repo>`.")
     return ("This vocabulary was built by the pipeline and has no hub id, so `hf_model_name` and "
-            "`hf_tokenizer_name` in `open_clip_config.json` hold this folder's absolute path as it was "
-            "written: plain open_clip loads it in place from any working directory. After moving or "
-            "downloading the folder, run `biomedclip export THIS_FOLDER NEW_FOLDER` (or point both keys at "
-            "the new path); before uploading it to a hub repo, run `biomedclip export THIS_FOLDER OUT "
-            "--hub-id ORG/REPO`, which names that repo: the text tower's `config.json` and tokenizer sit at "
-            "the folder's top level, where open_clip reads them. The pipeline's own commands read the "
-            "tower from the files beside the weights and need neither.")
+            "`hf_tokenizer_name` in `open_clip_config.json` say `.`: the folder itself, where the text "
+            "tower's `config.json` and tokenizer sit. The folder holds no absolute path, so it can be moved "
+            "or downloaded as it is, and every `biomedclip` command (`--model THIS_FOLDER` or "
+            "`local-dir:THIS_FOLDER`) reads it from anywhere. Plain open_clip resolves `.` against its "
+            "working directory: for `open_clip.create_model_from_pretrained('local-dir:...')` from any "
+            "folder, run `biomedclip export THIS_FOLDER OUT` (OUT's config names OUT's absolute path); "
+            "before uploading to a hub repo, `biomedclip export THIS_FOLDER OUT --hub-id ORG/REPO`, which "
+            "names that repo.")
 
 
 def model_card(*, title: str, facts: dict[str, Any], metrics: dict[str, Any], hub_id: str | None,
@@ -52,6 +53,9 @@ def model_card(*, title: str, facts: dict[str, Any], metrics: dict[str, Any], hu
     """The model folder's `README.md`: what it is, what it was trained on, how it scores, how to
     load it, what it is for and not for (the card a hub page shows)."""
     fact_rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    # A tower without a hub id is named `.` (the folder itself): open_clip loads an export of it.
+    export = "" if hub_id else f"# biomedclip export {folder} my-biomedclip    (then local-dir:my-biomedclip)\n"
+    loaded = folder if hub_id else "my-biomedclip"
     metric_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(metrics.items())) or "| (none measured) | |"
     return f"""---
 library_name: open_clip
@@ -80,9 +84,9 @@ Measured on the pipeline's own held-out split at training time; `biomedclip eval
 ## Use
 
 ```python
-import open_clip, torch
-model, preprocess = open_clip.create_model_from_pretrained("local-dir:{folder}")
-tokenizer = open_clip.get_tokenizer("local-dir:{folder}")
+{export}import open_clip, torch
+model, preprocess = open_clip.create_model_from_pretrained("local-dir:{loaded}")
+tokenizer = open_clip.get_tokenizer("local-dir:{loaded}")
 model.eval()
 with torch.no_grad():
     image = model.encode_image(preprocess(pil_image).unsqueeze(0), normalize=True)

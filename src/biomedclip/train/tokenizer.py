@@ -17,12 +17,16 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
-from biomedclip.config import TokenizerParams
-from biomedclip.models import located
+from biomedclip.models import located, model_uri
+from biomedclip.params import Params
+from biomedclip.stage import StageContext
 from biomedclip.tables import open_table, read_batches
+from biomedclip.tracking import TrackingParams
+from biomedclip.train.params import TokenizerParams
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +133,7 @@ def text_directory(profile: str, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
-def from_checkpoint(params: TokenizerParams, init_from: str, tracking: object = None) -> dict[str, object]:
+def from_checkpoint(params: TokenizerParams, init_from: str, tracking: TrackingParams | None = None) -> dict[str, object]:
     """The vocabulary for training that continues from `init_from`: the checkpoint's own (or
     `pubmedbert_dir`'s), checked against the checkpoint's embedding table."""
     with located(init_from, tracking=tracking) as files:
@@ -146,7 +150,7 @@ def from_checkpoint(params: TokenizerParams, init_from: str, tracking: object = 
 
 
 def prepare_tokenizer(params: TokenizerParams, pairs: Path, *, init_from: str | None = None,
-                      tracking: object = None) -> dict[str, object]:
+                      tracking: TrackingParams | None = None) -> dict[str, object]:
     """The tokenizer stage: the vocabulary of the checkpoint training starts from (`init_from`),
     else PubMedBERT's tokenizer when a local copy is configured, else a vocabulary built from the
     manifest's train captions. Returns what it did."""
@@ -160,6 +164,23 @@ def prepare_tokenizer(params: TokenizerParams, pairs: Path, *, init_from: str | 
     return {"source": f"WordPiece from the train captions of {pairs}", "vocab_size": size}
 
 
-def markdown(result: dict[str, object], out: Path) -> str:
-    """What the tokenizer stage wrote (the Prefect artifact)."""
-    return f"## Tokenizer `{out}`\n\n{result['vocab_size']} tokens; source: {result['source']}\n"
+@dataclass(frozen=True)
+class TokenizerReport:
+    """The `tokenizer` stage's report."""
+
+    out: Path
+    source: str  # where the vocabulary came from
+    vocab_size: int
+
+    def markdown(self) -> str:
+        return f"## Tokenizer `{self.out}`\n\n{self.vocab_size} tokens; source: {self.source}\n"
+
+
+def run(params: Params, context: StageContext) -> TokenizerReport:
+    """The `tokenizer` stage: the vocabulary `prepare_tokenizer` chooses, into `train.tokenizer.out`
+    (`train.init_from` in its full form: `@champion` is a version of register.model_name)."""
+    init_from = None if params.train.init_from is None else \
+        model_uri(params.train.init_from, params.register.model_name)
+    spec = params.train.tokenizer
+    done = prepare_tokenizer(spec, params.ingest.outputs.pairs, init_from=init_from, tracking=params.tracking)
+    return TokenizerReport(spec.out, str(done["source"]), int(done["vocab_size"]))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
-from biomedclip.config import IngestParams, ValidateParams
+from biomedclip.ingest.params import IngestParams
 from biomedclip.validate.checks import observed_text
+from biomedclip.validate.params import ValidateParams
 from biomedclip.validate.staging import (
     ARTICLES_QUERY,
     PAIRS_TABLE,
@@ -52,6 +53,7 @@ class ValidationFailed(RuntimeError):
     def __init__(self, message: str, result: dict[str, Any]) -> None:
         super().__init__(message)
         self.result = result
+        self.report: Any = None  # the stage's report of the failed run, shown all the same
 
 
 def _context(docs_dir: Path):

@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 import great_expectations.expectations as gxe
 
-from biomedclip.config import IngestParams, ValidateParams
 from biomedclip.ingest.licenses import allowed_codes
+from biomedclip.ingest.params import IngestParams
 from biomedclip.ingest.split import SPLITS
+from biomedclip.validate.params import ValidateParams
 
 # Columns the pipeline relies on (DESIGN.md), with the SQL type the staged table must carry.
 REQUIRED_COLUMNS = {
