@@ -54,8 +54,9 @@ platform.processor()
 # gets ~14 minutes of them and the small modules fill the gaps. (xdist's own `--dist loadgroup`
 # cannot be used: pytest 9 ignores the node ids it rewrites.)
 SHARED_GROUPS = {"topology": ("test_infra_faults", "test_infra_topology"),
+                 "pipeline": ("test_pipeline", "test_readme"),
                  "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_evaluate", "test_probe", "test_published", "test_registry", "test_train", "test_train_ddp")}
-LONGEST_FIRST = ("topology", "test_retrain", "test_pipeline", "tiny-world")
+LONGEST_FIRST = ("topology", "test_retrain", "pipeline", "tiny-world")
 
 
 def group_of(nodeid: str) -> str:
@@ -493,6 +494,72 @@ def flow_runs_on(api_url: str) -> dict[str, dict[str, Any]]:
         runs.update({r["id"]: {**r, "flow": flows.get(r["flow_id"], "")} for r in page})
         if len(page) < 200:
             return runs
+
+
+# --- a project clone that ran the whole pipeline ------------------------------------------------
+
+
+class Workspace:
+    """A project clone whose commands report to a shared Prefect server; each command's new flow
+    runs (by flow name) are kept, in the order the commands ran."""
+
+    def __init__(self, project: Path, api: str) -> None:
+        self.project, self.api = project, api
+        self.runs: list[dict[str, str]] = []  # per command: {flow name: flow run id}
+
+    def env(self) -> dict[str, str]:
+        return {"PREFECT_API_URL": self.api}
+
+    def __call__(self, *args: str, timeout: int = 900) -> str:
+        before = set(flow_runs_on(self.api))
+        output = sh(self.project, *args, env=self.env(), timeout=timeout)
+        new = {run_id: run for run_id, run in flow_runs_on(self.api).items() if run_id not in before}
+        by_flow = {run["flow"]: run_id for run_id, run in new.items()}
+        assert len(by_flow) == len(new), f"a flow ran twice in one command: {new}"
+        self.runs.append(by_flow)
+        return output
+
+    def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, **self.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("PREFECT_HOME", None)
+        return subprocess.run(args, cwd=self.project, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def params(self) -> dict[str, Any]:
+        import yaml
+
+        return yaml.safe_load((self.project / "params.yaml").read_text())
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        import yaml
+
+        (self.project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def registry(self) -> Any:
+        import mlflow
+
+        uri = f"sqlite:///{self.project / 'mlflow.db'}"
+        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def lineage(self, version: int) -> dict[str, Any]:
+        """`biomedclip lineage --json`, read in this process (the CLI is run once, below)."""
+        from biomedclip.register.lineage import lineage
+        from biomedclip.register.params import RegisterParams
+        from biomedclip.tracking import TrackingParams
+
+        return lineage(f"models:/biomedclip/{version}",
+                       RegisterParams(decision_log=self.project / "registry" / "decisions.jsonl"),
+                       TrackingParams(uri=f"sqlite:///{self.project / 'mlflow.db'}"))
+
+
+@pytest.fixture(scope="session")
+def pipeline_workspace(tmp_path_factory, prefect_api) -> Workspace:
+    """The project as a fresh clone has it (a handful of training steps: the wiring is under test),
+    for test_pipeline, which runs `dvc repro` in it, then test_readme, which runs the README's
+    commands on what it leaves (one xdist group, in that order)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(name, raising=False)
+        yield Workspace(clone_project(tmp_path_factory.mktemp("clone") / "project"), prefect_api)
 
 
 # --- the production topology on loopback: infra/local/launch.py --------------------------------

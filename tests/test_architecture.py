@@ -14,7 +14,8 @@ from .conftest import REPO
 pytestmark = pytest.mark.unit
 SRC = REPO / "src" / "biomedclip"
 ORCHESTRATION = {"pipeline"}  # the Prefect flows
-TRACKING = {"tracking.py", "register/registry.py", "register/lineage.py", "register/pyfunc_model.py"}
+TRACKING = {"tracking.py", "register/registry.py", "register/lineage.py", "register/pyfunc_model.py",
+            "register/carry_over.py"}
 
 
 def imported(path: Path) -> set[str]:

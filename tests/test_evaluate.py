@@ -589,7 +589,7 @@ def test_undecodable_image_is_skipped_counted_and_left_out_of_the_metrics(inputs
     assert result["confusion"]["hostile"] == result["confusion"]["clean"]
     assert sum(map(sum, result["confusion"]["hostile"])) == 48
     # The written metrics say so too, and the confusion CSV lists only the readable images.
-    written = json.loads((out / "metrics" / "eval.json").read_text())
+    written = json.loads((out / "plots" / "details.json").read_text())
     assert written["zero_shot"]["hostile"]["skipped"] == 2
     with (out / "plots" / "confusion_hostile.csv").open(newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 48
@@ -673,7 +673,11 @@ def test_outputs_metrics_plots_and_report(inputs, random_model, small_benchmark,
                       shards_dir=inputs["shards"].outputs.shards)
     pairs = inputs["test_pairs"]
 
-    metrics = json.loads((out / "metrics" / "eval.json").read_text())
+    # The declared DVC metrics: the headline numbers, one short name each; everything in details.json.
+    headline = json.loads((out / "metrics" / "eval.json").read_text())
+    assert set(headline) == {*(f"{d} R@{k}" for d in ("i2t", "t2i") for k in ks), "figure-types top1", "full top1"}
+    assert headline["i2t R@10"] == result["retrieval"]["image_to_text/recall_at_10"]
+    metrics = json.loads((out / "plots" / "details.json").read_text())
     assert {"retrieval", "zero_shot", "model_tests"} <= metrics.keys()
     assert metrics["retrieval"]["pairs"] == pairs and metrics["split"] == "test"
     for d in ("image_to_text", "text_to_image"):

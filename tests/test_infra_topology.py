@@ -286,3 +286,49 @@ def test_training_outlives_an_mlflow_server_restart_and_loses_no_metric(pipeline
         assert steps == list(range(1, total + 1)), f"{key}: {len(steps)} of {total} steps logged"
     assert len((out / "loss.csv").read_text().splitlines()) == 1 + total  # the local copy agrees
     assert not [key for key, secret in topology.secrets().items() if secret in text]
+
+
+def test_a_workspace_that_started_on_the_embedded_store_carries_over_to_the_server(pipeline, topology,
+                                                                                    mlflow_client, tmp_path):
+    """Every workspace starts on `sqlite:///mlflow.db`. Pointed at the team's server (auth on), a
+    command naming its training run says the run is not there and how to carry it over (not
+    "Permission denied"); `biomedclip carry-over` then puts the run, the registered versions with
+    their lineage and aliases on the server, and the same commands work there."""
+    from biomedclip.register.params import RegisterParams
+    from biomedclip.register.registry import register
+    from biomedclip.tracking import TrackingParams, new_run
+
+    project, env = pipeline["project"], pipeline["env"]
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    embedded = TrackingParams(uri=f"sqlite:///{workspace / 'mlflow.db'}", experiment="biomedclip")
+    model_dir = project / "data" / "train" / "final"
+    run_id = new_run(embedded, "trained here", {"biomedclip.profile": "biomedclip-tiny"})
+    info = {"mlflow_run_id": run_id, "model_dir": str(model_dir),
+            "model_sha256": json.loads((project / "data" / "train" / "run.json").read_text())["model_sha256"]}
+    (workspace / "run.json").write_text(json.dumps(info))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workspace)
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            mp.delenv(name, raising=False)
+        done = register(RegisterParams(model_name="carried", decision_log=workspace / "decisions.jsonl"), embedded,
+                        train_info=info, lineage={"biomedclip.lineage.key": "k1", "biomedclip.data.version": "v1"})
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["register"]["model_name"] = "carried"
+    params["train"]["outputs"]["run_info"] = str(workspace / "run.json")
+    params["tracking"]["uri"] = embedded.uri
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+
+    before = run(workspace, env, "biomedclip", "lineage", "@challenger", check=False)
+    assert before.returncode == 1 and "has no registered model 'carried'" in before.stderr
+    assert "biomedclip carry-over" in before.stderr and "Permission denied" not in before.stderr
+    carried = run(workspace, env, "biomedclip", "carry-over")
+    assert "Carried over from" in carried.stdout
+    version = mlflow_client.get_model_version_by_alias("carried", "challenger")
+    assert version.tags["biomedclip.lineage.key"] == "k1" and int(version.version) == done["version"]
+    copy = mlflow_client.get_run(version.run_id)
+    assert copy.data.tags["biomedclip.carried_from.run_id"] == run_id and copy.info.run_id != run_id
+    shown = json.loads(run(workspace, env, "biomedclip", "lineage", "@challenger", "--json").stdout)
+    assert shown["run_id"] == copy.info.run_id and shown["version"] == done["version"]
+    again = run(workspace, env, "biomedclip", "carry-over")
+    assert "0 copied now" in again.stdout

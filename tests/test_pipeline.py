@@ -12,76 +12,23 @@ The flows report to the session's Prefect server (PREFECT_API_URL), as a team's 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
-from typing import Any
 
-import mlflow
 import pytest
 import yaml
 
 from biomedclip.pipeline.stages import STAGES as PIPELINE
 
-from .conftest import BIN, REPO, clone_project, flow_runs_on, prefect_request, sh
+from .conftest import REPO, Workspace, clone_project, flow_runs_on, prefect_request, sh
 
 pytestmark = pytest.mark.e2e
 STAGES = [stage.name for stage in PIPELINE]  # each stage's DVC stage, flow and record share its name
 
 
-class Workspace:
-    """A project clone whose commands report to a shared Prefect server; each command's new flow
-    runs (by flow name) are kept, in the order the commands ran."""
-
-    def __init__(self, project: Path, api: str) -> None:
-        self.project, self.api = project, api
-        self.runs: list[dict[str, str]] = []  # per command: {flow name: flow run id}
-
-    def env(self) -> dict[str, str]:
-        return {"PREFECT_API_URL": self.api}
-
-    def __call__(self, *args: str, timeout: int = 900) -> str:
-        before = set(flow_runs_on(self.api))
-        output = sh(self.project, *args, env=self.env(), timeout=timeout)
-        new = {run_id: run for run_id, run in flow_runs_on(self.api).items() if run_id not in before}
-        by_flow = {run["flow"]: run_id for run_id, run in new.items()}
-        assert len(by_flow) == len(new), f"a flow ran twice in one command: {new}"
-        self.runs.append(by_flow)
-        return output
-
-    def run(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        env = {**os.environ, **self.env(), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-        env.pop("PREFECT_HOME", None)
-        return subprocess.run(args, cwd=self.project, env=env, capture_output=True, text=True, timeout=timeout)
-
-    def params(self) -> dict[str, Any]:
-        return yaml.safe_load((self.project / "params.yaml").read_text())
-
-    def set_params(self, params: dict[str, Any]) -> None:
-        (self.project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    def registry(self) -> mlflow.MlflowClient:
-        uri = f"sqlite:///{self.project / 'mlflow.db'}"
-        return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-    def lineage(self, version: int) -> dict[str, Any]:
-        """`biomedclip lineage --json`, read in this process (the CLI is run once, below)."""
-        from biomedclip.register.lineage import lineage
-        from biomedclip.register.params import RegisterParams
-        from biomedclip.tracking import TrackingParams
-
-        return lineage(f"models:/biomedclip/{version}",
-                       RegisterParams(decision_log=self.project / "registry" / "decisions.jsonl"),
-                       TrackingParams(uri=f"sqlite:///{self.project / 'mlflow.db'}"))
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_api) -> Workspace:
-    """The project as a fresh clone has it (a handful of training steps: the wiring is under test)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            mp.delenv(name, raising=False)
-        yield Workspace(clone_project(tmp_path_factory.mktemp("clone") / "project"), prefect_api)
+def project(pipeline_workspace) -> Workspace:
+    """The project as a fresh clone has it, shared with test_readme (which runs after this module,
+    on what it leaves)."""
+    return pipeline_workspace
 
 
 @pytest.fixture(scope="module")

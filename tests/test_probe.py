@@ -105,8 +105,8 @@ def test_evaluate_probes_a_pcam_benchmark_and_reuses_its_features(tiny_world, tm
     assert probed["1"]["top1"] > 0.9, probed
     assert result["zero_shot"]["pcam"]["headline"] == "top1"
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3  # train, valid, test
-    saved = json.loads((tmp_path / "eval.json").read_text())
-    assert saved["linear_probe"]["pcam"]["1"]["top1"] == probed["1"]["top1"]
+    saved = json.loads((tmp_path / "eval.json").read_text())  # the headline: the probes per fraction
+    assert saved["pcam probe 100%"] == probed["1"]["top1"] and saved["pcam probe 10%"] == probed["0.1"]["top1"]
     assert "Linear probes" in (tmp_path / "r.md").read_text()
     curve = (tmp_path / "plots" / "label_fraction_pcam.csv").read_text().splitlines()
     assert curve[0] == "fraction,method,top1,top1_std" and curve[1].startswith("0.0,zero-shot,")

@@ -101,8 +101,10 @@ with tarfile.open({str(image)!r}) as tar:
     jpeg = tar.extractfile(member).read()
 out = model.predict(pd.DataFrame({{"image": [jpeg, None], "text": [None, "chest X-ray"]}}),
                     params={{"class_names": ["chest X-ray", "bar chart"]}})
+images_only = model.predict(pd.DataFrame({{"image": [jpeg], "text": [None]}}))  # the README's snippet, no classes
 print(json.dumps({{"image": out["image_embedding"][0], "text": out["text_embedding"][1],
-                  "probabilities": out["probabilities"][0], "jpeg_member": member.name}}))
+                  "probabilities": out["probabilities"][0], "jpeg_member": member.name,
+                  "columns": list(images_only.columns), "no_text": images_only["text_embedding"][0]}}))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             cwd=world["root"])
@@ -121,6 +123,9 @@ print(json.dumps({{"image": out["image_embedding"][0], "text": out["text_embeddi
     assert torch.allclose(torch.tensor(got["image"]), expected_image, atol=1e-5)
     assert torch.allclose(torch.tensor(got["text"]), expected_text, atol=1e-5)
     assert abs(sum(got["probabilities"]) - 1) < 1e-5
+    # Every column the README lists, also where nothing was asked of it.
+    assert got["columns"] == ["image_embedding", "text_embedding", "probabilities", "label"]
+    assert got["no_text"] is None
 
 
 @pytest.mark.unit
@@ -293,3 +298,52 @@ def test_lineage_lists_the_chain_and_verify_catches_a_changed_shard_byte(world, 
     problems = verify(only_shards, world["tracking"], shard_manifest=shards / "manifest.json",
                       model_dir=Path(info["model_dir"]), repo_root=REPO).problems
     assert any(str(target) in p and "sha256" in p for p in problems), problems
+
+
+@pytest.mark.integration
+def test_carry_over_moves_runs_versions_aliases_and_lineage_to_another_store(world, tmp_path):
+    """The workspace's embedded store → a team store: every version (oldest first, so the numbers
+    stay), its tags, model and aliases, and the runs behind them with their metric histories and
+    artifacts; the workspace's old run ids resolve there; a second carry-over copies nothing."""
+    from biomedclip.models import load_model
+    from biomedclip.register.carry_over import carry_over
+    from biomedclip.tracking import (
+        NotInStore,
+        TrackingParams,
+        connect,
+        model_version,
+        workspace_run,
+    )
+
+    params = registry_params(world["root"], "carried")
+    first = register(params, world["tracking"], train_info=world["untrained"], lineage=tags_for(world["untrained"]))
+    second = register(params, world["tracking"], train_info=world["trained"], lineage=tags_for(world["trained"]),
+                      dvc_lock=REPO / "dvc.lock")
+    source = mlflow.MlflowClient(world["tracking"].uri)
+    source.set_registered_model_alias("carried", "champion", str(first["version"]))
+    team = TrackingParams(uri=f"sqlite:///{tmp_path / 'team.db'}", experiment="session")
+    with pytest.raises(NotInStore, match=r"no registered model 'carried' .*biomedclip carry-over"):
+        model_version(connect(team), "models:/carried@champion")
+
+    report = carry_over(world["tracking"].uri, params, team, workspace_run_id=world["trained"]["mlflow_run_id"])
+    assert report.versions == {first["version"]: 1, second["version"]: 2} and report.copied_versions == 2
+    assert report.aliases == {"champion": 1, "challenger": 2}
+    client = connect(team)
+    copied = model_version(client, "models:/carried@challenger")
+    original = source.get_model_version("carried", str(second["version"]))
+    lineage_tags = {k: v for k, v in original.tags.items() if k.startswith("biomedclip.")}
+    assert lineage_tags and {k: copied.tags.get(k) for k in lineage_tags} == lineage_tags
+    run = client.get_run(copied.run_id)
+    old = source.get_run(world["trained"]["mlflow_run_id"])
+    assert run.data.params == old.data.params and run.info.run_id != old.info.run_id
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == \
+        [m.value for m in source.get_metric_history(old.info.run_id, "loss")]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"model", "loss_curve.png"}
+    assert workspace_run(client, old.info.run_id, recorded_in="data/train/run.json") == run.info.run_id
+    here = load_model("models:/carried@challenger", tracking=team)
+    assert here.digest == world["trained"]["model_sha256"]
+    with pytest.raises(NotInStore, match=r"carried has no version 9 \(versions: 1-2; aliases: challenger -> 2, "
+                                         r"champion -> 1\)"):
+        model_version(client, "models:/carried/9")
+    again = carry_over(world["tracking"].uri, params, team, workspace_run_id=world["trained"]["mlflow_run_id"])
+    assert again.copied_runs == 0 and again.copied_versions == 0 and again.versions == report.versions

@@ -364,7 +364,7 @@ def shard(
 ) -> None:
     """Write the validated manifest as WebDataset tar shards per split (open_clip's layout).
 
-    `shards/{train,val,test}/NNNNNN.tar` with `<key>.jpg/.txt/.json` samples (figures by pair_id,
+    `shards/{train,val,test}/NNNNNN.tar` with `KEY.jpg/.txt/.json` samples (figures by pair_id,
     panels by panel_id), a sizes.json per split and a shard manifest (samples, bytes, sha256 per
     shard). Byte-reproducible; a killed run resumes where it stopped.
     """
@@ -494,6 +494,8 @@ def compare_command(
     sources = [_full_reference(m, params) for m in models]
     result = compare(sources, params.evaluate, shards_dir=params.shard.outputs.shards,
                      tracking=params.tracking, progress=lambda s: err.print(f"evaluating {s}", highlight=False))
+    for source, where in result["reused"].items():
+        err.print(f"{source}: evaluated before on the same data: reused {where}", highlight=False)
     atomic_write_bytes(report / "compare.md", markdown(result).encode())
     atomic_write_bytes(report / "compare.json", (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
     out.print(_comparison_table(result))
@@ -532,7 +534,7 @@ def export_command(
                                                "config names the text tower by it, so hf-hub: loads it.")] = None,
 ) -> None:
     """Write a model as a folder plain open_clip loads: `local-dir:DEST` from any working directory,
-    or, uploaded as it is to the repo `--hub-id` names, `hf-hub:<org>/<repo>`.
+    or, uploaded as it is to the repo `--hub-id` names, `hf-hub:ORG/REPO`.
 
     The published layout: `open_clip_config.json`, the weights, the text tower's `config.json` and
     tokenizer beside them, and the model card (`README.md`).
@@ -543,7 +545,7 @@ def export_command(
     state: Context = ctx.obj
     params = state.params()
     if hub_id is not None and hub_id.count("/") != 1:
-        raise typer.BadParameter(f"{hub_id!r} is not <org>/<repo>", param_hint="--hub-id")
+        raise typer.BadParameter(f"{hub_id!r} is not ORG/REPO", param_hint="--hub-id")
     if dest.exists() and not (dest / "open_clip_config.json").is_file():
         raise typer.BadParameter(f"{dest} exists and is not a model folder: it would be replaced", param_hint="DEST")
     with located(_full_reference(model, params), tracking=params.tracking) as files, \
@@ -579,8 +581,13 @@ def promote_command(
     params = state.params()
     record = promote(params.register, params.tracking, params.evaluate, params.shard.outputs.shards,
                      version=version, force=force, reason=reason)
-    verdict = "[green]promoted[/]" if record["promoted"] else "[yellow]not promoted[/]"
-    out.print(f"{params.register.model_name} version {record['version']}: {verdict} — {record['why']}")
+    for role, where in record.get("reused_evaluations", {}).items():
+        out.print(f"the {role}'s evaluation: reused, not recomputed ({where})", highlight=False)
+    if record["forced"]:
+        verdict = f"[yellow]promoted by force[/] (reason: {escape(record['reason'])}); the gate said no"
+    else:
+        verdict = "[green]promoted[/]" if record["promoted"] else "[yellow]not promoted[/]"
+    out.print(f"{params.register.model_name} version {record['version']}: {verdict} — {escape(record['why'])}")
     if not record["promoted"]:
         raise typer.Exit(REFUSED)
 
@@ -643,6 +650,36 @@ def lineage_command(
         raise typer.Exit(FAILED)
 
 
+@app.command("carry-over")
+def carry_over_command(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option("--from", help="The store the workspace's runs and models are in now "
+                                        "(default: tracking.uri as params.yaml says it, the embedded store).")]
+    = "",
+) -> None:
+    """Carry this workspace's MLflow runs and registered models over to the store in use now
+    (MLFLOW_TRACKING_URI: a team server), so that every command works there as it did here.
+
+    Every version of `register.model_name` (oldest first: a new server numbers them as the workspace
+    did) with its tags, model and aliases; the runs behind them and the training run of
+    `train.outputs.run_info`, with their params, metric histories, tags and artifacts. The
+    workspace's records keep naming the old run ids: copies carry them, and every command finds the
+    copy. Run it again: only what is missing is copied.
+    """
+    import json
+
+    from rich.markdown import Markdown
+
+    from biomedclip.register.carry_over import carry_over
+
+    state: Context = ctx.obj
+    params = state.params()
+    info = params.train.outputs.run_info
+    run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.is_file() else None
+    report = carry_over(source or params.tracking.uri, params.register, params.tracking, workspace_run_id=run_id)
+    out.print(Markdown(report.markdown()))
+
+
 @app.command("retrain")
 def retrain_command(
     ctx: typer.Context,
@@ -676,7 +713,7 @@ def schedule_command(
     until interrupted (Prefect `serve`): one run at a time, a trigger meanwhile waits its turn.
 
     List, pause and trigger it with Prefect's own tools: `prefect deployment ls`,
-    `prefect deployment schedule pause retrain/weekly <id>`, `prefect deployment run
+    `prefect deployment schedule pause retrain/weekly ID`, `prefect deployment run
     retrain/weekly`, or the UI. Point PREFECT_API_URL at a server (`prefect server start`) so
     the schedule outlives this terminal's view of it.
     """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -150,11 +151,113 @@ def connect(params: TrackingParams):
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# -- looking things up ---------------------------------------------------------------------------
+class NotInStore(LookupError):
+    """A registered model, version, alias or run the store does not hold: the message names it,
+    the store, and what the store does hold."""
+
+
+REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))(?:/.*)?$")
+CARRIED_FROM = "biomedclip.carried_from.run_id"  # on a run copied from another store: its old id
+CARRY_OVER_HINT = ("this workspace's runs and models are in another store (the embedded sqlite:///mlflow.db "
+                   "until you set MLFLOW_TRACKING_URI): carry them over with `biomedclip carry-over`")
+
+
+def store_name(client: Any) -> str:
+    return _redacted(str(client.tracking_uri))
+
+
+def _absent(exc: Exception) -> bool:
+    """MLflow's answer for a missing resource: RESOURCE_DOES_NOT_EXIST, or, from a server with
+    authentication, PERMISSION_DENIED (its permission check looks the resource up first)."""
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "NOT_FOUND")
+
+
+def _numbers(values: list[int]) -> str:
+    """1, 2, 5-9: a list of version numbers as a person reads it."""
+    spans: list[list[int]] = []
+    for v in sorted(values):
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans) or "none"
+
+
+def model_version(client: Any, uri: str) -> Any:
+    """The registered version `models:/NAME@ALIAS` or `models:/NAME/N` names; `NotInStore`, in one
+    line naming what exists (the model's versions and aliases, or the registered models), when the
+    store does not hold it."""
+    from mlflow.exceptions import MlflowException
+
+    match = REGISTERED.match(uri)
+    if match is None:
+        raise ValueError(f"{uri!r} is not a registered model (models:/NAME@ALIAS or models:/NAME/N)")
+    name = match["name"]
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as exc:
+        if not _absent(exc):
+            raise
+        names = sorted(m.name for m in client.search_registered_models(max_results=50))
+        hint = "" if names else f"; {CARRY_OVER_HINT}"
+        raise NotInStore(f"{uri}: {store_name(client)} has no registered model {name!r} (registered models: "
+                         f"{', '.join(names) or 'none'}){hint}") from None
+    aliases = dict(getattr(registered, "aliases", {}) or {})
+    versions = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
+    held = (f"versions: {_numbers(versions)}; aliases: "
+            + (", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"))
+    if match["alias"]:
+        if match["alias"] not in aliases:
+            raise NotInStore(f"{uri}: {name} has no alias {match['alias']!r} ({held})")
+        number = int(aliases[match["alias"]])
+    else:
+        number = int(match["version"])
+    if number not in versions:
+        raise NotInStore(f"{uri}: {name} has no version {number} ({held})")
+    return client.get_model_version(name, str(number))
+
+
+def find_run(client: Any, run_id: str) -> Any | None:
+    """The run `run_id`, or the run carried over from it (`biomedclip carry-over`); None when the
+    store holds neither. A server with authentication answers a missing run with 403: a search of
+    the experiments the user can read tells "missing" from "denied"."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if not _absent(exc):
+            raise
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    for chunk in range(0, len(experiments), 100):
+        found = client.search_runs(experiments[chunk:chunk + 100], max_results=1,
+                                   filter_string=f"tags.`{CARRIED_FROM}` = '{run_id}'")
+        if found:
+            return found[0]
+    return None
+
+
+def workspace_run(client: Any, run_id: str, *, recorded_in: str) -> str:
+    """The store's id of the run this workspace recorded (`recorded_in` says where): itself, or the
+    run carried over from it; `NotInStore` naming it and how to carry it over when neither exists."""
+    run = find_run(client, run_id)
+    if run is None:
+        raise NotInStore(f"MLflow run {run_id} ({recorded_in}) is not in {store_name(client)}: {CARRY_OVER_HINT}")
+    return run.info.run_id
+
+
 def download(artifact_uri: str, destination: Path, params: TrackingParams) -> Path:
-    """Download `models:/...`, `runs:/...` or `mlflow-artifacts:/...` into `destination`."""
+    """Download `models:/...`, `runs:/...` or `mlflow-artifacts:/...` into `destination`; a model,
+    version, alias or run the store does not hold is `NotInStore`, in one line."""
     import mlflow
 
-    connect(params)
+    client = connect(params)
+    if artifact_uri.startswith("models:/") and REGISTERED.match(artifact_uri):
+        model_version(client, artifact_uri)
+    elif artifact_uri.startswith("runs:/"):
+        run_id = artifact_uri.removeprefix("runs:/").split("/", 1)[0]
+        artifact_uri = artifact_uri.replace(run_id, workspace_run(client, run_id, recorded_in=artifact_uri), 1)
     log.info("downloading %s", artifact_uri)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination)))
 

@@ -43,6 +43,7 @@ def compare(sources: list[str], params: EvaluateParams, *, shards_dir: Path,
     if len(set(sources)) != len(sources):
         raise ValueError(f"a model is named twice: {sources}")
     scores: dict[str, dict[str, float]] = {}
+    reused: dict[str, str] = {}
     for source in sources:
         if progress is not None:
             progress(source)
@@ -50,8 +51,11 @@ def compare(sources: list[str], params: EvaluateParams, *, shards_dir: Path,
             out = Path(tmp)
             local = params.model_copy(update={"outputs": EvaluateOutputs(
                 metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
-            scores[source] = flatten_metrics(evaluate(local, model=source, shards_dir=shards_dir, tracking=tracking))
-    return side_by_side(scores, split=params.split)
+            result = evaluate(local, model=source, shards_dir=shards_dir, tracking=tracking)
+            scores[source] = flatten_metrics(result)
+            if result.get("reused"):
+                reused[source] = result["reused"]
+    return {**side_by_side(scores, split=params.split), "reused": reused}
 
 
 def side_by_side(scores: dict[str, dict[str, float]], *, split: str) -> dict[str, Any]:

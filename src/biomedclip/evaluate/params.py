@@ -83,6 +83,8 @@ class EvaluateParams(Section):
     linear_probe: LinearProbeParams = LinearProbeParams()
     jpeg_quality: Annotated[int, Field(ge=10, le=95)] = 75  # the re-encoding invariance check
     min_jpeg_similarity: Annotated[float, Field(gt=0, le=1, strict=False)] = 0.9
+    # Finished evaluations by weights, test shards, benchmarks and params: computed once (not versioned).
+    cache: PathValue = Path(".cache/evaluations")
     outputs: EvaluateOutputs = EvaluateOutputs()
 
     @model_validator(mode="after")

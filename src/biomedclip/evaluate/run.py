@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.digests import file_sha256
 from biomedclip.evaluate.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from biomedclip.evaluate.classification import class_embeddings, classification_metrics
 from biomedclip.evaluate.embedding import (
@@ -31,11 +32,13 @@ from biomedclip.evaluate.embedding import (
 from biomedclip.evaluate.formats import PAPER_ZERO_SHOT, PRESETS
 from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.evaluate.probe import cache_key, cached_features, linear_probe
+from biomedclip.evaluate.results_cache import evaluation_key, recall, record
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
-from biomedclip.models import LoadedModel, load_model, model_uri
+from biomedclip.models import LoadedModel, build, located, model_uri
 from biomedclip.tracking import TrackingParams
 
 log = logging.getLogger(__name__)
+DETAILS = "details.json"  # every number of an evaluation, beside the plots' data (not a DVC metric)
 
 
 def _reencoded(data: bytes, quality: int) -> Image.Image:
@@ -220,36 +223,76 @@ def model_to_evaluate(params: EvaluateParams, run_info: Path, registered_name: s
     return info["model_dir"], info.get("mlflow_run_id")
 
 
-def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run_id: str | None = None,
-             tracking: TrackingParams | None = None) -> dict[str, Any]:
-    """Evaluate `model` (a folder or an MLflow model URI); returns and writes the results. With
-    `mlflow_run_id` (and tracking enabled) the results are also logged into that run."""
-    loaded = load_model(model, tracking=tracking)
-    folder = shards_dir / params.split
+def measure(loaded: LoadedModel, params: EvaluateParams, folder: Path) -> dict[str, Any]:
+    """Everything an evaluation finds about `loaded` (the split's shards in `folder`): retrieval,
+    zero-shot with its predictions and confusion, the probes, the model tests."""
     retrieval_result = retrieval(loaded, folder, params)
     zero_shot_result, predictions, probes = zero_shot(loaded, params)
     tests = model_tests(loaded, folder, retrieval_result, params)
-    result = {"model": model, "split": params.split, "ks": list(params.ks), "retrieval": retrieval_result,
-              "zero_shot": {k: {m: v for m, v in r.items() if m != "confusion"} for k, r in zero_shot_result.items()},
-              "linear_probe": probes, "model_tests": tests}
+    return {"split": params.split, "ks": list(params.ks), "retrieval": retrieval_result,
+            "zero_shot": {k: {m: v for m, v in r.items() if m != "confusion"} for k, r in zero_shot_result.items()},
+            "linear_probe": probes, "model_tests": tests, "predictions": predictions,
+            "confusion": {k: r["confusion"] for k, r in zero_shot_result.items()}}
+
+
+def headline(result: dict[str, Any]) -> dict[str, float]:
+    """The numbers a person compares, under short names (the declared DVC metrics, one row of
+    `dvc metrics show`): retrieval Recall@k both ways, each benchmark's headline metric, the
+    probes' top-1 per label fraction. Every other number is in the details file beside the plots."""
+    numbers: dict[str, float] = {}
+    for direction, short in (("image_to_text", "i2t"), ("text_to_image", "t2i")):
+        numbers.update({f"{short} R@{k}": result["retrieval"][f"{direction}/recall_at_{k}"] for k in result["ks"]})
+    for name, metrics in result["zero_shot"].items():
+        metric = metrics.get("headline", "top1")
+        numbers[f"{name} {metric}"] = metrics[metric]
+    for name, fractions in result["linear_probe"].items():
+        numbers.update({f"{name} probe {float(f):.0%}": m["top1"] for f, m in fractions.items() if isinstance(m, dict)})
+    return numbers
+
+
+def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run_id: str | None = None,
+             tracking: TrackingParams | None = None) -> dict[str, Any]:
+    """Evaluate `model` (any model reference); returns and writes the results. With
+    `mlflow_run_id` (and tracking enabled) the results are also logged into that run.
+
+    An evaluation is computed once (`results_cache`): the same weights, test shards, benchmarks
+    and params give the recorded result back, logged as reused and marked so (`reused`: the
+    record's path), instead of embedding everything again."""
+    with located(model, tracking=tracking) as files:
+        key = evaluation_key(file_sha256(files.weights), files.model_cfg, params, shards_dir)
+        measured = recall(params.cache, key)
+        if measured is not None:
+            reused: str | None = str(params.cache / f"{key}.json")
+            log.info("%s: these weights were evaluated on the same test shards, benchmarks and params "
+                     "before: reusing %s", model, reused)
+        else:
+            reused = None
+            measured = measure(build(files), params, shards_dir / params.split)
+            record(params.cache, key, measured)
+    predictions, confusion = measured["predictions"], measured["confusion"]
+    result = {"model": model, **{k: v for k, v in measured.items() if k not in ("predictions", "confusion")}}
     out = params.outputs
-    metrics = {**result, "zero_shot": {k: {m: v for m, v in r.items() if m != "classes"} for k, r in result["zero_shot"].items()}}
-    atomic_write_bytes(out.metrics, (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode())
+    details = {**result, "zero_shot": {k: {m: v for m, v in r.items() if m != "classes"}
+                                       for k, r in result["zero_shot"].items()}}
+    atomic_write_bytes(out.metrics, (json.dumps(headline(result), indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out.plots / DETAILS, (json.dumps(details, indent=2, sort_keys=True) + "\n").encode())
+    retrieval_result = result["retrieval"]
     _write_csv(out.plots / "recall_at_k.csv",
                [{"k": k, **{d: retrieval_result[f"{d}/recall_at_{k}"] for d in ("image_to_text", "text_to_image")}}
                 for k in params.ks], ["k", "image_to_text", "text_to_image"])
     for name, rows in predictions.items():
         _write_csv(out.plots / f"confusion_{name}.csv", rows, ["actual", "predicted"])
-    for name, fractions in probes.items():  # accuracy against label fraction, zero-shot as the 0% point
+    for name, fractions in result["linear_probe"].items():  # accuracy against label fraction, zero-shot at 0%
         zero = result["zero_shot"][name]
         rows = [{"fraction": 0.0, "method": "zero-shot", "top1": zero["top1"], "top1_std": 0.0}]
         rows += [{"fraction": float(f), "method": "linear probe", "top1": m["top1"], "top1_std": m["top1_std"]}
                  for f, m in fractions.items() if isinstance(m, dict)]
         _write_csv(out.plots / f"label_fraction_{name}.csv", rows, ["fraction", "method", "top1", "top1_std"])
+    # The same bytes whether computed now or reused: the outputs are the result's, not the run's.
     atomic_write_bytes(out.report, report_markdown({**result, "paper_reference": paper_reference(params)}).encode())
     if mlflow_run_id and tracking is not None and tracking.enabled:
         _log_to_mlflow(mlflow_run_id, tracking, result, out)
-    return {**result, "confusion": {k: r["confusion"] for k, r in zero_shot_result.items()}}
+    return {**result, "confusion": confusion, "reused": reused}
 
 
 def _log_to_mlflow(run_id: str, tracking: TrackingParams, result: dict[str, Any], out: EvaluateOutputs) -> None:

@@ -36,6 +36,7 @@ COMMON_ERRORS = (
     "biomedclip.storage:ObjectReadError",
     "biomedclip.models:ModelSourceError",
     "biomedclip.tracking:TrackingUnavailable",
+    "biomedclip.tracking:NotInStore",
     "biomedclip.register.registry:RegistryError",
     "biomedclip.locks:Busy",
     "builtins:FileNotFoundError",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,30 +31,17 @@ from biomedclip.models import WEIGHT_FILES
 from biomedclip.pipeline.stages import model_input_stages
 from biomedclip.register.params import RegisterParams
 from biomedclip.register.registry import RegistryError, decisions
-from biomedclip.tracking import TrackingParams, connect, download
+from biomedclip.tracking import REGISTERED, TrackingParams, connect, download, model_version
 
 log = logging.getLogger(__name__)
 WEIGHTS = WEIGHT_FILES[0]  # the file this project's models keep their weights in
-URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
-
-
-def resolve(client, uri: str):
-    match = URI.match(uri)
-    if not match:
-        raise RegistryError(f"{uri!r} is not a registered model URI (models:/name@alias or models:/name/N)")
-    from mlflow.exceptions import MlflowException
-
-    try:
-        if match["alias"]:
-            return client.get_model_version_by_alias(match["name"], match["alias"])
-        return client.get_model_version(match["name"], match["version"])
-    except MlflowException as exc:
-        raise RegistryError(f"{uri}: {exc.message}") from None
 
 
 def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[str, Any]:
     client = connect(tracking)
-    version = resolve(client, uri)
+    if not REGISTERED.match(uri):
+        raise RegistryError(f"{uri!r} is not a registered version (models:/NAME@ALIAS, models:/NAME/N, @ALIAS or N)")
+    version = model_version(client, uri)
     tags = {k.removeprefix("biomedclip."): v for k, v in version.tags.items() if k.startswith("biomedclip.")}
     run = client.get_run(version.run_id) if version.run_id else None
     stages: dict[str, Any] = {}

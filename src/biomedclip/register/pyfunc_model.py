@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 TEMPLATES = ("this is an image of {}", "{} presented in image", "a photo of {}")
+# What `predict` returns, every column every time (README: "columns: ...").
+OUTPUT_COLUMNS = ("image_embedding", "text_embedding", "probabilities", "label")
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin")
 
 
@@ -86,12 +88,13 @@ class BiomedCLIPModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
-        out = pd.DataFrame(index=model_input.index)
+        # Every column, always (None where a row asked nothing of it): callers index them blind.
+        out = pd.DataFrame({column: pd.Series([None] * len(model_input), index=model_input.index, dtype=object)
+                            for column in OUTPUT_COLUMNS})
         images = model_input.get("image", None)
         if images is not None and images.notna().any():
             rows = images.notna().to_numpy()
             embeddings = self._images(images[rows].tolist())
-            out["image_embedding"] = None
             out.loc[rows, "image_embedding"] = pd.Series([e.tolist() for e in embeddings], index=out.index[rows])
             class_names = list(params.get("class_names") or [])
             if class_names:
@@ -104,8 +107,6 @@ class BiomedCLIPModel(mlflow.pyfunc.PythonModel):
                 logits = 100.0 * embeddings @ np.stack(classes).T
                 logits -= logits.max(axis=1, keepdims=True)
                 probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-                out["probabilities"] = None
-                out["label"] = None
                 out.loc[rows, "probabilities"] = pd.Series([p.tolist() for p in probabilities], index=out.index[rows])
                 out.loc[rows, "label"] = pd.Series([class_names[i] for i in probabilities.argmax(axis=1)],
                                                    index=out.index[rows])
@@ -113,7 +114,6 @@ class BiomedCLIPModel(mlflow.pyfunc.PythonModel):
         if texts is not None and texts.notna().any():
             rows = texts.notna().to_numpy()
             embeddings = self._texts([str(t) for t in texts[rows]])
-            out["text_embedding"] = None
             out.loc[rows, "text_embedding"] = pd.Series([e.tolist() for e in embeddings], index=out.index[rows])
         return out
 

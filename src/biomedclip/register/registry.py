@@ -39,7 +39,7 @@ from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.models import located, write_model_folder
 from biomedclip.register.lineage_facts import PREFIX, external_tags, flatten_metrics
 from biomedclip.register.params import RegisterParams
-from biomedclip.tracking import TrackingParams, connect, new_run
+from biomedclip.tracking import TrackingParams, connect, model_version, new_run, workspace_run
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
     if not run_id:
         raise RegistryError("the training run has no MLflow run id (tracking was off): train with "
                             "tracking.enabled to register")
+    run_id = workspace_run(client, run_id, recorded_in="the training run")
     _create_registered_model(client, name)
     model_sha, key = train_info["model_sha256"], lineage.get(f"{PREFIX}lineage.key")
     same_model = [v for v in client.search_model_versions(f"name='{name}'")
@@ -148,7 +149,7 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
         if key and existing.tags.get(f"{PREFIX}lineage.key") == key:
             log.info("%s version %s already holds this model and lineage: nothing to register", name, existing.version)
             return {"name": name, "version": int(existing.version), "uri": f"models:/{name}/{existing.version}",
-                    "created": False}
+                    "created": False, "aliases": sorted(getattr(existing, "aliases", []) or [])}
     tags = dict(lineage)
     with mlflow.start_run(run_id=run_id):
         if dvc_lock is not None and dvc_lock.is_file():
@@ -161,7 +162,7 @@ def register(params: RegisterParams, tracking: TrackingParams, *, train_info: di
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     log.info("registered %s version %s (alias %s)", name, registered.version, CHALLENGER)
     return {"name": name, "version": int(registered.version), "uri": f"models:/{name}/{registered.version}",
-            "created": True}
+            "created": True, "aliases": [CHALLENGER]}
 
 
 def register_external(params: RegisterParams, tracking: TrackingParams, evaluate: EvaluateParams, shards_dir: Path,
@@ -196,7 +197,7 @@ def register_external(params: RegisterParams, tracking: TrackingParams, evaluate
                            text=files.text, text_name=text_name, preprocess_cfg=files.spec.get("preprocess_cfg"),
                            card=_external_card(files.folder, source, sha))
         run_id = new_run(tracking, f"external: {source}"[:250], {f"{PREFIX}lineage.kind": "external"})
-        metrics = _evaluate_uri(str(model_dir), evaluate, shards_dir, tracking, mlflow_run_id=run_id)
+        metrics, _ = _evaluate_uri(str(model_dir), evaluate, shards_dir, tracking, mlflow_run_id=run_id)
         tags = external_tags(source=source, weights=files.weights, sha256=sha, model_cfg=files.model_cfg,
                              run_id=run_id, metrics=metrics, shards_manifest=shards_dir / "manifest.json")
         with mlflow.start_run(run_id=run_id):
@@ -276,15 +277,17 @@ def gate(champion: dict[str, float] | None, challenger: dict[str, float], params
 
 
 def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path, tracking: TrackingParams, *,
-                  mlflow_run_id: str | None = None) -> dict[str, float]:
+                  mlflow_run_id: str | None = None) -> tuple[dict[str, float], str | None]:
+    """`uri`'s flattened evaluation, and where it was reused from (None: computed now)."""
     from biomedclip.evaluate.run import evaluate as run_evaluation
 
     with tempfile.TemporaryDirectory(prefix="biomedclip-gate-") as tmp:
         out = Path(tmp)
         local = evaluate.model_copy(update={"outputs": EvaluateOutputs(
             metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
-        return flatten_metrics(run_evaluation(local, model=uri, shards_dir=shards_dir, tracking=tracking,
-                                              mlflow_run_id=mlflow_run_id))
+        result = run_evaluation(local, model=uri, shards_dir=shards_dir, tracking=tracking,
+                                mlflow_run_id=mlflow_run_id)
+        return flatten_metrics(result), result.get("reused")
 
 
 def promote(params: RegisterParams, tracking: TrackingParams, evaluate: EvaluateParams, shards_dir: Path, *,
@@ -298,7 +301,8 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
     actor = actor or os.environ.get("BIOMEDCLIP_ACTOR") or getpass.getuser()
     lock = FileLock(str(params.decision_log) + ".lock")
     with lock:
-        candidate = client.get_model_version(name, str(version)) if version else _version_of(client, name, CHALLENGER)
+        candidate = model_version(client, f"models:/{name}/{version}") if version else \
+            _version_of(client, name, CHALLENGER)
         if candidate is None:
             raise RegistryError(f"{name} has no {CHALLENGER} alias and no --version was given: register first")
         champion = _version_of(client, name, CHAMPION)
@@ -308,19 +312,26 @@ def promote(params: RegisterParams, tracking: TrackingParams, evaluate: Evaluate
         if params.gate.reference and reference is None:
             raise RegistryError(f"register.gate.reference is {params.gate.reference!r}, an alias {name} does not "
                                 f"have: `biomedclip register --model SOURCE --alias {params.gate.reference}` first")
-        challenger_metrics = _evaluate_uri(f"models:/{name}/{candidate.version}", evaluate, shards_dir, tracking)
-        champion_metrics = (_evaluate_uri(f"models:/{name}/{champion.version}", evaluate, shards_dir, tracking)
-                            if champion is not None else None)
+        reused: dict[str, str] = {}
+
+        def evaluation(role: str, version: Any) -> dict[str, float]:
+            metrics, where = _evaluate_uri(f"models:/{name}/{version.version}", evaluate, shards_dir, tracking)
+            if where:
+                reused[role] = where
+            return metrics
+
+        challenger_metrics = evaluation("challenger", candidate)
+        champion_metrics = evaluation("champion", champion) if champion is not None else None
         reference_metrics = None
         if reference is not None:
             reference_metrics = (challenger_metrics if reference.version == candidate.version else
-                                 _evaluate_uri(f"models:/{name}/{reference.version}", evaluate, shards_dir, tracking))
+                                 evaluation("reference", reference))
         passed, why = gate(champion_metrics, challenger_metrics, params, reference_metrics)
         promoted = passed or force
         record = {"time": _now(), "action": "promote", "model": name, "version": int(candidate.version),
                   "previous_champion": int(champion.version) if champion else None, "promoted": promoted,
                   "gate_passed": passed, "why": why, "forced": force and not passed, "reason": reason or "",
-                  "actor": actor, "primary": params.gate.primary,
+                  "actor": actor, "primary": params.gate.primary, "reused_evaluations": reused,
                   "challenger_metrics": {k: challenger_metrics[k] for k in (params.gate.primary, *params.gate.guards)
                                          if k in challenger_metrics},
                   "champion_metrics": {k: champion_metrics[k] for k in (params.gate.primary, *params.gate.guards)

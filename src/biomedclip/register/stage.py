@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.evaluate.run import DETAILS
 from biomedclip.params import Params
 from biomedclip.provenance import flow_run_ids
 from biomedclip.register import lineage_facts
@@ -27,12 +28,16 @@ class RegisterReport:
     version: int
     uri: str
     created: bool  # False: this model with this lineage was registered already
+    aliases: tuple[str, ...]  # the version's aliases now
     tags: Mapping[str, str]  # the version's lineage tags
 
     def markdown(self) -> str:
         state = "registered" if self.created else "already registered (unchanged)"
+        held = ", ".join(f"`{a}`" for a in self.aliases)
+        aliases = f"Aliases: {held}." if held else "No alias points at it."
+        step = " Promote it with `biomedclip promote`." if "challenger" in self.aliases else ""
         rows = "\n".join(f"| {k.removeprefix('biomedclip.')} | {v} |" for k, v in sorted(self.tags.items()))
-        return (f"## `{self.uri}` {state}\n\nAlias `challenger`; promote with `biomedclip promote`.\n\n"
+        return (f"## `{self.uri}` {state}\n\n{aliases}{step}\n\n"
                 f"| lineage | value |\n|---|---|\n{rows}\n")
 
 
@@ -40,7 +45,7 @@ def run(params: Params, context: StageContext) -> RegisterReport:
     """Register the train stage's model with this workspace's lineage (alias `challenger`)."""
     result = register_trained(params, context.params_path, flow_run_id=context.flow_run_id)
     return RegisterReport(result["name"], int(result["version"]), result["uri"], bool(result["created"]),
-                          result["tags"])
+                          tuple(result.get("aliases", ())), result["tags"])
 
 
 def register_trained(params: Params, params_path: Path, *, flow_run_id: str | None = None) -> dict[str, Any]:
@@ -53,7 +58,8 @@ def register_trained(params: Params, params_path: Path, *, flow_run_id: str | No
     tags = lineage_facts.collect(params_path=params_path, train_info=info,
                                  validate_result=params.validate.outputs.result,
                                  shard_manifest=params.shard.outputs.manifest,
-                                 eval_metrics=params.evaluate.outputs.metrics, flow_runs=flow_runs)
+                                 eval_metrics=params.evaluate.outputs.plots / DETAILS,
+                                 flow_runs=flow_runs)
     with tempfile.TemporaryDirectory(prefix="biomedclip-lineage-") as tmp:
         lock = inputs_lock(Path("dvc.lock"), Path(tmp) / "dvc.lock")
         result = register(params.register, params.tracking, train_info=info, lineage=tags, dvc_lock=lock)
