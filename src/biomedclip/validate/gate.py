@@ -3,7 +3,9 @@ asset, write the result JSON and the Data Docs, and stop on critical failures.
 
 GX Core 1.x API throughout: an ephemeral context, a SQLite data source with table and query
 assets, one ExpectationSuite, ValidationDefinition and Checkpoint per asset (each asset names
-its failing rows by its own key: `pair_id` or `pmcid`), and an UpdateDataDocsAction.
+its failing rows by its own key: `pair_id` or `pmcid`), and an UpdateDataDocsAction. The Data Docs
+then load their scripts, styles and fonts from copies inside their folder
+(`biomedclip.offline_pages.localize_site`), so they open on a machine without a network.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.ingest.params import IngestParams
+from biomedclip.offline_pages import localize_site
 from biomedclip.validate.checks import observed_text
 from biomedclip.validate.params import ValidateParams
 from biomedclip.validate.staging import (
@@ -216,6 +219,7 @@ def validate_manifest(ingest: IngestParams, params: ValidateParams, *,
         log.info("staged %d manifest rows from %s; running %d expectations", rows, manifest, len(found))
         with atomic_directory(params.outputs.data_docs) as docs_dir:
             outcomes = _run_checkpoints(db_path, found, docs_dir)
+            localize_site(docs_dir)  # their CDN scripts and styles, from copies inside the folder
         db = sqlite3.connect(db_path)
         try:
             present = {row[1] for row in db.execute(f"PRAGMA table_info({PAIRS_TABLE})")}
