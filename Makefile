@@ -9,7 +9,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install data run test test-fast lint lock clean
+.PHONY: install data run browser test test-fast lint lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-*
@@ -44,7 +44,12 @@ run: data  ## The main job: every pipeline stage on the embedded defaults (one P
 	@python -c "from biomedclip.config import load_params; p = load_params(); \
 	  print(f'Dataset card: {p.card.out}/index.html; model tests: {p.evaluate.outputs.report}')"
 
-test: install  ## The whole test suite: unit, integration and e2e tiers, on two workers (what CI runs).
+browser:  ## Debian's Chromium for the browser tests (as root; without it they skip, saying why).
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null 2>&1)); } || \
+	  echo "chromium: not installed (not root, or no package source): the browser tests will skip"
+
+test: install browser  ## The whole test suite: unit, integration and e2e tiers, on two workers (what CI runs).
 	pytest -n 2
 
 test-fast: install  ## The unit tier: in-process tests only, no subprocess, no server.
