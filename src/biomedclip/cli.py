@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -224,47 +224,17 @@ def inspect(
 
 
 def _show_panels(article: Any, image: Path, min_confidence: float, out_dir: Path | None) -> None:
-    """`inspect --panels`: one figure image's split into panel pairs, as a table (and a picture)."""
-    from PIL import Image, ImageDraw, UnidentifiedImageError
+    """`inspect --panels`: what the ingest does with one figure image (biomedclip.panels.inspect)."""
+    from rich.markdown import Markdown
 
-    from biomedclip.panels.match import split_figure
+    from biomedclip.config import IngestParams, PanelParams
+    from biomedclip.panels.inspect import inspect_panels
 
-    stem = PurePosixPath(image.name).stem
-    fig = next((f for f in article.figures if any(PurePosixPath(g).stem == stem for g in f.graphics)), None)
-    if fig is None:
-        known = ", ".join(g for f in article.figures for g in f.graphics) or "none"
-        raise ValueError(f"{image}: no figure of the article has a graphic named {stem!r} (graphics: {known})")
-    try:
-        with Image.open(image) as opened:
-            picture = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(f"{image}: not an image Pillow can read ({exc})") from None
-    split = split_figure(picture, fig.caption, min_confidence=min_confidence)
-    out.print(f"\n[bold]{fig.fig_id}[/] ({image.name}): layout {split.layout.method}, "
-              f"{len(split.layout.panels)} panel(s), confidence {split.layout.confidence:.2f} "
-              f"({split.layout.reason}); caption style {split.caption.style}", highlight=False)
-    out.print(f"shared: {split.caption.shared or '(nothing)'}", highlight=False)
-    if split.kept_whole:
-        out.print(f"[yellow]kept whole:[/] {split.kept_whole}", highlight=False)
-    table = Table("panel", "letter", "box (x0, y0, x1, y1)", "sub-caption", show_lines=True)
-    for pair in split.panels:
-        own = split.caption.panels.get(pair.letter, "")
-        table.add_row(str(pair.index + 1), pair.letter, ", ".join(f"{v:.2f}" for v in pair.box), own)
-    if split.panels:
-        out.print(table)
+    params = IngestParams(panels=PanelParams(min_confidence=min_confidence))
+    found = inspect_panels(article, image, params)
+    out.print(Markdown(found.markdown()))
     if out_dir is not None:
-        drawn = picture.copy()
-        draw = ImageDraw.Draw(drawn)
-        colour = (220, 30, 30) if split.panels else (230, 150, 0)
-        for i, panel in enumerate(split.layout.panels):
-            x0, y0, x1, y1 = (round(v * size) for v, size in zip(panel.box, (*drawn.size, *drawn.size), strict=True))
-            draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=3)
-            label = split.panels[i].letter if split.panels else str(i + 1)
-            draw.text((x0 + 6, y0 + 4), label, fill=colour)
-        target = out_dir / f"{stem}.panels.png"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        drawn.save(target)
-        out.print(f"written: {target}", highlight=False)
+        out.print(f"written: {found.save_drawing(out_dir)}", highlight=False)
 
 
 @app.command("benchmark-hashes")

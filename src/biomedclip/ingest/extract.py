@@ -185,7 +185,7 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         pair = pair_id(result.pmcid, fig_key, href)
         status = detail = None
         if params.panels.enabled:
-            outcome = split_panels(decoded, image, fig.caption, pair, params, images)
+            outcome = split_panels(decoded, fig.caption, pair, params, images)
             status, detail = outcome.status, outcome.detail
             result.panels += outcome.panels
         result.pairs.append({

@@ -60,7 +60,9 @@ TABLES = ("articles", "pairs", "rejects", "panels")
 # Paths relative to the package.
 EXTRACTION_CODE = ("ingest/extract.py", "ingest/images.py", "ingest/jats.py", "ingest/licenses.py",
                    "ingest/rejects.py", "ingest/sources.py", "storage.py")
-PANEL_CODE = ("ingest/panels.py", "panels/captions.py", "panels/layout.py", "panels/match.py")
+PANEL_CODE = ("ingest/panels.py", "panels/captions.py", "panels/gutters.py", "panels/layout.py",
+              "panels/letters.py", "panels/match.py", "panels/scoring.py", "panels/seams.py",
+              "panels/sheet.py")
 
 
 def code_digest(panels: bool = False) -> str:
