@@ -51,11 +51,11 @@ class PanelInspection:
         """The figure, its outcome, layout, the caption's parts, and the pairs (when split)."""
         split, layout = self.decision.split, self.decision.split.layout
         width, height = self.decoded.rgb.size
-        outcome = (f"split into {len(split.panels)} panel pairs" if self.split
-                   else f"kept whole ({self.decision.status}): {self.decision.detail}")
+        outcome = (f"split into {len(split.panels)} panel pairs" if self.split else
+                   f"kept whole (`{self.decision.status}`): {_text(self.decision.detail)}")
         lines = [f"**{_text(self.figure.fig_id)}** ({_text(self.file)}, graphic "
                  f"`{self.graphic}`; {self.found[0]}x{self.found[1]} px, decided on {width}x{height}): "
-                 f"{_text(outcome)}", ""]
+                 f"{outcome}", ""]
         if layout is None:
             lines.append("- layout: not looked at (the caption names no panel letters)")
         else:
