@@ -37,8 +37,9 @@ DECODE_SCALE = 2  # with panels on, figures are decoded at ≥ this x image.max_
 # Every outcome a figure can have, by code: split, or kept whole for a reason.
 OUTCOMES = {SPLIT: "split into panel pairs", **KEPT_WHOLE,
             "panel_too_small": "a panel would be smaller than image.min_side"}
-PANEL_COLUMNS = ("panel_id", "pair_id", "panel_index", "letter", "x0", "y0", "x1", "y1", "subcaption",
-                 "text", "confidence", "method", "image_key", "image_sha256", "width", "height", "phash")
+PANEL_COLUMNS = ("panel_id", "pair_id", "panel_index", "letter", "x0", "y0", "x1", "y1",
+                 "subcaption", "text", "confidence", "method", "image_key", "image_sha256", "width",
+                 "height", "phash")
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,9 @@ def panel_text(shared: str, own: str, max_words: int) -> str:
     return " ".join([*shared_words, *own_words])
 
 
-def pixel_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
-    """A normalised box on a figure `width` x `height`: outward to whole pixels, inside the image."""
+def pixel_box(box: tuple[float, float, float, float], width: int,
+              height: int) -> tuple[int, int, int, int]:
+    """A normalised box on a figure `width` x `height`: outward to whole pixels, inside it."""
     x0, y0, x1, y1 = box
     return (max(0, math.floor(x0 * width)), max(0, math.floor(y0 * height)),
             min(width, math.ceil(x1 * width)), min(height, math.ceil(y1 * height)))

@@ -1,7 +1,8 @@
 """`run_ingest`: list → fan out over article batches → record → assemble.
 
-The fan-out is pluggable: a bounded thread pool by default (`thread_map`), Prefect tasks on any
-task runner (threads, Dask) from the `ingest` flow (`biomedclip.pipeline.ingest`). Whatever runs the batches, the results are
+The fan-out is pluggable: a bounded thread pool by default (`thread_map`, an article a task),
+Prefect tasks on any task runner (threads, Dask) from the `ingest` flow
+(`biomedclip.pipeline.ingest`, a batch a task). Whatever runs the batches, the results are
 recorded in the state by this process and the outputs are assembled in PMCID order, so the
 manifest is the same. At most `window` batches are in flight: memory does not grow with the
 corpus.
@@ -14,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from biomedclip.storage import ObjectStore, open_store
 from biomedclip.streams import chunked, in_order_window
 
 log = logging.getLogger(__name__)
-Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), known digests
-BatchMap = Callable[[Callable[[Batch], list[ArticleResult]], Iterator[Batch]], Iterator[list[ArticleResult]]]
+Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), digests
+BatchFn = Callable[[Batch], list[ArticleResult]]
+BatchMap = Callable[[BatchFn, Iterator[Batch]], Iterator[list[ArticleResult]]]
 _STORES: dict[str, ObjectStore] = {}
 
 
@@ -77,13 +79,30 @@ def process_batch(params: IngestParams, batch: Batch) -> list[ArticleResult]:
             for versions in articles]
 
 
-def thread_map(workers: int, window: int | None = None) -> BatchMap:
-    """Ordered, bounded map over a thread pool: at most `window` batches submitted at once."""
+class BatchFutures:
+    """The futures of one batch's articles, read back as that batch's results, in order."""
 
-    def run(fn: Callable[[Batch], list[ArticleResult]], batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
+    def __init__(self, futures: list[Future[list[ArticleResult]]]) -> None:
+        self.futures = futures
+
+    def result(self) -> list[ArticleResult]:
+        return [result for future in self.futures for result in future.result()]
+
+
+def thread_map(workers: int, window: int | None = None) -> BatchMap:
+    """Ordered, bounded map over a thread pool: at most `window` batches submitted at once, each
+    article of a batch a task of its own. At PMC's image sizes a batch of 16 articles is seconds
+    of work: as one task, the last batch of a run kept one thread busy while the other idled
+    (BENCHMARKS.md, "both cores"); as articles, the threads share it. Memory is bounded as before:
+    the articles of at most `window` batches in flight."""
+
+    def run(fn: BatchFn, batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-            yield from in_order_window(lambda batch: pool.submit(fn, batch), batches,
-                                       window or 2 * workers)
+            def submit(batch: Batch) -> BatchFutures:
+                articles, known = batch
+                return BatchFutures([pool.submit(fn, ([versions], known)) for versions in articles])
+
+            yield from in_order_window(submit, batches, window or 2 * workers)
 
     return run
 

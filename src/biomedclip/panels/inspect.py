@@ -26,7 +26,7 @@ from biomedclip.ingest.jats import Article, Figure
 from biomedclip.ingest.panels import SPLIT, PanelDecision, decide, decode_side, panel_text
 from biomedclip.storage import UnsafeKey
 
-SPLIT_COLOUR, WHOLE_COLOUR = (220, 30, 30), (230, 150, 0)  # boxes of a split, of a figure kept whole
+SPLIT_COLOUR, WHOLE_COLOUR = (220, 30, 30), (230, 150, 0)  # boxes: split, kept whole
 
 
 class FigureNotFound(ValueError):
@@ -53,9 +53,9 @@ class PanelInspection:
         width, height = self.decoded.rgb.size
         outcome = (f"split into {len(split.panels)} panel pairs" if self.split else
                    f"kept whole (`{self.decision.status}`): {_text(self.decision.detail)}")
-        lines = [f"**{_text(self.figure.fig_id)}** ({_text(self.file)}, graphic "
-                 f"`{self.graphic}`; {self.found[0]}x{self.found[1]} px, decided on {width}x{height}): "
-                 f"{outcome}", ""]
+        found = f"{self.found[0]}x{self.found[1]} px, decided on {width}x{height}"
+        lines = [f"**{_text(self.figure.fig_id)}** ({_text(self.file)}, graphic `{self.graphic}`; "
+                 f"{found}): {outcome}", ""]
         if layout is None:
             lines.append("- layout: not looked at (the caption names no panel letters)")
         else:
@@ -69,8 +69,8 @@ class PanelInspection:
             for pair in split.panels:
                 box = ", ".join(f"{v:.2f}" for v in pair.box)
                 text = panel_text(split.caption.shared, pair.subcaption, self.max_words)
-                lines.append(f"| {pair.index + 1} | {pair.letter} | {box} | {_text(pair.subcaption)} "
-                             f"| {_text(text)} |")
+                lines.append(f"| {pair.index + 1} | {pair.letter} | {box} | "
+                             f"{_text(pair.subcaption)} | {_text(text)} |")
         return "\n".join(lines) + "\n"
 
     def drawing(self) -> Image.Image:
@@ -84,8 +84,8 @@ class PanelInspection:
         colour = SPLIT_COLOUR if self.split else WHOLE_COLOUR
         line = max(3, max(picture.size) // 300)
         for i, panel in enumerate(layout.panels):
-            x0, y0, x1, y1 = (round(v * size) for v, size in zip(panel.box, (*picture.size, *picture.size),
-                                                                    strict=True))
+            sizes = (*picture.size, *picture.size)
+            x0, y0, x1, y1 = (round(v * size) for v, size in zip(panel.box, sizes, strict=True))
             draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=line)
             label = self.decision.split.panels[i].letter if self.split else str(i + 1)
             draw.text((x0 + 2 * line, y0 + line), label, fill=colour)
@@ -125,12 +125,14 @@ def inspect_panels(article: Article, image: Path, params: IngestParams) -> Panel
     """What the ingest, with panels on and `params` otherwise, does with one figure file of the
     article. Raises `FigureNotFound`, or `ValueError` naming the file when it is no image the
     ingest keeps."""
-    params = params.model_copy(update={"panels": params.panels.model_copy(update={"enabled": True})})
+    panels = params.panels.model_copy(update={"enabled": True})
+    params = params.model_copy(update={"panels": panels})
     fig, href = figure_of(article, image.name)
     try:
         decoded = decode_image(image.read_bytes(), params.image, long_side=decode_side(params))
     except ImageRejected as exc:
-        raise ValueError(f"{image}: the ingest rejects it ({exc.reason.value}: {exc.detail})") from None
+        detail = f"{exc.reason.value}: {exc.detail}"
+        raise ValueError(f"{image}: the ingest rejects it ({detail})") from None
     decision = decide(decoded, fig.caption, params)
     return PanelInspection(fig, image.name, href, (decoded.width, decoded.height), decision,
                            params.panels.max_words, decoded)

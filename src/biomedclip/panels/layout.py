@@ -91,7 +91,8 @@ def find_panels(image: Image.Image, *, expected: int | None = None,
             reason = "one panel: its only gutters are ragged black gaps with no letters beside them"
         if expected is not None and expected > 1:
             confidence -= CAPTION_DIFFERS
-            reason += f" (the caption names {expected}; the image shows no gutters or seams for them)"
+            reason += (f" (the caption names {expected}; the image shows no gutters or seams "
+                       "for them)")
         return whole(confidence, reason)
     corners = [letter_corner(sheet, c) if letters else None for c in candidate.cells]
     confidence, reason = judge(candidate, letter_support(corners), expected)

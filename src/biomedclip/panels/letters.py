@@ -29,7 +29,8 @@ def letter_corner(sheet: Sheet, box: Box) -> str | None:
     for corner in ("tl", "tr", "bl", "br"):
         xs = slice(x0, x0 + s) if corner[1] == "l" else slice(x1 - s, x1)
         top = corner[0] == "t"
-        windows = [sheet.luma(slice(y0, y0 + s), xs) if top else sheet.luma(slice(y1 - s, y1), xs)[::-1]]
+        rows = slice(y0, y0 + s) if top else slice(y1 - s, y1)
+        windows = [sheet.luma(rows, xs) if top else sheet.luma(rows, xs)[::-1]]
         if top and y0 >= s:  # a letter in the margin above the panel
             windows.append(sheet.luma(slice(y0 - s, y0), xs)[::-1])
         for window in windows:  # turned so that the corner is its top left

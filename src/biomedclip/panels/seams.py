@@ -33,7 +33,8 @@ def add_grids(sheet: Sheet, candidate: Candidate, letters: bool) -> None:
     """Replace each cell that is not mostly white by the abutting grid found in it, if any."""
     cells: list[Box] = []
     for cell in candidate.cells:
-        found = split_grid(sheet, cell, letters) if sheet.white_share(cell) <= MOSTLY_WHITE else None
+        pictures = sheet.white_share(cell) <= MOSTLY_WHITE
+        found = split_grid(sheet, cell, letters) if pictures else None
         if found is None:
             cells.append(cell)
             continue
@@ -93,7 +94,8 @@ def seam_profile(sheet: Sheet, box: Box, axis: int) -> np.ndarray:
     abrupt = cross >= SEAM_STEP_RATIO * beside + SEAM_STEP_MARGIN
     if sheet.resampled:  # from x-2 to x across the pixel x-1, against the steps beside the two
         two = np.abs(p[:, :, 3:-2] - p[:, :, 1:-4]).max(axis=0)
-        abrupt |= two >= SEAM_STEP_RATIO * np.maximum(step[:, :-4], step[:, 3:-1]) + SEAM_STEP_MARGIN
+        outside = np.maximum(step[:, :-4], step[:, 3:-1])
+        abrupt |= two >= SEAM_STEP_RATIO * outside + SEAM_STEP_MARGIN
     out = np.zeros(p.shape[2])
     out[3:-2] = (abrupt & (far > SEAM_FAR)).mean(axis=0)
     return out
