@@ -37,6 +37,7 @@ import argparse
 import io
 import json
 import math
+import os
 import re
 import tempfile
 import time
@@ -101,7 +102,8 @@ def iou(a: Box, b: Box) -> float:
 
 def matches(truth: Sequence[Box], found: Sequence[Box], threshold: float = 0.5) -> int:
     """Greedy one-to-one matching, best IoU first: the number of pairs at IoU >= threshold."""
-    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)),
+                   reverse=True)
     used_t, used_f = set(), set()
     for score, i, j in pairs:
         if score < threshold:
@@ -123,9 +125,12 @@ def scores(results: list[Result]) -> tuple[float, float, float, float]:
 
 def equal_grid(n: int, width: int, height: int) -> list[Box]:
     """n cells of the equal grid (fewest spare cells, then the most square cells)."""
-    rows, cols = min(((r, math.ceil(n / r)) for r in range(1, n + 1)),
-                     key=lambda rc: (rc[0] * rc[1] - n, abs(math.log((width / rc[1]) / (height / rc[0])))))
-    return [((i % cols) / cols, (i // cols) / rows, (i % cols + 1) / cols, (i // cols + 1) / rows) for i in range(n)]
+    def cost(rc: tuple[int, int]) -> tuple[int, float]:
+        return rc[0] * rc[1] - n, abs(math.log((width / rc[1]) / (height / rc[0])))
+
+    rows, cols = min(((r, math.ceil(n / r)) for r in range(1, n + 1)), key=cost)
+    return [((i % cols) / cols, (i // cols) / rows, (i % cols + 1) / cols, (i // cols + 1) / rows)
+            for i in range(n)]
 
 
 def regions(image: Image.Image) -> list[Box]:
@@ -193,15 +198,19 @@ def run(figures: list[tuple[int, CompoundFigure]], detect: Callable) -> tuple[li
         found = detect(figure)
         cpu += time.process_time() - start
         if isinstance(found, Layout):
-            boxes, confidence, reason = [p.box for p in found.panels], found.confidence, found.reason
+            boxes = [p.box for p in found.panels]
+            confidence, reason = found.confidence, found.reason
         else:
             boxes, confidence, reason = found, 1.0, ""
-        results.append(Result(seed, figure.layout, truth, boxes, matches(truth, boxes), confidence, reason))
+        results.append(Result(seed, figure.layout, truth, boxes, matches(truth, boxes), confidence,
+                              reason))
     return results, cpu
 
 
-def compare(figures: list[tuple[int, CompoundFigure]], variants: dict[str, Callable]) -> list[Result]:
-    print(f"{'method':<48} {'precision':>9} {'recall':>7} {'F1':>6} {'exact n':>7} {'fig/s/core':>10}")
+def compare(figures: list[tuple[int, CompoundFigure]],
+            variants: dict[str, Callable]) -> list[Result]:
+    print(f"{'method':<48} {'precision':>9} {'recall':>7} {'F1':>6} {'exact n':>7} "
+          f"{'fig/s/core':>10}")
     chosen: list[Result] = []
     for name, detect in variants.items():
         results, cpu = run(figures, detect)
@@ -216,10 +225,12 @@ def breakdown(results: list[Result]) -> None:
     groups: dict[str, list[Result]] = defaultdict(list)
     for r in results:
         groups[re.sub(r"-\d+x\d+", "", r.layout)].append(r)
-    print(f"\n{'layout (worst first)':<24} {'figures':>7} {'panels':>6} {'precision':>9} {'recall':>7} {'F1':>6} {'exact n':>7}")
+    print(f"\n{'layout (worst first)':<24} {'figures':>7} {'panels':>6} {'precision':>9} "
+          f"{'recall':>7} {'F1':>6} {'exact n':>7}")
     for name, group in sorted(groups.items(), key=lambda kv: (scores(kv[1])[2], kv[0])):
         p, r, f1, exact = scores(group)
-        print(f"{name:<24} {len(group):7d} {sum(len(g.truth) for g in group):6d} {p:9.3f} {r:7.3f} {f1:6.3f} {exact:7.3f}")
+        panels = sum(len(g.truth) for g in group)
+        print(f"{name:<24} {len(group):7d} {panels:6d} {p:9.3f} {r:7.3f} {f1:6.3f} {exact:7.3f}")
 
 
 def calibration(results: list[Result]) -> None:
@@ -228,10 +239,12 @@ def calibration(results: list[Result]) -> None:
         group = [r for r in results if lo <= r.confidence < hi]
         if group:
             share = sum(r.right for r in group) / len(group)
-            print(f"[{lo:.1f}, {min(hi, 1.0):.1f}{')' if hi <= 1 else ']'}   {len(group):7d} {share:11.3f}")
+            bracket = ")" if hi <= 1 else "]"
+            print(f"[{lo:.1f}, {min(hi, 1.0):.1f}{bracket}   {len(group):7d} {share:11.3f}")
 
 
-def failures(results: list[Result], figures: dict[int, CompoundFigure], out: Path, label: str) -> None:
+def failures(results: list[Result], figures: dict[int, CompoundFigure], out: Path,
+             label: str) -> None:
     bad = [r for r in results if not r.right]
     print(f"\n{len(bad)} of {len(results)} figures with a panel missed or wrong; the first few:")
     for r in bad[:8]:
@@ -244,17 +257,21 @@ def failures(results: list[Result], figures: dict[int, CompoundFigure], out: Pat
         w, h = image.size
         for boxes, colour, inset in ((r.truth, (0, 200, 0), 0), (r.found, (230, 0, 0), 3)):
             for x0, y0, x1, y1 in boxes:
-                draw.rectangle([x0 * w + inset, y0 * h + inset, x1 * w - 1 - inset, y1 * h - 1 - inset],
-                               outline=colour, width=3)
+                corners = [x0 * w + inset, y0 * h + inset, x1 * w - 1 - inset, y1 * h - 1 - inset]
+                draw.rectangle(corners, outline=colour, width=3)
         image.save(out / f"{label}-{r.seed}-{r.layout}.png")
 
 
 def captions(figures: list[tuple[int, CompoundFigure]]) -> None:
     """What a caption's panel count does: agreeing counts raise the confidence, wrong ones lower it
     and keep weakly supported splits whole; neither creates a split."""
-    print(f"\n{'expected (caption count)':<34} {'F1':>6} {'exact n':>7} {'mean confidence':>15} {'kept whole':>10}")
-    for name, count in (("none", lambda n: None), ("the true count", lambda n: n), ("true count + 1", lambda n: n + 1)):
-        results, _ = run(figures, lambda f, count=count: find_panels(f.image, expected=count(len(f.panels))))
+    print(f"\n{'expected (caption count)':<34} {'F1':>6} {'exact n':>7} {'mean confidence':>15} "
+          f"{'kept whole':>10}")
+    counts = (("none", lambda n: None), ("the true count", lambda n: n),
+              ("true count + 1", lambda n: n + 1))
+    for name, count in counts:
+        results, _ = run(figures, lambda f, count=count: find_panels(
+            f.image, expected=count(len(f.panels))))
         _, _, f1, exact = scores(results)
         confidence = sum(r.confidence for r in results) / len(results)
         whole = sum(len(r.found) == 1 for r in results) / len(results)
@@ -292,14 +309,15 @@ class Pairing:
     def text_fits(self, i: int, own: str, text: str) -> bool:
         """The text holds true panel i's sub-caption, and its own part is closest to panel i's."""
         closeness = [token_f1(own, t["subcaption"]) for t in self.truth]
-        return token_recall(self.truth[i]["subcaption"], text) >= SAME_TEXT and closeness[i] == max(closeness)
+        holds = token_recall(self.truth[i]["subcaption"], text) >= SAME_TEXT
+        return holds and closeness[i] == max(closeness)
 
     def correct(self) -> int:
-        """Emitted pairs whose crop is a true panel (IoU >= 0.5, one-to-one) with that panel's letter
-        and text."""
+        """Emitted pairs whose crop is a true panel (IoU >= 0.5, one-to-one) with that panel's
+        letter and text."""
         boxes = [tuple(t["box"]) for t in self.truth]
-        pairs = sorted(((iou(t, e[0]), i, j) for i, t in enumerate(boxes) for j, e in enumerate(self.emitted)),
-                       reverse=True)
+        pairs = sorted(((iou(t, e[0]), i, j) for i, t in enumerate(boxes)
+                        for j, e in enumerate(self.emitted)), reverse=True)
         used_t, used_e, right = set(), set(), 0
         for score, i, j in pairs:
             if score < 0.5:
@@ -309,7 +327,8 @@ class Pairing:
             used_t.add(i)
             used_e.add(j)
             _, letter, own, text = self.emitted[j]
-            right += letter.upper() == self.truth[i]["letter"].upper() and self.text_fits(i, own, text)
+            same_letter = letter.upper() == self.truth[i]["letter"].upper()
+            right += same_letter and self.text_fits(i, own, text)
         return right
 
     def found(self) -> int:
@@ -339,18 +358,23 @@ def score(pairings: list[Pairing]) -> Scores:
     return Scores(emitted, correct / max(1, emitted), correct / max(1, truth), f1)
 
 
-FINDINGS = ("no acute cardiopulmonary abnormality", "a right lower lobe consolidation", "a small left pleural effusion",
-            "cardiomegaly with pulmonary vascular congestion", "a left upper lobe nodule", "bibasilar atelectasis")
-MEASURES = ("serum lactate", "tumour volume", "body weight", "IL-6 expression", "survival", "heart rate")
+FINDINGS = ("no acute cardiopulmonary abnormality", "a right lower lobe consolidation",
+            "a small left pleural effusion", "cardiomegaly with pulmonary vascular congestion",
+            "a left upper lobe nodule", "bibasilar atelectasis")
+MEASURES = ("serum lactate", "tumour volume", "body weight", "IL-6 expression", "survival",
+            "heart rate")
 
 
 def subcaption(kind: str, n: int, seed: int) -> str:
     """One panel's own text in PMC's style, naming what it shows and whose it is."""
     if kind == "chest_xray":
-        return f"Frontal chest radiograph of patient {seed % 97 + n + 1} showing {FINDINGS[(seed + n) % 6]}."
+        return (f"Frontal chest radiograph of patient {seed % 97 + n + 1} showing "
+                f"{FINDINGS[(seed + n) % 6]}.")
     if kind in CHARTS:
-        return f"{CLASS_NAMES[kind].capitalize()} of {MEASURES[(seed + n) % 6]} in cohort {seed % 89 + n + 1}."
-    return f"{CLASS_NAMES[kind]} of the biopsy from patient {seed % 83 + n + 1}, {3 + (seed + n) % 5} weeks."
+        return (f"{CLASS_NAMES[kind].capitalize()} of {MEASURES[(seed + n) % 6]} in cohort "
+                f"{seed % 89 + n + 1}.")
+    return (f"{CLASS_NAMES[kind]} of the biopsy from patient {seed % 83 + n + 1}, "
+            f"{3 + (seed + n) % 5} weeks.")
 
 
 def caption_of(kinds: Sequence[str], seed: int, title: str) -> tuple[str, list[str]]:
@@ -366,14 +390,17 @@ def xray_pairs(figures: list[tuple[int, CompoundFigure]]) -> None:
 
     ours, grid = [], []
     for seed, figure in figures:
-        caption, own = caption_of(figure.kinds, seed, "Chest radiographs of the cohort at admission.")
-        truth = [{"letter": chr(ord("A") + i), "box": p.box, "subcaption": own[i]} for i, p in enumerate(figure.panels)]
+        title = "Chest radiographs of the cohort at admission."
+        caption, own = caption_of(figure.kinds, seed, title)
+        truth = [{"letter": chr(ord("A") + i), "box": p.box, "subcaption": own[i]}
+                 for i, p in enumerate(figure.panels)]
         split = split_figure(figure.image, caption)
         ours.append(Pairing(truth, [(p.box, p.letter, p.subcaption, p.text) for p in split.panels]))
         parts = split_caption(caption)
         letters = [k for k in parts.panels if len(k) == 1]
-        grid.append(Pairing(truth, [(c, k, parts.panels[k], parts.text_for(k)) for c, k in
-                                    zip(equal_grid(len(letters), *figure.image.size), letters, strict=True)]))
+        cells = equal_grid(len(letters), *figure.image.size)
+        grid.append(Pairing(truth, [(c, k, parts.panels[k], parts.text_for(k))
+                                    for c, k in zip(cells, letters, strict=True)]))
     for name, pairings in (("split_figure", ours), ("equal grid of the caption's letters", grid)):
         emitted = sum(len(p.emitted) for p in pairings)
         correct = sum(p.correct() for p in pairings)
@@ -381,7 +408,7 @@ def xray_pairs(figures: list[tuple[int, CompoundFigure]]) -> None:
               f"of true panels {correct / max(1, sum(len(p.truth) for p in pairings)):.3f}")
 
 
-# --- compound figures at the sizes journals publish ------------------------------------------------
+# --- compound figures at the sizes journals publish -----------------------------------------
 
 SIZES = {"demo": (520, 800), "pmc": (1200, 4000)}  # long side, px: compound_figure's and PMC's
 TILINGS = ((1, 2), (2, 1), (2, 2), (1, 3), (2, 3), (3, 2), (3, 3), (1, 4), (2, 4))
@@ -406,13 +433,16 @@ class Published:
         return self.layout.split("-")[0]
 
 
-def tile(rng: np.random.Generator, kind: str, xrays: list[Image.Image], size: tuple[int, int]) -> Image.Image:
+def tile(rng: np.random.Generator, kind: str, xrays: list[Image.Image],
+         size: tuple[int, int]) -> Image.Image:
     if kind == "chest_xray":
-        return xrays[int(rng.integers(len(xrays)))].convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        xray = xrays[int(rng.integers(len(xrays)))]
+        return xray.convert("RGB").resize(size, Image.Resampling.LANCZOS)
     if kind in CHARTS:  # drawn at the panel's size: lines and text stay sharp
         return render(kind, int(rng.integers(2**62)), *size)[0].convert("RGB").resize(size)
     scale = min(1.0, DRAWN / max(size))
-    drawn = render(kind, int(rng.integers(2**62)), max(8, int(size[0] * scale)), max(8, int(size[1] * scale)))[0]
+    width, height = max(8, int(size[0] * scale)), max(8, int(size[1] * scale))
+    drawn = render(kind, int(rng.integers(2**62)), width, height)[0]
     return drawn.convert("RGB").resize(size, Image.Resampling.LANCZOS)
 
 
@@ -449,7 +479,8 @@ def published_figure(seed: int, xrays: list[Image.Image], sides: tuple[int, int]
         for c in range(cols):
             x0, y0 = margin + c * (cell_w + gutter), margin + r * (cell_h + gutter + strip) + strip
             group = family if family != "mixed" else pick(rng, ("xray", "micrograph", "chart"))
-            kind = {"xray": "chest_xray", "micrograph": pick(rng, MICROGRAPHS), "chart": pick(rng, CHARTS)}[group]
+            kind = {"xray": "chest_xray", "micrograph": pick(rng, MICROGRAPHS),
+                    "chart": pick(rng, CHARTS)}[group]
             sheet.paste(tile(rng, kind, xrays, (cell_w, cell_h)), (x0, y0))
             kinds.append(kind)
             boxes.append((x0, y0, x0 + cell_w, y0 + cell_h))
@@ -460,13 +491,14 @@ def published_figure(seed: int, xrays: list[Image.Image], sides: tuple[int, int]
     sheet.save(buffer, format="JPEG", quality=int(rng.integers(75, 96)))
     caption, own = caption_of(kinds, seed, "Findings in the cohort.")
     truth = [{"letter": letter.upper(), "box": (x0 / width, y0 / height, x1 / width, y1 / height),
-              "subcaption": text} for letter, (x0, y0, x1, y1), text in zip(letters, boxes, own, strict=True)]
+              "subcaption": text}
+             for letter, (x0, y0, x1, y1), text in zip(letters, boxes, own, strict=True)]
     layout = f"{family}-{rows}x{cols}-" + (f"gutter{gutter}" if gutter else "abutting")
     return Published(seed, layout, buffer.getvalue(), caption, truth)
 
 
-def draw_letter(draw: ImageDraw.ImageDraw, sheet: Image.Image, box: tuple[int, int, int, int], letter: str,
-                size: int, corner: str, placement: str, dark: bool) -> None:
+def draw_letter(draw: ImageDraw.ImageDraw, sheet: Image.Image, box: tuple[int, int, int, int],
+                letter: str, size: int, corner: str, placement: str, dark: bool) -> None:
     x0, y0, x1, y1 = box
     left, top, right, bottom = draw.textbbox((0, 0), letter, font=font(size), stroke_width=1)
     tw, th = right - left, bottom - top
@@ -476,13 +508,15 @@ def draw_letter(draw: ImageDraw.ImageDraw, sheet: Image.Image, box: tuple[int, i
     if placement == "margin":  # in the strip above the panel
         ty, colour = y0 - th - size // 6, (255, 255, 255) if dark else (0, 0, 0)
     elif placement == "box":
-        draw.rectangle([tx - pad // 2 - 2, ty - pad // 2 - 2, tx + tw + pad // 2 + 1, ty + th + pad // 2 + 1],
+        half = pad // 2
+        draw.rectangle([tx - half - 2, ty - half - 2, tx + tw + half + 1, ty + th + half + 1],
                        fill=(255, 255, 255))
         colour = (0, 0, 0)
     else:  # white on dark pictures, black on light ones
         patch = np.asarray(sheet.crop((tx, ty, tx + tw, ty + th)).convert("L"))
         colour = (255, 255, 255) if patch.mean() < 128 else (0, 0, 0)
-    draw.text((tx - left, ty - top), letter, fill=colour, font=font(size), stroke_width=1, stroke_fill=colour)
+    draw.text((tx - left, ty - top), letter, fill=colour, font=font(size), stroke_width=1,
+              stroke_fill=colour)
 
 
 def load_xrays() -> list[Image.Image] | None:
@@ -496,7 +530,7 @@ def load_xrays() -> list[Image.Image] | None:
     return images
 
 
-# --- through the ingest's own path -------------------------------------------------------------------
+# --- through the ingest's own path ---------------------------------------------------------
 
 @dataclass
 class Measured:
@@ -510,6 +544,7 @@ class Measured:
     outcomes: Counter = field(default_factory=Counter)
     outcomes_before: Counter = field(default_factory=Counter)
     decision_cpu: float = 0.0  # `decide` alone, on the decode
+    decided: int = 0  # figures whose caption names panel letters: the layout ran on them
     end_to_end_cpu: float = 0.0  # decode, normalise, decide, crop, encode, store
     caption_exact: int = 0
     caption_f1: float = 0.0
@@ -524,14 +559,16 @@ def emitted_pairs(decision: PanelDecision, params: IngestParams) -> list[tuple[B
     if decision.status != SPLIT:
         return []
     shared = decision.split.caption.shared
-    return [(p.box, p.letter, p.subcaption, panel_text(shared, p.subcaption, params.panels.max_words))
+    words = params.panels.max_words
+    return [(p.box, p.letter, p.subcaption, panel_text(shared, p.subcaption, words))
             for p in decision.split.panels]
 
 
-def through_ingest(figures: Iterable[tuple[str, bytes, str, list[dict]]], params: IngestParams) -> Measured:
+def through_ingest(figures: Iterable[tuple[str, bytes, str, list[dict]]],
+                   params: IngestParams) -> Measured:
     """(label, published bytes, caption, truth) per figure: decoded, normalised and split as the
-    ingest does (`decode_image` at `decode_side`, `encode_image`, `split_panels`), and decided on the
-    stored figure instead, for the comparison."""
+    ingest does (`decode_image` at `decode_side`, `encode_image`, `split_panels`), and decided on
+    the stored figure instead, for the comparison."""
     store = ImageStore(Path(tempfile.mkdtemp(prefix="bench-panels-store-")))
     m = Measured()
     for label, data, caption, truth in figures:
@@ -541,15 +578,15 @@ def through_ingest(figures: Iterable[tuple[str, bytes, str, list[dict]]], params
         outcome = split_panels(original, caption, "bench", params, store)
         m.end_to_end_cpu += time.process_time() - start
         start = time.process_time()
-        decide(original, caption, params)
+        m.decided += decide(original, caption, params).split.layout is not None
         m.decision_cpu += time.process_time() - start
         before = decide(original._replace(rgb=stored.pixels), caption, params)
         m.labels.append(label)
         m.sides.append(max(original.width, original.height))
         m.outcomes[outcome.status] += 1
         m.outcomes_before[before.status] += 1
-        m.after.append(Pairing(truth, [((p["x0"], p["y0"], p["x1"], p["y1"]), p["letter"], p["subcaption"],
-                                        p["text"]) for p in outcome.panels]))
+        m.after.append(Pairing(truth, [((p["x0"], p["y0"], p["x1"], p["y1"]), p["letter"],
+                                        p["subcaption"], p["text"]) for p in outcome.panels]))
         m.before.append(Pairing(truth, emitted_pairs(before, params)))
         parts = split_caption(caption)
         letters = [key for key in parts.panels if len(key) == 1]
@@ -565,18 +602,28 @@ def through_ingest(figures: Iterable[tuple[str, bytes, str, list[dict]]], params
 
 def report(m: Measured, what: str) -> None:
     panels = sum(len(p.truth) for p in m.after)
-    print(f"{what}: {m.figures} figures, {panels} panels, long side {min(m.sides)}-{max(m.sides)} px "
-          f"(median {sorted(m.sides)[len(m.sides) // 2]})")
-    print(f"\n{'method':<52} {'pairs':>6} {'pair correct':>12} {'of true panels':>14} {'panel F1':>8}")
+    print(f"{what}: {m.figures} figures, {panels} panels, long side {min(m.sides)}-{max(m.sides)} "
+          f"px (median {sorted(m.sides)[len(m.sides) // 2]})")
+    print(f"\n{'method':<52} {'pairs':>6} {'pair correct':>12} {'of true panels':>14} "
+          f"{'panel F1':>8}")
     for name, pairings in (("ingest.panels: decided on the decode (now)", m.after),
                            ("  decided on the stored figure (before)", m.before),
                            ("baseline (a): keep whole", [Pairing(p.truth, []) for p in m.after]),
                            ("baseline (b): equal grid of the caption's letters", m.grid)):
         print(f"{name:<52} {score(pairings).row()}")
-    print("figures by outcome, now: " + ", ".join(f"{k} {v}" for k, v in sorted(m.outcomes.items())))
-    print("                 before: " + ", ".join(f"{k} {v}" for k, v in sorted(m.outcomes_before.items())))
-    print(f"{m.figures / m.decision_cpu:.0f} figures/s per core to decide (caption split, layout on the decode); "
-          f"{m.figures / m.end_to_end_cpu:.0f} end to end (decode, normalise, decide, crop, encode, store)")
+    for when, outcomes in (("now", m.outcomes), ("before", m.outcomes_before)):
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+        print(f"figures by outcome, {when}: {listed}")
+    end_to_end = m.figures / m.end_to_end_cpu
+    print(f"{decide_rate(m):.0f} figures/s per core to decide ({m.decided} whose caption names "
+          f"panel letters: caption split, layout on the decode); {end_to_end:.0f} end to end, "
+          f"every figure (decode, normalise, decide, crop, encode, store)")
+
+
+def decide_rate(m: Measured) -> float:
+    """Figures the layout looked at per CPU second of `decide` on every figure (the others cost
+    a caption split)."""
+    return m.decided / max(m.decision_cpu, 1e-9)
 
 
 def breakdown_by(m: Measured, key: Callable[[str], str]) -> None:
@@ -590,7 +637,8 @@ def breakdown_by(m: Measured, key: Callable[[str], str]) -> None:
         print(f"{name:<16} {len(idx):7d} {now.f1:7.3f} {then.f1:7.3f} {rate:>16}")
 
 
-def published_set(count: int, xrays: list[Image.Image], sizes: str, params: IngestParams) -> Measured:
+def published_set(count: int, xrays: list[Image.Image], sizes: str,
+                  params: IngestParams) -> Measured:
     figures = (published_figure(seed, xrays, SIZES[sizes]) for seed in range(count))
     return through_ingest(((f.layout, f.jpeg, f.caption, f.truth) for f in figures), params)
 
@@ -601,20 +649,24 @@ def corpus_set(corpus: Path, params: IngestParams) -> Measured | None:
     if not truth_file.is_file():
         return None
     rows = [json.loads(line) for line in truth_file.read_text().splitlines()]
-    media = [(row, corpus / f"{row['pmcid']}.{row['version']}" / (row["media_file"] or "")) for row in rows]
+    media = [(row, corpus / f"{row['pmcid']}.{row['version']}" / (row["media_file"] or ""))
+             for row in rows]
+    kept = [(row, path) for row, path in media
+            if row["condition"] == "ok" and row["caption"] and path.is_file()]
     return through_ingest(((row["layout"], path.read_bytes(), row["caption"], row["panels"])
-                           for row, path in media
-                           if row["condition"] == "ok" and row["caption"] and path.is_file()), params)
+                           for row, path in kept), params)
 
 
 def caption_line(m: Measured) -> str:
     panels = sum(len(p.truth) for p in m.after)
-    return f"exact {m.caption_exact / max(1, panels):.3f}, token-F1 {m.caption_f1 / max(1, panels):.3f}"
+    exact, f1 = m.caption_exact / max(1, panels), m.caption_f1 / max(1, panels)
+    return f"exact {exact:.3f}, token-F1 {f1:.3f}"
 
 
 def side_by_side(rows: dict[str, dict[str, Measured | None]]) -> None:
     """The headline: each set at the demo's sizes and at PMC's, now (and before)."""
-    print("\n## side by side: the demo's sizes and PMC's (now; before: decided on the stored figure)")
+    print("\n## side by side: the demo's sizes and PMC's (now; before: decided on the stored "
+          "figure)")
     print(f"{'':<44} {'demo sizes':>18} {'PMC sizes':>18}")
     for what, sets in rows.items():
         print(what)
@@ -622,30 +674,39 @@ def side_by_side(rows: dict[str, dict[str, Measured | None]]) -> None:
         for sizes in ("demo", "pmc"):
             m = sets.get(sizes)
             if m is None:
-                for name in ("panel F1", "pair correct", "panels with their sub-caption", "decide, fig/s/core",
-                             "end to end, fig/s/core"):
+                for name in ("panel F1", "pair correct", "panels with their sub-caption",
+                             "decide, fig/s/core", "end to end, fig/s/core"):
                     cells[name].append("-")
                 continue
             now, then = score(m.after), score(m.before)
             cells["panel F1"].append(f"{now.f1:.3f} ({then.f1:.3f})")
             cells["pair correct"].append(f"{now.pair_correct:.3f} ({then.pair_correct:.3f})")
-            cells["panels with their sub-caption"].append(f"{now.with_subcaption:.3f} ({then.with_subcaption:.3f})")
-            cells["decide, fig/s/core"].append(f"{m.figures / m.decision_cpu:.0f}")
+            cells["panels with their sub-caption"].append(
+                f"{now.with_subcaption:.3f} ({then.with_subcaption:.3f})")
+            cells["decide, fig/s/core"].append(f"{decide_rate(m):.0f}")
             cells["end to end, fig/s/core"].append(f"{m.figures / m.end_to_end_cpu:.0f}")
         for name, values in cells.items():
             print(f"  {name:<42} {values[0]:>18} {values[1]:>18}")
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return (f"load average {one:.1f} {five:.1f} {fifteen:.1f} (figures/s are CPU time: a busy "
+            "machine lowers them)")
+
+
 def goal(what: str, measured: float, target: float, rate: float) -> None:
     ok = measured >= target and rate >= GOAL_RATE
-    print(f"goal, {what}: >= {target} at >= {GOAL_RATE:.0f} figures/s per core; measured {measured:.3f} at "
-          f"{rate:.0f}: {'met' if ok else 'NOT met'}")
+    print(f"goal, {what}: >= {target} at >= {GOAL_RATE:.0f} figures/s per core; measured "
+          f"{measured:.3f} at {rate:.0f}: {'met' if ok else 'NOT met'}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--figures", type=int, default=400, help="generated figures (seeds 0..N-1)")
-    parser.add_argument("--xrays", type=int, default=60, help="figures tiled from the real chest X-rays")
+    parser.add_argument("--xrays", type=int, default=60,
+                        help="figures tiled from the real chest X-rays")
     parser.add_argument("--published", type=int, default=120,
-                        help="figures tiled from real X-rays, micrographs and charts, at each size (0 skips)")
+                        help="figures tiled from real X-rays, micrographs and charts, at each "
+                             "size (0 skips)")
     parser.add_argument("--corpus", type=Path, default=Path("data/raw"),
                         help="a demo corpus with its truth sidecar, for the end-to-end measurement")
     parser.add_argument("--pmc-corpus", type=Path, default=None,
@@ -653,7 +714,8 @@ def main(argv: list[str] | None = None) -> None:
                              "--pmc-articles is generated in a temp dir)")
     parser.add_argument("--pmc-articles", type=int, default=150,
                         help="articles of the generated PMC-size corpus (0 skips it)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for failure images (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for failure images (default: a temp dir)")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-panels-"))
     variants: dict[str, Callable] = {
@@ -662,11 +724,13 @@ def main(argv: list[str] | None = None) -> None:
         "  gutters alone (X-Y cuts)": lambda f: find_panels(f.image, methods={"gutters"}),
         "connected regions on the sheet": lambda f: regions(f.image),
         "baseline (a): keep whole": lambda f: WHOLE,
-        "baseline (b): equal grid of the true count": lambda f: equal_grid(len(f.panels), *f.image.size),
+        "baseline (b): equal grid of the true count":
+            lambda f: equal_grid(len(f.panels), *f.image.size),
     }
 
     figures = [(seed, compound_figure(seed)) for seed in range(args.figures)]
-    print(f"## generated compound figures: {len(figures)} figures, {sum(len(f.panels) for _, f in figures)} panels")
+    panels = sum(len(f.panels) for _, f in figures)
+    print(f"## generated compound figures: {len(figures)} figures, {panels} panels")
     results = compare(figures, variants)
     breakdown(results)
     calibration(results)
@@ -681,7 +745,8 @@ def main(argv: list[str] | None = None) -> None:
     if xrays is None:
         print(f"\n## real chest X-rays: skipped, no PNGs in {XRAYS}")
     else:
-        tiled = [(seed, tiled_figure([x.reduce(2) for x in xrays], seed)) for seed in range(args.xrays)]
+        halves = [x.reduce(2) for x in xrays]
+        tiled = [(seed, tiled_figure(halves, seed)) for seed in range(args.xrays)]
         print(f"\n## compound figures tiled from the real chest X-rays (NIH CXR14, {XRAYS}): "
               f"{len(tiled)} figures, {sum(len(f.panels) for _, f in tiled)} panels")
         results = compare(tiled, variants)
@@ -696,8 +761,9 @@ def main(argv: list[str] | None = None) -> None:
         what = "tilings of real X-rays, micrographs and charts"
         rows[what] = {}
         for sizes in ("demo", "pmc"):
-            print(f"\n## {what}, at {sizes} sizes ({SIZES[sizes][0]:,}-{SIZES[sizes][1]:,} px), through the "
-                  f"ingest's path (JPEG as published; the same seeds and layouts at both sizes)")
+            lo, hi = SIZES[sizes]
+            print(f"\n## {what}, at {sizes} sizes ({lo:,}-{hi:,} px), through the ingest's path "
+                  f"(JPEG as published; the same seeds and layouts at both sizes)")
             m = rows[what][sizes] = published_set(args.published, xrays, sizes, params)
             report(m, "published tilings")
             breakdown_by(m, lambda label: "abutting" if label.endswith("abutting") else "gutters")
@@ -708,8 +774,10 @@ def main(argv: list[str] | None = None) -> None:
     pmc_corpus = args.pmc_corpus
     if pmc_corpus is None and args.pmc_articles > 0:
         pmc_corpus = Path(tempfile.mkdtemp(prefix="bench-panels-pmc-")) / "raw"
-        print(f"\n(generating {args.pmc_articles} articles at PMC's sizes: demo-data --image-side pmc)")
-        generate_corpus(DemoParams(out=pmc_corpus, articles=args.pmc_articles, image_side="pmc"), workers=2)
+        print(f"\n(generating {args.pmc_articles} articles at PMC's sizes: demo-data "
+              f"--image-side pmc)")
+        demo = DemoParams(out=pmc_corpus, articles=args.pmc_articles, image_side="pmc")
+        generate_corpus(demo, workers=2)
     for sizes, corpus in (("demo", args.corpus), ("pmc", pmc_corpus)):
         m = rows[what][sizes] = corpus_set(corpus, params) if corpus is not None else None
         if m is None:
@@ -725,10 +793,10 @@ def main(argv: list[str] | None = None) -> None:
         for sizes, m in sets.items():
             if m is not None:
                 now = score(m.after)
-                goal(f"{what} at {sizes} sizes, panel F1", now.f1, GOAL_F1, m.figures / m.decision_cpu)
+                goal(f"{what} at {sizes} sizes, panel F1", now.f1, GOAL_F1, decide_rate(m))
                 goal(f"{what} at {sizes} sizes, pair correct", now.pair_correct, GOAL_PAIRS,
-                     m.figures / m.decision_cpu)
-    print(f"\nfailure images (truth green, found red): {out}")
+                     decide_rate(m))
+    print(f"\nfailure images (truth green, found red): {out}; {load()}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The sheet a compound figure's panels are laid out on, and the figure as arrays.
 
 A figure is decided on at most `DECISION_SIDE` px on its long side: larger ones are area-averaged
-down to it (`as_planes`). At that size a journal figure's gutters survive (a 6 px gutter of an
-1,800 px figure is 3.4 px; under the 512 px the store keeps it was 1.7 px, blurred away by the
-resize) and its letters are 15-40 px, the sizes the letter test is tuned for, while one figure
-costs a few milliseconds. The sheet is white or black: the colour half the figure's frame shows,
+down to 768-1,024 px (`as_planes`). At that size a journal figure's gutters survive (a 6 px gutter
+of an 1,800 px figure is 3 px; in the 512 px figure the store keeps it was 1.7 px, blurred away by
+the LANCZOS resize) and its letters are 12-40 px, the sizes the letter test is tuned for, while one
+figure costs a few milliseconds. The sheet is white or black: the colour half the figure's frame shows,
 or that fills a whole row or column; None when panels fill the figure edge to edge. A pixel is
 content when it differs from the sheet colour by more than `SHEET_TOLERANCE` in any channel.
 `Sheet` keeps that content mask as prefix sums, so that any box's content per row or column costs
@@ -17,9 +17,11 @@ import numpy as np
 from PIL import Image
 
 # The long side a figure is decided on, at most (box coordinates are normalised anyway). Larger
-# figures are area-averaged (BOX) down to it, which keeps a gutter of w px at the published size
-# about w x DECISION_SIDE / side px wide; an integer `reduce` lost up to half of that (a 2,100 px
-# figure went to 700). Measured on figures of 1,200-4,000 px: BENCHMARKS.md, "at PMC's sizes".
+# figures are area-averaged down to 3/4 of it to all of it: by the integer factor that keeps at
+# least 3/4 (Pillow's `reduce`, a fast box average), then, if still over, a BOX resize to it. A
+# gutter of w px at the published size stays about w x DECISION_SIDE / side px wide; an integer
+# factor alone lost up to half of that (a 2,100 px figure went to 700), a BOX resize alone cost 4x
+# the reduce. Measured on figures of 1,200-4,000 px: BENCHMARKS.md, "at PMC's sizes".
 DECISION_SIDE = 1024
 # The largest channel difference from the sheet colour still counted as sheet. JPEG at quality
 # 70-95 moves flat white next to an edge by up to ~20 levels; content that light (a pale
@@ -43,6 +45,8 @@ def as_planes(image: Image.Image) -> np.ndarray:
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     if image.mode != "RGB":
         image = image.convert("RGB")
+    if (factor := int(max(image.size) / (0.75 * DECISION_SIDE))) > 1:
+        image = image.reduce(factor)
     if max(image.size) > DECISION_SIDE:
         scale = DECISION_SIDE / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
