@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import warnings
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -168,14 +170,35 @@ def image_key(sha256: str) -> str:
 
 
 class ImageStore:
-    """A folder of JPEGs named by the SHA-256 of their bytes; writes are atomic and idempotent."""
+    """A folder of JPEGs named by the SHA-256 of their bytes; writes are atomic and idempotent.
 
-    def __init__(self, root: Path) -> None:
+    With a `writer` (a thread pool), `put` hands the write to it and returns at once: each write
+    waits for the disk (fsync: milliseconds), and a thread that decodes images should not. `flush`
+    waits for every write handed over so far (raising the first error): call it before recording
+    what references the images. Without one, `put` writes before it returns."""
+
+    def __init__(self, root: Path, writer: Executor | None = None) -> None:
         self.root = root
+        self.writer = writer
+        self._pending: list[Future[None]] = []
+        self._lock = threading.Lock()
 
     def put(self, image: NormalisedImage) -> str:
         key = image_key(image.sha256)
         path = self.root / key
         if not path.exists():
-            atomic_write_bytes(path, image.jpeg)
+            if self.writer is None:
+                atomic_write_bytes(path, image.jpeg)
+            else:
+                written = self.writer.submit(atomic_write_bytes, path, image.jpeg)
+                with self._lock:
+                    self._pending.append(written)
         return key
+
+    def flush(self) -> None:
+        """Wait until every image put so far is on disk; raises the first write's error."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        wait(pending)
+        for written in pending:
+            written.result()

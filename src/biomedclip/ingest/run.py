@@ -70,11 +70,13 @@ def selected_articles(params: IngestParams) -> Iterator[list[VersionRef]]:
     return articles
 
 
-def process_batch(params: IngestParams, batch: Batch) -> list[ArticleResult]:
-    """Extract every article of a batch; safe to run in any thread or process."""
+def process_batch(params: IngestParams, batch: Batch,
+                  images: ImageStore | None = None) -> list[ArticleResult]:
+    """Extract every article of a batch; safe to run in any thread or process. `images`: the
+    run's store (default: one that writes before `put` returns)."""
     articles, known = batch
     store = store_for(params)
-    images = ImageStore(params.outputs.images)
+    images = images or ImageStore(params.outputs.images)
     return [extract_article(store, versions, params, images, known.get(versions[-1].pmcid))
             for versions in articles]
 
@@ -125,11 +127,19 @@ def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> di
             yield chunk, state.known_digests(versions[-1].pmcid for versions in chunk)
 
     mapper = batch_map or thread_map(params.workers)
+    # The extracting threads hand their image writes (fsync: milliseconds each) to threads of
+    # their own, so that they decode while the disk writes; a batch is recorded once its images
+    # are on disk. At PMC's sizes the writes held the two extracting threads idle a tenth of the
+    # run (BENCHMARKS.md, "both cores").
+    writer = ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="ingest-write")
+    images = ImageStore(params.outputs.images, writer)
 
     def process(articles: Iterable[list[VersionRef]], counted: bool = True) -> None:
-        results = mapper(lambda batch: process_batch(params, batch), batches(articles, counted))
+        results = mapper(lambda batch: process_batch(params, batch, images),
+                         batches(articles, counted))
         for batch_results in progress(results, total=None, description="ingest batches",
                                       every_items=10):
+            images.flush()
             state.record(batch_results)
             for result in batch_results:
                 counts["unchanged" if result.unchanged else "processed"] += 1
@@ -145,6 +155,7 @@ def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> di
             process((v for v in selected_articles(params) if v[-1].pmcid in wanted), counted=False)
         report = assemble(state, params, counts)
     finally:
+        writer.shutdown()
         state.close()
     # How this run got there (what it read vs. reused), beside the state: for the retrain's
     # report and for people; the metrics file holds only what the data and params determine.
