@@ -15,8 +15,9 @@
    same images decoded at the target size and encoded, nothing else (targets: >= 0.8 of the
    ceiling, >= 2x the full-decode path). Per CPU second, and for the whole command: graphics per
    wall second against the ceiling run on the same 2 threads (target >= 0.8), alternated three
-   times with it and with the reference (a batch of 16 articles a task, as the thread map was
-   before issue 30), the cores busy and the peak RSS of each (target <= x1.2).
+   times with it and with the reference (the thread map before issue 30: a batch of 16 articles a
+   task, its images written by the thread that decoded them), the cores busy and the peak RSS of
+   each (target <= x1.2).
 
     python bench/ingest.py [--articles 60] [--repeat 15] [--instructions] [--pmc-articles 40]
                            [--only pmc]
@@ -63,7 +64,7 @@ import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from biomedclip.config import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
 from pathlib import Path
-from biomedclip.ingest.run import run_ingest
+from biomedclip.ingest.run import process_batch, run_ingest
 from biomedclip.streams import in_order_window
 source, out = Path(sys.argv[1]), Path(sys.argv[2])
 image = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
@@ -71,17 +72,20 @@ outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parq
                         images=out / "images", panels=out / "panels.parquet",
                         panel_examples=out / "panel-examples", report=out / "ingest.json",
                         state=out / "state.sqlite")
+params = IngestParams(source=str(source), outputs=outputs, image=ImageParams(**image),
+                      decontaminate=DecontaminateParams(enabled=False))  # no benchmark here
 
 
-def batch_tasks(fn, batches):  # the reference: each batch of articles one task (before issue 30)
+def batch_tasks(fn, batches):
+    # The reference, the thread map before issue 30 (and the Prefect flow's tasks today): a batch
+    # of articles a task, each image written (fsync) by the thread that decoded it.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest") as pool:
-        yield from in_order_window(lambda batch: pool.submit(fn, batch), batches, 4)
+        submit = lambda batch: pool.submit(process_batch, params, batch)  # noqa: E731
+        yield from in_order_window(submit, batches, 4)
 
 
 mapper = batch_tasks if len(sys.argv) > 4 and sys.argv[4] == "batches" else None
 start, cpu = time.perf_counter(), time.process_time()  # after the imports: the ingest's own cost
-params = IngestParams(source=str(source), outputs=outputs, image=ImageParams(**image),
-                      decontaminate=DecontaminateParams(enabled=False))  # no benchmark here
 report = run_ingest(params, batch_map=mapper)
 print(json.dumps({"seconds": time.perf_counter() - start, "graphics": report["graphics"],
                   "pairs": report["pairs"]["total"], "cpu_seconds": time.process_time() - cpu,
@@ -198,6 +202,7 @@ def whole_command(corpus: Path, paths: list[Path], image: ImageParams, tmp: Path
     print(f"{'ceiling (kept images only)':<30} {len(paths):>8} {min(walls):>8.2f} {rate:>10.1f} "
           f"{'':>10} {'':>12} {'1.00':>14}")
     labels = {"articles": "an article a task (now)", "batches": "a batch a task (before)"}
+    # "before": also its images written by the extracting threads (see CHILD).
     for tasks, r in best.items():
         speed = r["graphics"] / r["seconds"]
         busy = r["cpu_seconds"] / r["seconds"]

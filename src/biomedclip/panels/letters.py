@@ -106,12 +106,11 @@ def blob(ink: np.ndarray, reach: int) -> tuple[int, int, int, int] | None:
 
 def first_run(mask: np.ndarray, reach: int) -> tuple[int, int] | None:
     """[start, end) of the first True run of a 1-D mask, if it starts within `reach`."""
-    idx = np.flatnonzero(mask)
-    if len(idx) == 0 or idx[0] >= reach:
+    start = int(mask.argmax())  # the first True (0 when there is none: checked next)
+    if start >= reach or not mask[start]:
         return None
-    start = int(idx[0])
-    ends = np.flatnonzero(~mask[start:])
-    return start, start + int(ends[0]) if len(ends) else len(mask)
+    rest = mask[start:]
+    return start, len(mask) if rest.all() else start + int((~rest).argmax())
 
 
 def letter_support(corners: list[str | None]) -> float:
