@@ -5,9 +5,10 @@ panels on, the ingest decodes figures at no less than twice `image.max_side` on 
 (`decode_side`), and `biomedclip.panels.match.split_figure` looks at those pixels (the layout
 area-averages them to its own `DECISION_SIDE`, 1,024 px). Deciding on the stored figure instead
 (long side at most `max_side`, 512) lost the gutters and letters of journal-size figures: a 6 px
-gutter of an 1,800 px figure is under 2 px after the LANCZOS resize, and 11 of 32 compound figures
-stayed whole (BENCHMARKS.md, "at PMC's sizes"). `biomedclip inspect --panels` calls `decide` on the
-same decode (`biomedclip.panels.inspect`), so what it shows is what the ingest does.
+gutter of an 1,800 px figure is under 2 px after the LANCZOS resize; 13 of 120 compound figures
+tiled at 1,200-4,000 px stayed whole, none now (BENCHMARKS.md, "At the sizes journals publish").
+`biomedclip inspect --panels` calls `decide` on the same decode (`biomedclip.panels.inspect`), so
+what it shows is what the ingest does.
 
 The crops are cut from that same decode, so a panel of half the figure is cut at full `max_side`
 (a six-panel figure of 2,400 px gives panels of ~340 px from its 1,200 px decode, not ~170 from

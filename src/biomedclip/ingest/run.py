@@ -95,7 +95,7 @@ def thread_map(workers: int, window: int | None = None) -> BatchMap:
     """Ordered, bounded map over a thread pool: at most `window` batches submitted at once, each
     article of a batch a task of its own. At PMC's image sizes a batch of 16 articles is seconds
     of work: as one task, the last batch of a run kept one thread busy while the other idled
-    (BENCHMARKS.md, "both cores"); as articles, the threads share it. Memory is bounded as before:
+    (BENCHMARKS.md, "Both cores"); as articles, the threads share it. Memory is bounded as before:
     the articles of at most `window` batches in flight."""
 
     def run(fn: BatchFn, batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
@@ -129,8 +129,8 @@ def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> di
     mapper = batch_map or thread_map(params.workers)
     # The extracting threads hand their image writes (fsync: milliseconds each) to threads of
     # their own, so that they decode while the disk writes; a batch is recorded once its images
-    # are on disk. At PMC's sizes the writes held the two extracting threads idle a tenth of the
-    # run (BENCHMARKS.md, "both cores").
+    # are on disk. At PMC's sizes the writes held the extracting threads 7-11% of the run
+    # (BENCHMARKS.md, "Both cores").
     writer = ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="ingest-write")
     images = ImageStore(params.outputs.images, writer)
 
