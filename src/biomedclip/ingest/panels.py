@@ -3,7 +3,7 @@
 `decide` says whether and where to split one figure, on the figure as decoded for panels: with
 panels on, the ingest decodes figures at no less than twice `image.max_side` on the long side
 (`decode_side`), and `biomedclip.panels.match.split_figure` looks at those pixels (the layout
-area-averages them to its own `DECISION_SIDE`, 1,024 px). Deciding on the stored figure instead
+area-averages them to 768-1,024 px, `panels.sheet`). Deciding on the stored figure instead
 (long side at most `max_side`, 512) lost the gutters and letters of journal-size figures: a 6 px
 gutter of an 1,800 px figure is under 2 px after the LANCZOS resize; 13 of 120 compound figures
 tiled at 1,200-4,000 px stayed whole, none now (BENCHMARKS.md, "At the sizes journals publish").

@@ -23,7 +23,7 @@ IoU >= 0.5): connected regions on the sheet 0.72 (charts fall apart, 2-4 px gutt
 4 px blocks), gutters alone 0.86 (abutting panels stay whole), gutters + grid without letter
 evidence 0.95, with letters 0.98 at ~120 figures/s per core (held-out seeds 1000-1399: 0.965);
 an equal grid of the true panel count scores 0.83, keeping figures whole 0.10. Figures tiled from
-the real NIH chest X-rays: 0.99-1.00; at journal sizes (1,200-4,000 px, decided at 1,024), see
+the real NIH chest X-rays: 0.99-1.00; at journal sizes (1,200-4,000 px, decided at 768-1,024), see
 BENCHMARKS.md. Known misses: 2 px gutters lost to JPEG, dark panels on a black sheet without
 letters (kept whole), abutting scans whose black surrounds meet (no seam).
 """

@@ -4,9 +4,9 @@ A figure is decided on at most `DECISION_SIDE` px on its long side: larger ones 
 down to 768-1,024 px (`as_planes`). At that size a journal figure's gutters survive (a 6 px gutter
 of an 1,800 px figure is 3 px; in the 512 px figure the store keeps it was 1.7 px, blurred away by
 the LANCZOS resize) and its letters are 12-40 px, the sizes the letter test is tuned for, while one
-figure costs a few milliseconds. The sheet is white or black: the colour half the figure's frame shows,
-or that fills a whole row or column; None when panels fill the figure edge to edge. A pixel is
-content when it differs from the sheet colour by more than `SHEET_TOLERANCE` in any channel.
+figure costs a few milliseconds. The sheet is white or black: the colour half the figure's frame
+shows, or that fills a whole row or column; None when panels fill the figure edge to edge. A pixel
+is content when it differs from the sheet colour by more than `SHEET_TOLERANCE` in any channel.
 `Sheet` keeps that content mask as prefix sums, so that any box's content per row or column costs
 O(side): the gutter cuts ask for it thousands of times per figure.
 """
