@@ -13,9 +13,14 @@
    process each); where its time goes (fetch / parse / decode / resize / encode / hash / write,
    from a profile of one in-thread run); and the ratio to a ceiling measured in the same run: the
    same images decoded at the target size and encoded, nothing else (targets: >= 0.8 of the
-   ceiling, >= 2x the full-decode path).
+   ceiling, >= 2x the full-decode path). Per CPU second, and for the whole command: graphics per
+   wall second against the ceiling run on the same 2 threads (target >= 0.8), alternated three
+   times with it and with the reference (the thread map before issue 30: a batch of 16 articles a
+   task, its images written by the thread that decoded them), the cores busy and the peak RSS of
+   each (target <= x1.2).
 
-    python bench/ingest.py [--articles 60] [--repeat 15] [--instructions] [--pmc-articles 40] [--only pmc]
+    python bench/ingest.py [--articles 60] [--repeat 15] [--instructions] [--pmc-articles 40]
+                           [--only pmc]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -50,28 +56,44 @@ from biomedclip.ingest.run import run_ingest
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pmc"
 CHILD = PEAK_RSS + """
 import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from biomedclip.ingest.params import DecontaminateParams, ImageParams, IngestOutputs, IngestParams
 from pathlib import Path
-from biomedclip.ingest.run import run_ingest
+from biomedclip.ingest.run import process_batch, run_ingest
+from biomedclip.streams import in_order_window
 source, out = Path(sys.argv[1]), Path(sys.argv[2])
 image = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
 outputs = IngestOutputs(pairs=out / "pairs.parquet", rejects=out / "rejects.parquet",
                         images=out / "images", panels=out / "panels.parquet",
                         panel_examples=out / "panel-examples", report=out / "ingest.json",
                         state=out / "state.sqlite")
+params = IngestParams(source=str(source), outputs=outputs, image=ImageParams(**image),
+                      decontaminate=DecontaminateParams(enabled=False))  # no benchmark here
+
+
+def batch_tasks(fn, batches):
+    # The reference, the thread map before issue 30 (and the Prefect flow's tasks today): a batch
+    # of articles a task, each image written (fsync) by the thread that decoded it.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest") as pool:
+        submit = lambda batch: pool.submit(process_batch, params, batch)  # noqa: E731
+        yield from in_order_window(submit, batches, 4)
+
+
+mapper = batch_tasks if len(sys.argv) > 4 and sys.argv[4] == "batches" else None
 start, cpu = time.perf_counter(), time.process_time()  # after the imports: the ingest's own cost
-report = run_ingest(IngestParams(source=str(source), outputs=outputs, image=ImageParams(**image),
-                                 decontaminate=DecontaminateParams(enabled=False)))  # no benchmark here
+report = run_ingest(params, batch_map=mapper)
 print(json.dumps({"seconds": time.perf_counter() - start, "graphics": report["graphics"],
                   "pairs": report["pairs"]["total"], "cpu_seconds": time.process_time() - cpu,
                   "rss_mib": peak_rss_mib()}))
 """
 
 
-def ingest_in_child(corpus: Path, out: Path, **image: object) -> dict:
-    """One ingest from scratch in a fresh process: seconds, CPU seconds, graphics, pairs, peak RSS."""
-    result = subprocess.run([sys.executable, "-c", CHILD, str(corpus), str(out), json.dumps(image)],
-                            capture_output=True, text=True)
+def ingest_in_child(corpus: Path, out: Path, tasks: str = "articles", **image: object) -> dict:
+    """One ingest from scratch in a fresh process: seconds, CPU seconds, graphics, pairs, peak RSS.
+    `tasks`: "articles" (the ingest's own thread map) or "batches" (a batch of articles a task)."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-c", CHILD, str(corpus), str(out), json.dumps(image), tasks]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"the ingest of {corpus} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -117,26 +139,75 @@ def phase_shares(params: IngestParams) -> tuple[float, dict[str, float]]:
     return total, seconds
 
 
+def to_target(path: Path, image: ImageParams) -> None:
+    """The image path at best: decode at the target size (JPEG DCT scaling, else an integer
+    reduce), resize, encode; nothing else."""
+    side = image.max_side
+    with Image.open(path) as img:
+        width, height = img.size
+        scale = side / max(width, height)
+        if img.format == "JPEG" and scale <= 0.5:
+            img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+        rgb = img.convert("RGB")
+    if (factor := max(rgb.size) // side) > 1:
+        rgb = rgb.reduce(factor)
+    if scale < 1:
+        rgb = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                         Image.Resampling.LANCZOS)
+    rgb.save(io.BytesIO(), format="JPEG", quality=image.jpeg_quality)
+
+
 def ceiling(paths: list[Path], image: ImageParams) -> tuple[int, float]:
-    """Images and CPU seconds to decode each at the target size (JPEG DCT scaling, else an
-    integer reduce) and encode it, nothing else: what the image path could cost at best."""
-    side, done = image.max_side, 0
+    """Images and CPU seconds of `to_target` on each: what the image path could cost at best."""
     start = time.process_time()
     for path in paths:
-        with Image.open(path) as img:
-            width, height = img.size
-            scale = side / max(width, height)
-            if img.format == "JPEG" and scale <= 0.5:
-                img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
-            rgb = img.convert("RGB")
-        if (factor := max(rgb.size) // side) > 1:
-            rgb = rgb.reduce(factor)
-        if scale < 1:
-            rgb = rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))),
-                             Image.Resampling.LANCZOS)
-        rgb.save(io.BytesIO(), format="JPEG", quality=image.jpeg_quality)
-        done += 1
-    return done, time.process_time() - start
+        to_target(path, image)
+    return len(paths), time.process_time() - start
+
+
+def ceiling_wall(paths: list[Path], image: ImageParams, workers: int) -> float:
+    """Wall seconds of `to_target` on each image on `workers` threads (Pillow releases the GIL
+    while it decodes, resizes and encodes): what a whole command could take at best."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda path: to_target(path, image), paths))
+    return time.perf_counter() - start
+
+
+def load() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+def whole_command(corpus: Path, paths: list[Path], image: ImageParams, tmp: Path) -> None:
+    """Graphics per wall second of the whole ingest (after its imports: listing, extraction, state,
+    assembly, report) against `ceiling_wall` on the same 2 threads, alternated three times (the
+    best of each: a busy spell falls on all); the reference, a batch of articles a task."""
+    print(f"\nthe whole command against the ceiling on 2 threads ({load()}):")
+    best: dict[str, dict] = {}
+    walls = []
+    for _ in range(3):
+        walls.append(ceiling_wall(paths, image, 2))
+        for tasks in ("articles", "batches"):
+            row = ingest_in_child(corpus, tmp / f"out-pmc-whole-{tasks}", tasks)
+            if tasks not in best or row["seconds"] < best[tasks]["seconds"]:
+                best[tasks] = row
+    rate = len(paths) / min(walls)
+    print(f"{'tasks on 2 threads':<30} {'graphics':>8} {'seconds':>8} {'graphics/s':>10} "
+          f"{'cores busy':>10} {'peak RSS MiB':>12} {'of the ceiling':>14}")
+    print(f"{'ceiling (kept images only)':<30} {len(paths):>8} {min(walls):>8.2f} {rate:>10.1f} "
+          f"{'':>10} {'':>12} {'1.00':>14}")
+    labels = {"articles": "an article a task (now)", "batches": "a batch a task (before)"}
+    # "before": also its images written by the extracting threads (see CHILD).
+    for tasks, r in best.items():
+        speed = r["graphics"] / r["seconds"]
+        busy = r["cpu_seconds"] / r["seconds"]
+        print(f"{labels[tasks]:<30} {r['graphics']:>8} {r['seconds']:>8.2f} {speed:>10.1f} "
+              f"{busy:>10.2f} {r['rss_mib']:>12.0f} {speed / rate:>14.2f}")
+    now, before = best["articles"], best["batches"]
+    ratio, reference = (r["graphics"] / r["seconds"] / rate for r in (now, before))
+    print(f"whole command, graphics/s against the ceiling: {ratio:.2f} (target >= 0.8; a batch a "
+          f"task: {reference:.2f}); peak RSS x{now['rss_mib'] / before['rss_mib']:.2f} of a batch a "
+          f"task (target <= 1.2); {load()}")
 
 
 def pmc_profile(articles: int, tmp: Path) -> None:
@@ -170,13 +241,14 @@ def pmc_profile(articles: int, tmp: Path) -> None:
         print(f"  {phase:<38} {spent:>6.2f} s {spent / total:>6.1%}")
 
     sources = pq.read_table(params.outputs.pairs, columns=["source_uri"]).column("source_uri").to_pylist()
-    paths = [corpus / Path(*uri.split("/")[-2:]) for uri in sources]
-    n, cpu = ceiling([p for p in paths if p.is_file()], params.image)
+    paths = [p for p in (corpus / Path(*uri.split("/")[-2:]) for uri in sources) if p.is_file()]
+    n, cpu = ceiling(paths, params.image)
     print(f"\nceiling: {n} kept images decoded at the target size and encoded, nothing else: "
           f"{n / cpu:.1f} images per CPU second")
     print(f"the ingest (reduced decode) against the ceiling, per CPU second: "
           f"{after['graphics'] / after['cpu_seconds'] / (n / cpu):.2f} (target >= 0.8); "
           f"the full decode: {before['graphics'] / before['cpu_seconds'] / (n / cpu):.2f}")
+    whole_command(corpus, paths, params.image, tmp)
 
 
 def pubmed_parser_figures(path: Path) -> list[dict]:

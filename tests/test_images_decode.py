@@ -7,6 +7,7 @@ did. Images made here with Pillow (photo-like noise, so the JPEG has real DCT co
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -94,3 +95,27 @@ def test_with_panels_on_figures_decode_at_twice_the_target_so_crops_keep_their_d
     assert decoded.rgb.size == (2000, 1500)  # 1/2: 1/4 would be 1000 < 1024
     half = encode_image(decoded.rgb.crop((0, 0, 1000, 1500)), params.image)  # a panel of half the figure
     assert (half.width, half.height) == (341, 512)  # at full max_side, not the 256 of a 1,024 px decode
+
+
+def test_a_store_with_a_writer_returns_at_once_and_flush_waits_for_the_disk(tmp_path):
+    """The ingest's extracting threads hand their writes to the store's writer; a batch is recorded
+    only after `flush`, and a write that failed fails the flush, naming the file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from biomedclip.ingest.images import ImageStore
+
+    gate = threading.Event()
+    images = [normalise_image(picture(300, 200, seed=seed), REDUCED) for seed in range(3)]
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writer.submit(gate.wait)  # the disk is busy: nothing is written until the gate opens
+        store = ImageStore(tmp_path / "images", writer)
+        keys = [store.put(image) for image in images]
+        assert not any((tmp_path / "images" / key).exists() for key in keys)
+        gate.set()
+        store.flush()
+        assert [(tmp_path / "images" / key).read_bytes() for key in keys] == [i.jpeg for i in images]
+        (tmp_path / "blocked").write_bytes(b"a file where the store's folder should be")
+        broken = ImageStore(tmp_path / "blocked", writer)
+        broken.put(images[0])
+        with pytest.raises(OSError, match="blocked"):
+            broken.flush()

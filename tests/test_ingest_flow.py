@@ -51,5 +51,7 @@ def test_threads_and_dask_give_the_same_manifest_as_the_library(tmp_path, noisy_
         tasks = db.execute("SELECT COUNT(*) FROM task_run WHERE state_type = 'COMPLETED'").fetchone()[0]
         artifacts = db.execute("SELECT key FROM artifact").fetchall()
     assert runs.count(("ingest", "COMPLETED")) == 2
-    assert tasks >= 2 * (160 // reference.batch_size)
+    # On Dask every batch is a task (retried alone); on one machine the ingest's own threads share
+    # the articles finer than batch tasks would (BENCHMARKS.md, "Both cores").
+    assert tasks >= 160 // reference.batch_size
     assert ("ingest",) in artifacts  # the stage's report, under the stage's name

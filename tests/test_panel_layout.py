@@ -229,3 +229,89 @@ def test_real_chest_xrays_tiled_with_gutters_or_abutting_are_split():
     assert len(single.panels) == 1
     tiled = tiled_figure(xrays, seed=3)
     assert len(find_panels(tiled.image).panels) == len(tiled.panels)
+
+
+def test_min_confidence_is_the_layouts_own_threshold():
+    """`ingest.panels.min_confidence` reaches the layout: under 0.5 a split the layout doubts comes
+    through (then kept whole for its count, not its confidence); at 0.5 it is declined, with the
+    confidence it was declined at."""
+    from biomedclip.panels.match import split_figure
+
+    image, truth = figure([[panel("mri", 60, 300, 240), panel("mri", 61, 300, 240)]], gutter=0, margin=0,
+                          letters="box")
+    doubted = find_panels(image, expected=3)  # letters say 2 panels, the caption 3
+    assert len(doubted.panels) == 1 and doubted.declined is not None and doubted.declined < 0.5
+    through = find_panels(image, expected=3, min_confidence=doubted.declined - 0.05)
+    assert through.declined is None and through.confidence == doubted.declined
+    assert [iou(t, p.box) >= 0.8 for t, p in zip(truth, through.panels, strict=True)] == [True, True]
+    caption = "Three scans. (A) Axial T1. (B) Axial T2. (C) Coronal FLAIR of the same patient."
+    refused = split_figure(image, caption)
+    assert refused.code == "low_confidence" and f"layout confidence {doubted.declined:.2f} < 0.50" in refused.kept_whole
+    lowered = split_figure(image, caption, min_confidence=0.3)
+    assert lowered.code == "count_mismatch" and "the image shows 2 panels, the caption names 3" in lowered.kept_whole
+    assert len(split_figure(image, "Two scans. (A) Axial T1. (B) Axial T2.", min_confidence=0.0).panels) == 2
+    with pytest.raises(ValueError, match="min_confidence"):
+        find_panels(image, min_confidence=-0.1)
+
+
+# --- at the sizes journals publish (1,200-4,000 px): decided as the ingest decides ---------------
+
+def published(image: Image.Image, caption: str):
+    """The figure as a JPEG, through the ingest's decode and decision, with panels on."""
+    import io
+
+    from biomedclip.ingest.images import decode_image
+    from biomedclip.ingest.panels import decide, decode_side
+    from biomedclip.ingest.params import IngestParams, PanelParams
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    params = IngestParams(panels=PanelParams(enabled=True))
+    return decide(decode_image(buffer.getvalue(), params.image, long_side=decode_side(params)), caption, params)
+
+
+def assert_split(decision, truth: list[Box]) -> None:
+    assert decision.status == "split", decision.detail
+    found = [p.box for p in decision.split.panels]
+    assert len(found) == len(truth) and all(iou(t, f) >= 0.8 for t, f in zip(truth, found, strict=True)), found
+
+
+def lettered(image: Image.Image, truth: list[Box], size: int) -> Image.Image:
+    """Black letters A, B, ... in white boxes near each panel's top-left corner."""
+    draw = ImageDraw.Draw(image)
+    for i, (x0, y0, _, _) in enumerate(truth):
+        x, y = round(x0 * image.width) + 12, round(y0 * image.height) + 12
+        draw.rectangle([x, y, x + size + 4, y + size + 8], fill=(255, 255, 255))
+        draw.text((x + 4, y + 2), chr(ord("A") + i), fill=(0, 0, 0), font=font(size), stroke_width=1,
+                  stroke_fill=(0, 0, 0))
+    return image
+
+
+def test_a_journal_size_figure_with_narrow_gutters_is_split_on_its_decode():
+    """1,944 x 2,340 px, 4 px gutters: 1 px in the 512 px figure the store keeps, where the split
+    was decided before (count_mismatch); 2 px in the figure as decoded for panels, reduced to 1,024."""
+    kinds = ("he_histology", "ihc", "fluorescence", "electron_microscopy", "he_histology", "ihc")
+    tiles = [panel(kind, 40 + i, 350, 280).resize((970, 776), Image.Resampling.LANCZOS) for i, kind in enumerate(kinds)]
+    image, truth = figure([tiles[:2], tiles[2:4], tiles[4:]], gutter=4, margin=0)
+    caption = "Sections of the margin. " + " ".join(f"({chr(ord('A') + i)}) Stain {i + 1}." for i in range(6))
+    assert_split(published(lettered(image, truth, 40), caption), truth)
+
+
+@pytest.mark.skipif(not XRAYS.is_dir(), reason=f"no real chest X-rays at {XRAYS} (shared fixtures absent)")
+def test_abutting_radiographs_of_a_figure_reduced_for_the_decision_are_found_by_their_seams():
+    """Three real radiographs abutting, 3,000 x 1,000 px: reduced to 1,024 px for the decision, the
+    edge between two of them is spread over two pixels, and still a seam."""
+    xrays = []
+    for path in sorted(XRAYS.glob("*.png"))[:3]:
+        with Image.open(path) as image:
+            xrays.append(image.convert("RGB").resize((1000, 1000)))
+    image, truth = figure([xrays], gutter=0, margin=0)
+    caption = "Radiographs at admission. (A) Patient 1. (B) Patient 2. (C) Patient 3."
+    assert_split(published(lettered(image, truth, 40), caption), truth)
+
+
+def test_figures_over_the_decision_side_are_area_averaged_to_it_not_reduced_by_an_integer():
+    from biomedclip.panels.sheet import DECISION_SIDE, as_planes
+
+    assert as_planes(Image.new("RGB", (2100, 700), (255, 255, 255))).shape == (3, 341, DECISION_SIDE)
+    assert as_planes(Image.new("RGB", (900, 700), (255, 255, 255))).shape == (3, 700, 900)

@@ -205,3 +205,34 @@ def test_panel_text_keeps_the_subcaption_whole_and_boxes_stay_inside():
     assert panel_text("Title.", "Own.", 20) == "Title. Own."
     assert pixel_box((0.0, 0.25, 1.0, 0.75), 101, 99) == (0, 24, 101, 75)
     assert pixel_box((0.5, 0.0, 1.0000001, 1.0), 10, 10) == (5, 0, 10, 10)
+
+
+def test_inspect_decides_every_figure_of_the_corpus_as_the_ingest_did(noisy_corpus, split_corpus):
+    """`biomedclip inspect ARTICLE --panels FIGURE` on each figure image the ingest kept: the same
+    outcome (split, or kept whole for the same reason), the same panels and boxes."""
+    import sqlite3
+
+    from biomedclip.ingest.jats import parse_article
+    from biomedclip.panels.inspect import inspect_panels
+
+    corpus, _ = noisy_corpus
+    params = split_corpus[0]
+    with sqlite3.connect(params.outputs.state) as db:
+        figures = db.execute("SELECT pair_id, pmcid, version, caption, source_uri, panel_status FROM pairs").fetchall()
+        boxes: dict[str, list[tuple]] = {}
+        for pair, *box in db.execute("SELECT pair_id, x0, y0, x1, y1 FROM panels ORDER BY pair_id, panel_index"):
+            boxes.setdefault(pair, []).append(tuple(box))
+    articles: dict[str, object] = {}
+    seen = set()
+    for pair, pmcid, version, caption, uri, status in figures:
+        folder = corpus.out / f"{pmcid}.{version}"
+        article = articles.get(pmcid) or articles.setdefault(
+            pmcid, parse_article((folder / f"{pmcid}.{version}.xml").read_bytes()))
+        found = inspect_panels(article, Path(uri), params)  # the media file the ingest read
+        assert found.figure.caption == caption, (pair, found.file)
+        assert found.decision.status == status, (pair, found.file, found.decision.detail)
+        assert [tuple(round(v, 6) for v in p.box) for p in found.decision.split.panels] == boxes.get(pair, []), pair
+        seen.add(status)
+    # Every figure read (before the dedup), and kept whole by the image as well as by the caption.
+    assert len(figures) >= split_corpus[1]["panels"]["figures"]
+    assert {"split", "no_panel_markers"} < seen and seen & {"one_panel", "count_mismatch", "low_confidence"}

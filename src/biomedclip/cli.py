@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
@@ -187,6 +187,7 @@ def demo_data(
 
 @app.command("inspect")
 def inspect(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JATS article: PMC "
                                          "XML, an OAI-PMH GetRecord response, or a publisher .nxml.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the article as JSON (pmcid, pmid, "
@@ -194,8 +195,9 @@ def inspect(
     panels: Annotated[list[Path] | None, typer.Option(
         "--panels", exists=True, dir_okay=False, help="A figure image of the article (its file name "
         "matches a graphic's href): show how it splits into panel pairs. Repeat for several.")] = None,
-    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="With --panels: below this "
-                                                  "layout confidence the figure stays whole.")] = 0.5,
+    min_confidence: Annotated[float | None, typer.Option(min=0, max=1, help="With --panels: below this "
+                                                         "layout confidence the figure stays whole. "
+                                                         "(default: ingest.panels.min_confidence)")] = None,
     panels_out: Annotated[Path | None, typer.Option("--panels-out", file_okay=False, help="With --panels: "
                                                     "write each image with its panel boxes drawn here.")] = None,
 ) -> None:
@@ -224,52 +226,24 @@ def inspect(
         table.add_row(fig.fig_id, fig.label, "\n".join(fig.graphics), str(fig.panels),
                       fig.caption or "[red](no caption)[/]")
     out.print(table)
-    for image in panels or ():
-        _show_panels(article, image, min_confidence, panels_out)
+    if panels:
+        state: Context = ctx.obj
+        ingest = state.params().ingest  # the ingest's own image and panel settings
+        ingest = override(ingest, panels=override(ingest.panels, min_confidence=min_confidence).model_dump())
+        for image in panels:
+            _show_panels(article, image, ingest, panels_out)
 
 
-def _show_panels(article: Any, image: Path, min_confidence: float, out_dir: Path | None) -> None:
-    """`inspect --panels`: one figure image's split into panel pairs, as a table (and a picture)."""
-    from PIL import Image, ImageDraw, UnidentifiedImageError
+def _show_panels(article: Any, image: Path, ingest: Any, out_dir: Path | None) -> None:
+    """`inspect --panels`: what the ingest does with one figure image (biomedclip.panels.inspect)."""
+    from rich.markdown import Markdown
 
-    from biomedclip.panels.match import split_figure
+    from biomedclip.panels.inspect import inspect_panels
 
-    stem = PurePosixPath(image.name).stem
-    fig = next((f for f in article.figures if any(PurePosixPath(g).stem == stem for g in f.graphics)), None)
-    if fig is None:
-        known = ", ".join(g for f in article.figures for g in f.graphics) or "none"
-        raise ValueError(f"{image}: no figure of the article has a graphic named {stem!r} (graphics: {known})")
-    try:
-        with Image.open(image) as opened:
-            picture = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(f"{image}: not an image Pillow can read ({exc})") from None
-    split = split_figure(picture, fig.caption, min_confidence=min_confidence)
-    out.print(f"\n[bold]{fig.fig_id}[/] ({image.name}): layout {split.layout.method}, "
-              f"{len(split.layout.panels)} panel(s), confidence {split.layout.confidence:.2f} "
-              f"({split.layout.reason}); caption style {split.caption.style}", highlight=False)
-    out.print(f"shared: {split.caption.shared or '(nothing)'}", highlight=False)
-    if split.kept_whole:
-        out.print(f"[yellow]kept whole:[/] {split.kept_whole}", highlight=False)
-    table = Table("panel", "letter", "box (x0, y0, x1, y1)", "sub-caption", show_lines=True)
-    for pair in split.panels:
-        own = split.caption.panels.get(pair.letter, "")
-        table.add_row(str(pair.index + 1), pair.letter, ", ".join(f"{v:.2f}" for v in pair.box), own)
-    if split.panels:
-        out.print(table)
+    found = inspect_panels(article, image, ingest)
+    out.print(Markdown(found.markdown()))
     if out_dir is not None:
-        drawn = picture.copy()
-        draw = ImageDraw.Draw(drawn)
-        colour = (220, 30, 30) if split.panels else (230, 150, 0)
-        for i, panel in enumerate(split.layout.panels):
-            x0, y0, x1, y1 = (round(v * size) for v, size in zip(panel.box, (*drawn.size, *drawn.size), strict=True))
-            draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=3)
-            label = split.panels[i].letter if split.panels else str(i + 1)
-            draw.text((x0 + 6, y0 + 4), label, fill=colour)
-        target = out_dir / f"{stem}.panels.png"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        drawn.save(target)
-        out.print(f"written: {target}", highlight=False)
+        out.print(f"written: {found.save_drawing(out_dir)}", highlight=False)
 
 
 @app.command("benchmark-hashes")

@@ -8,10 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from biomedclip.card.imageclef import IMAGECLEF_2015
-from biomedclip.config import (
-    PathValue,
-    Section,
-)
+from biomedclip.config import PathValue, Section
 
 
 class FigureTypeParams(Section):

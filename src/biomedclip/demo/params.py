@@ -8,14 +8,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import Field, model_validator
 
-from biomedclip.config import (
-    DateValue,
-    IntRange,
-    PathValue,
-    Rate,
-    Section,
-    Slug,
-)
+from biomedclip.config import DateValue, IntRange, PathValue, Rate, Section, Slug
 
 
 class SideRange(IntRange):

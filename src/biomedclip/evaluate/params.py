@@ -7,12 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from biomedclip.config import (
-    PathValue,
-    S3Params,
-    Section,
-    Slug,
-)
+from biomedclip.config import PathValue, S3Params, Section, Slug
 
 BENCHMARK_FORMATS = ("auto", "labels_csv", "class_folders", "pcam", "lc25000", "rsna_pneumonia", "tcga_til")
 BENCHMARK_PRESETS = ("pcam", "lc25000_lung", "lc25000_colon", "tcga_til", "rsna_pneumonia")

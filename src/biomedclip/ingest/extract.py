@@ -86,7 +86,8 @@ class MediaIndex:
             candidates = self.by_stem[close[0]] if len(close) == 1 else None
         if not candidates:
             return None
-        return min(candidates, key=lambda n: (_PREFERENCE.get("." + n.rpartition(".")[2].lower(), 9), n))
+        return min(candidates,
+                   key=lambda n: (_PREFERENCE.get("." + n.rpartition(".")[2].lower(), 9), n))
 
 
 def extract_article(store: ObjectStore, versions: list[VersionRef], params: IngestParams,
@@ -113,7 +114,8 @@ def extract_article(store: ObjectStore, versions: list[VersionRef], params: Inge
             reject(Reason.RETRACTED, "is_retracted in the PMC metadata")
             return result
         code = licenses.from_code(files.meta.get("license_code"))
-        allowed = licenses.allowed_codes(params.licenses.allowed, params.licenses.allow_non_commercial)
+        allowed = licenses.allowed_codes(params.licenses.allowed,
+                                         params.licenses.allow_non_commercial)
         if code is not None and code not in allowed:  # refused before any XML or image is fetched
             reject(Reason.LICENSE_NOT_ALLOWED, f"licence {code} is not in the allowed set")
             return result
@@ -140,8 +142,8 @@ def extract_article(store: ObjectStore, versions: list[VersionRef], params: Inge
         if fig_key in seen_keys:  # malformed XML repeats ids: keep pair ids unique
             fig_key = f"{fig_key}#{index + 1}"
         seen_keys.add(fig_key)
-        _extract_figure(files, media, fig, fig_key, index, pmid, code, article.year, params, images, result,
-                        reject)
+        _extract_figure(files, media, fig, fig_key, index, pmid, code, article.year, params, images,
+                        result, reject)
     return result
 
 
@@ -153,9 +155,11 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
     if not fig.caption:
         return reject(Reason.CAPTION_MISSING, "the figure has no caption text", **where)
     if words < params.caption.min_words:
-        return reject(Reason.CAPTION_TOO_SHORT, f"{words} words < {params.caption.min_words}", **where)
+        return reject(Reason.CAPTION_TOO_SHORT, f"{words} words < {params.caption.min_words}",
+                      **where)
     if words > params.caption.max_words:
-        return reject(Reason.CAPTION_TOO_LONG, f"{words} words > {params.caption.max_words}", **where)
+        return reject(Reason.CAPTION_TOO_LONG, f"{words} words > {params.caption.max_words}",
+                      **where)
     if not fig.graphics:
         return reject(Reason.GRAPHIC_MISSING, "the figure has no <graphic>", **where)
     for number, href in enumerate(fig.graphics):
@@ -169,7 +173,8 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         if name is None:
             reject(Reason.MEDIA_MISSING, f"no media file with stem {href_stem(href)!r}", **where)
             continue
-        uri = f"{result.source_uri}/{name}" if params.layout == "opendata" else f"{result.source_uri}#{name}"
+        separator = "/" if params.layout == "opendata" else "#"
+        uri = f"{result.source_uri}{separator}{name}"
         try:
             decoded = decode_image(files.media[name](), params.image, long_side=decode_side(params))
         except MissingObject as exc:
@@ -185,7 +190,7 @@ def _extract_figure(files: ArticleFiles, media: MediaIndex, fig: Figure, fig_key
         pair = pair_id(result.pmcid, fig_key, href)
         status = detail = None
         if params.panels.enabled:
-            outcome = split_panels(decoded, image, fig.caption, pair, params, images)
+            outcome = split_panels(decoded, fig.caption, pair, params, images)
             status, detail = outcome.status, outcome.detail
             result.panels += outcome.panels
         result.pairs.append({

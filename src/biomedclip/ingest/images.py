@@ -22,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import warnings
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -59,7 +61,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         peak = arr.max() if img.mode == "I" else 65535.0
-        img = Image.fromarray((arr * (255.0 / max(peak, 1.0))).round().clip(0, 255).astype(np.uint8))
+        scaled = (arr * (255.0 / max(peak, 1.0))).round().clip(0, 255)
+        img = Image.fromarray(scaled.astype(np.uint8))
     elif img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
@@ -123,7 +126,8 @@ def decode_image(data: bytes, params: ImageParams, *, long_side: int | None = No
             width, height = img.size
             if width * height > params.max_pixels:
                 raise ImageRejected(Reason.IMAGE_TOO_LARGE,
-                                    f"{width}x{height} = {width * height:,} pixels > {params.max_pixels:,}")
+                                    f"{width}x{height} = {width * height:,} pixels > "
+                                    f"{params.max_pixels:,}")
             img.seek(0)  # multi-frame GIF/TIFF: the first frame
             reduced = _reduced_size(width, height, target) if params.reduced_decode else None
             if reduced and img.format == "JPEG":
@@ -134,7 +138,8 @@ def decode_image(data: bytes, params: ImageParams, *, long_side: int | None = No
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(Reason.IMAGE_TOO_LARGE, f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageRejected(Reason.IMAGE_UNREADABLE, "not an image format Pillow can read") from None
+        raise ImageRejected(Reason.IMAGE_UNREADABLE,
+                            "not an image format Pillow can read") from None
     except Exception as exc:  # Pillow raises many types for bad data: all mean unreadable
         # Messages must be reproducible (they end up in rejects.parquet): no object addresses.
         detail = re.sub(r" at 0x[0-9a-f]+", "", f"{type(exc).__name__}: {exc}")
@@ -147,7 +152,8 @@ def decode_image(data: bytes, params: ImageParams, *, long_side: int | None = No
     return Decoded(rgb, img.format or "", found, width, height)
 
 
-def encode_image(rgb: Image.Image, params: ImageParams, *, found: tuple[int, int] | None = None) -> NormalisedImage:
+def encode_image(rgb: Image.Image, params: ImageParams, *,
+                 found: tuple[int, int] | None = None) -> NormalisedImage:
     """An RGB image as training wants it: the long side down to `max_side`, JPEG, its pHash.
     The same pixels always give the same bytes (a figure, or a panel cropped from one). `found`,
     the size as found when `rgb` is a reduced decode of it, sets the output size, so that a reduced
@@ -168,14 +174,35 @@ def image_key(sha256: str) -> str:
 
 
 class ImageStore:
-    """A folder of JPEGs named by the SHA-256 of their bytes; writes are atomic and idempotent."""
+    """A folder of JPEGs named by the SHA-256 of their bytes; writes are atomic and idempotent.
 
-    def __init__(self, root: Path) -> None:
+    With a `writer` (a thread pool), `put` hands the write to it and returns at once: each write
+    waits for the disk (fsync: milliseconds), and a thread that decodes images should not. `flush`
+    waits for every write handed over so far (raising the first error): call it before recording
+    what references the images. Without one, `put` writes before it returns."""
+
+    def __init__(self, root: Path, writer: Executor | None = None) -> None:
         self.root = root
+        self.writer = writer
+        self._pending: list[Future[None]] = []
+        self._lock = threading.Lock()
 
     def put(self, image: NormalisedImage) -> str:
         key = image_key(image.sha256)
         path = self.root / key
         if not path.exists():
-            atomic_write_bytes(path, image.jpeg)
+            if self.writer is None:
+                atomic_write_bytes(path, image.jpeg)
+            else:
+                written = self.writer.submit(atomic_write_bytes, path, image.jpeg)
+                with self._lock:
+                    self._pending.append(written)
         return key
+
+    def flush(self) -> None:
+        """Wait until every image put so far is on disk; raises the first write's error."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        wait(pending)
+        for written in pending:
+            written.result()

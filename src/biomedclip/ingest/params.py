@@ -7,13 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from biomedclip.config import (
-    Interval,
-    PathValue,
-    Rate,
-    S3Params,
-    Section,
-)
+from biomedclip.config import Interval, PathValue, Rate, S3Params, Section
 from biomedclip.ingest.licenses import CODES
 
 

@@ -1,7 +1,8 @@
 """`run_ingest`: list → fan out over article batches → record → assemble.
 
-The fan-out is pluggable: a bounded thread pool by default (`thread_map`), Prefect tasks on any
-task runner (threads, Dask) from the `ingest` flow (`biomedclip.pipeline.ingest`). Whatever runs the batches, the results are
+The fan-out is pluggable: a bounded thread pool by default (`thread_map`, an article a task),
+Prefect tasks on any task runner (threads, Dask) from the `ingest` flow
+(`biomedclip.pipeline.ingest`, a batch a task). Whatever runs the batches, the results are
 recorded in the state by this process and the outputs are assembled in PMCID order, so the
 manifest is the same. At most `window` batches are in flight: memory does not grow with the
 corpus.
@@ -9,12 +10,13 @@ corpus.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,9 @@ from biomedclip.storage import ObjectStore, open_store
 from biomedclip.streams import chunked, in_order_window
 
 log = logging.getLogger(__name__)
-Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), known digests
-BatchMap = Callable[[Callable[[Batch], list[ArticleResult]], Iterator[Batch]], Iterator[list[ArticleResult]]]
+Batch = tuple[list[list[VersionRef]], dict[str, str]]  # articles (each: its versions), digests
+BatchFn = Callable[[Batch], list[ArticleResult]]
+BatchMap = Callable[[BatchFn, Iterator[Batch]], Iterator[list[ArticleResult]]]
 _STORES: dict[str, ObjectStore] = {}
 
 
@@ -68,22 +71,41 @@ def selected_articles(params: IngestParams) -> Iterator[list[VersionRef]]:
     return articles
 
 
-def process_batch(params: IngestParams, batch: Batch) -> list[ArticleResult]:
-    """Extract every article of a batch; safe to run in any thread or process."""
+def process_batch(params: IngestParams, batch: Batch,
+                  images: ImageStore | None = None) -> list[ArticleResult]:
+    """Extract every article of a batch; safe to run in any thread or process. `images`: the
+    run's store (default: one that writes before `put` returns)."""
     articles, known = batch
     store = store_for(params)
-    images = ImageStore(params.outputs.images)
+    images = images or ImageStore(params.outputs.images)
     return [extract_article(store, versions, params, images, known.get(versions[-1].pmcid))
             for versions in articles]
 
 
-def thread_map(workers: int, window: int | None = None) -> BatchMap:
-    """Ordered, bounded map over a thread pool: at most `window` batches submitted at once."""
+class BatchFutures:
+    """The futures of one batch's articles, read back as that batch's results, in order."""
 
-    def run(fn: Callable[[Batch], list[ArticleResult]], batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
+    def __init__(self, futures: list[Future[list[ArticleResult]]]) -> None:
+        self.futures = futures
+
+    def result(self) -> list[ArticleResult]:
+        return [result for future in self.futures for result in future.result()]
+
+
+def thread_map(workers: int, window: int | None = None) -> BatchMap:
+    """Ordered, bounded map over a thread pool: at most `window` batches submitted at once, each
+    article of a batch a task of its own. At PMC's image sizes a batch of 16 articles is seconds
+    of work: as one task, the last batch of a run kept one thread busy while the other idled
+    (BENCHMARKS.md, "Both cores"); as articles, the threads share it. Memory is bounded as before:
+    the articles of at most `window` batches in flight."""
+
+    def run(fn: BatchFn, batches: Iterator[Batch]) -> Iterator[list[ArticleResult]]:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-            yield from in_order_window(lambda batch: pool.submit(fn, batch), batches,
-                                       window or 2 * workers)
+            def submit(batch: Batch) -> BatchFutures:
+                articles, known = batch
+                return BatchFutures([pool.submit(fn, ([versions], known)) for versions in articles])
+
+            yield from in_order_window(submit, batches, window or 2 * workers)
 
     return run
 
@@ -106,11 +128,23 @@ def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> di
             yield chunk, state.known_digests(versions[-1].pmcid for versions in chunk)
 
     mapper = batch_map or thread_map(params.workers)
+    # The extracting threads hand their image writes (fsync: milliseconds each) to threads of
+    # their own, so that they decode while the disk writes; a batch is recorded once its images
+    # are on disk. At PMC's sizes the writes held the extracting threads 7-11% of the run
+    # (BENCHMARKS.md, "Both cores").
+    writer = ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="ingest-write")
+    images = ImageStore(params.outputs.images, writer)
+
+    # Another mapper (a flow's tasks on a Dask cluster) gets a function it can ship to another
+    # process: each batch then writes its images before its task ends.
+    work = functools.partial(process_batch, params) if batch_map else \
+        (lambda batch: process_batch(params, batch, images))
 
     def process(articles: Iterable[list[VersionRef]], counted: bool = True) -> None:
-        results = mapper(lambda batch: process_batch(params, batch), batches(articles, counted))
+        results = mapper(work, batches(articles, counted))
         for batch_results in progress(results, total=None, description="ingest batches",
                                       every_items=10):
+            images.flush()
             state.record(batch_results)
             for result in batch_results:
                 counts["unchanged" if result.unchanged else "processed"] += 1
@@ -126,6 +160,7 @@ def run_ingest(params: IngestParams, *, batch_map: BatchMap | None = None) -> di
             process((v for v in selected_articles(params) if v[-1].pmcid in wanted), counted=False)
         report = assemble(state, params, counts)
     finally:
+        writer.shutdown()
         state.close()
     # How this run got there (what it read vs. reused), beside the state: for the retrain's
     # report and for people; the metrics file holds only what the data and params determine.

@@ -152,7 +152,8 @@ _REFERENCE = re.compile(
     r"|similar to|relative to|identical to)|\bfig(?:ure)?s?\.?\s*S?\d+[A-Za-z]?)\.?\s*\(?\s*$",
     re.IGNORECASE,
 )
-_ABBREVIATION_END = re.compile(r"(?:\b(?:e\.g|i\.e|vs|cf|al|Figs?|approx|ca|eqs?|Eqs?|No|Ref|resp)\.)$")
+_ABBREVIATION_END = re.compile(
+    r"(?:\b(?:e\.g|i\.e|vs|cf|al|Figs?|approx|ca|eqs?|Eqs?|No|Ref|resp)\.)$")
 _SENTENCE_END = re.compile(r"[.!?][)\]\"”’]* ")
 
 # --- positions -------------------------------------------------------------------------------
@@ -172,9 +173,10 @@ _POSITIONAL_PAREN = re.compile(
 
 _BOUNDARY = re.compile(r"[.!?][)\]\"”’]* (?=[A-Z0-9(*∗†‡\"“‘])")
 _SHARED_START = re.compile(
-    r"[*∗†‡#]|(?:Data\b|Values\b|Results (?:are|were)|Means?\b|Average|Bars\b|Error bars|Scale bars?"
-    r"|Statistic|Significan|Asterisks?|Symbols?\b|Abbreviations?|Magnification|Original magnification"
-    r"|All\b|In (?:all |each )?panels?\b|For all panels|Each (?:dot|point|symbol|circle|data point|bar|line)"
+    r"[*∗†‡#]|(?:Data\b|Values\b|Results (?:are|were)|Means?\b|Average|Bars\b|Error bars"
+    r"|Scale bars?|Statistic|Significan|Asterisks?|Symbols?\b|Abbreviations?|Magnification"
+    r"|Original magnification|All\b|In (?:all |each )?panels?\b|For all panels"
+    r"|Each (?:dot|point|symbol|circle|data point|bar|line)"
     r"|Representative|[nN]\s*=|[Pp]\s*[<>≤=]|[Pp][- ]?values?|ns\b|n\.s\.)"
 )
 _SHARED_ANYWHERE = re.compile(
@@ -278,7 +280,8 @@ def _lead_markers(text: str) -> list[_Marker]:
                                "lead" if kind == "strong" else "lead-weak"))
     for m in _LEAD_INLINE.finditer(text):
         s = m.start()
-        if text[max(0, s - 6):s].endswith(_LEAD_INLINE_AFTER) and not any(mk.start == s for mk in markers):
+        after_word = text[max(0, s - 6):s].endswith(_LEAD_INLINE_AFTER)
+        if after_word and not any(mk.start == s for mk in markers):
             markers.append(_Marker(s, m.end(), (ord(m.group(1)) - 65,), False, True, "lead"))
     return markers
 
@@ -301,7 +304,8 @@ def _positional_markers(text: str) -> list[_Marker]:
                 continue
             if _REFERENCE.search(text, max(0, s - 30), s):
                 continue
-            markers.append(_Marker(s, e, (_POSITION_KEY[m.group(1).lower()],), False, True, "positional"))
+            key = _POSITION_KEY[m.group(1).lower()]
+            markers.append(_Marker(s, e, (key,), False, True, "positional"))
     markers.sort()
     return markers
 
@@ -378,8 +382,8 @@ def _accept(text: str, markers: list[_Marker]) -> list[_Marker] | None:
 
 def _pieces(text: str, cuts: set[int]) -> list[tuple[int, int]]:
     """Sentences (not cut inside parentheses), also cut where a leading marker starts."""
-    ends = {m.end() for m in _BOUNDARY.finditer(text)
-            if text[m.start()] != "." or not _ABBREVIATION_END.search(text, max(0, m.start() - 7), m.start() + 1)}
+    ends = {m.end() for m in _BOUNDARY.finditer(text) if text[m.start()] != "."
+            or not _ABBREVIATION_END.search(text, max(0, m.start() - 7), m.start() + 1)}
     bounds = sorted(ends | cuts - {0})
     pieces = []
     start = 0
@@ -451,7 +455,7 @@ def _assign(text: str, markers: list[_Marker], style: str) -> SplitCaption | Non
 
 
 def _is_boilerplate(sentence: str) -> bool:
-    """Methods, statistics, scale bars: text for every panel (the cues in the module's docstring)."""
+    """Methods, statistics, scale bars: text for every panel (the module docstring's cues)."""
     sentence = sentence.strip()
     return bool(_SHARED_START.match(sentence) or _SHARED_ANYWHERE.search(sentence))
 
@@ -466,7 +470,8 @@ def _letter_split(text: str) -> SplitCaption | None:
         systems.append(("paren", paren))
     if any(m.leading or m.kind == "lead-weak" for m in lead):
         systems.append(("lead", sorted(lead + inline_paren)))
-    systems.append(("inline", sorted(inline_paren + [m for m in lead if m.kind == "lead" and not m.leading])))
+    inline_lead = [m for m in lead if m.kind == "lead" and not m.leading]
+    systems.append(("inline", sorted(inline_paren + inline_lead)))
     for style, candidates in systems:
         markers = _same_case(_resolve_weak(text, candidates))
         if style == "lead":

@@ -9,7 +9,8 @@ than keeping the figure whole, so the figure stays whole, with the reason, when:
 - the image shows one panel, or the caption names no panels;
 - the caption names its panels by position ("Left:", "Top:") rather than by letter;
 - the image's panel count and the caption's letter count differ;
-- the layout's confidence is below `min_confidence`.
+- the layout's confidence is below `min_confidence` (`layout.find_panels` keeps the figure whole
+  and says at what confidence it declined the split; 0 lets every split the image shows through).
 
 Each reason has a short code (`KEPT_WHOLE`), which the ingest counts in its report.
 """
@@ -22,6 +23,7 @@ from PIL import Image
 
 from biomedclip.panels.captions import SplitCaption, split_caption
 from biomedclip.panels.layout import Layout, find_panels
+from biomedclip.panels.scoring import MIN_CONFIDENCE
 
 # Why a figure stays whole, by code: what the ingest's report counts.
 KEPT_WHOLE = {
@@ -47,36 +49,38 @@ class FigureSplit:
     panels: tuple[PanelPair, ...]  # empty when the figure stays whole
     confidence: float  # the layout's confidence (0 when there is nothing to pair)
     kept_whole: str | None  # why the figure stays whole; None when it is split
-    layout: Layout
+    layout: Layout | None  # None when the caption names no panel letters: the image is not read
     caption: SplitCaption
     code: str | None = None  # the reason's code (a `KEPT_WHOLE` key); None when it is split
 
 
-def split_figure(image: Image.Image, caption: str, *, min_confidence: float = 0.5) -> FigureSplit:
+def split_figure(image: Image.Image, caption: str, *,
+                 min_confidence: float = MIN_CONFIDENCE) -> FigureSplit:
     """The panel pairs of one figure, or the reason it stays whole."""
     if not 0 <= min_confidence <= 1:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     parts = split_caption(caption)
     letters = [key for key in parts.panels if len(key) == 1]
-    layout = find_panels(image, expected=len(letters) or None)
+    if parts.style == "none":  # nothing to pair a panel with: the image is not looked at
+        return FigureSplit((), 0.0, "the caption names no panels", None, parts, "no_panel_markers")
+    if not letters:
+        return FigureSplit((), 0.0, f"the caption names its panels by position "
+                           f"({', '.join(parts.panels)}), not by letter", None, parts,
+                           "positional_markers")
+    layout = find_panels(image, expected=len(letters), min_confidence=min_confidence)
 
     def whole(code: str, reason: str) -> FigureSplit:
-        confidence = layout.confidence if len(layout.panels) > 1 else 0.0
+        confidence = layout.confidence if len(layout.panels) > 1 else layout.declined or 0.0
         return FigureSplit((), confidence, reason, layout, parts, code)
 
-    if parts.style == "none":
-        return whole("no_panel_markers", "the caption names no panels")
-    if not letters:
-        return whole("positional_markers",
-                     f"the caption names its panels by position ({', '.join(parts.panels)}), not by letter")
+    if layout.declined is not None:
+        return whole("low_confidence", f"layout confidence {layout.declined:.2f} < "
+                     f"{min_confidence:.2f} ({layout.reason.removeprefix('ambiguous: ')})")
     if len(layout.panels) < 2:
         return whole("one_panel", f"the image shows one panel ({layout.reason})")
     if len(layout.panels) != len(letters):
-        return whole("count_mismatch", f"the image shows {len(layout.panels)} panels, the caption names "
-                     f"{len(letters)} ({', '.join(letters)})")
-    if layout.confidence < min_confidence:
-        return whole("low_confidence",
-                     f"layout confidence {layout.confidence:.2f} < {min_confidence:.2f} ({layout.reason})")
+        return whole("count_mismatch", f"the image shows {len(layout.panels)} panels, the caption "
+                     f"names {len(letters)} ({', '.join(letters)})")
     pairs = tuple(PanelPair(i, letter, panel.box, parts.panels[letter], parts.text_for(letter))
                   for i, (letter, panel) in enumerate(zip(letters, layout.panels, strict=True)))
     return FigureSplit(pairs, layout.confidence, None, layout, parts)

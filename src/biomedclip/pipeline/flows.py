@@ -2,8 +2,9 @@
 
 A stage's flow is wiring: the stage's library entry in a task (run by `biomedclip.pipeline.runner`,
 holding the stage's lock; retried where a failure may be transient, never on the stage's own
-expected errors), the entry's work items as tasks of their own where the stage fans out (the
-ingest's article batches: threads, or a Dask cluster through prefect-dask), the report published
+expected errors), the entry's work items as tasks of their own on a Dask cluster (prefect-dask)
+where the stage fans out there (the ingest's article batches; on one machine its own threads share
+the work finer than tasks would), the report published
 as a markdown artifact (also when the stage fails with one, as the gate does), and the flow run
 recorded beside the outputs (`biomedclip.provenance`). `dvc.yaml` runs each as
 `python flows/<stage>.py`.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 from prefect import Flow, flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from biomedclip.params import DEFAULT_PARAMS_PATH, Params, load_params
 from biomedclip.pipeline.runner import run_stage
@@ -49,13 +48,11 @@ def prefect_fan_out(window: int) -> FanOut:
     return run
 
 
-def task_runner(kind: str, workers: int) -> Any:
-    if kind == "dask":
-        from prefect_dask import DaskTaskRunner  # the `dask` extra
+def dask_runner(workers: int) -> Any:
+    from prefect_dask import DaskTaskRunner  # the `dask` extra
 
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
-    return ThreadPoolTaskRunner(max_workers=workers)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None})
 
 
 def publish(stage_: Stage, report: StageReport, *, failed: bool = False) -> None:
@@ -71,18 +68,16 @@ def stage_flow(name: str) -> Flow:
     def transient(task_: Any, task_run: Any, state: Any) -> bool:
         return not expected_by(stage_, state.result(raise_on_failure=False))
 
-    # The entry as a task; a stage that fans out submits its items as tasks itself, from the flow.
-    run_entry = run_stage if stage_.fan_out else task(
-        run_stage, name=stage_.name, cache_policy=NO_CACHE, retries=stage_.retries,
-        retry_delay_seconds=RETRY_DELAYS_S[:stage_.retries] or None, retry_condition_fn=transient)
+    run_entry = task(run_stage, name=stage_.name, cache_policy=NO_CACHE, retries=stage_.retries,
+                     retry_delay_seconds=RETRY_DELAYS_S[:stage_.retries] or None, retry_condition_fn=transient)
 
     def stage_run(params_path: Path = DEFAULT_PARAMS_PATH) -> StageReport:
         params = load_params(params_path)
-        window = 2 * stage_.fan_out(params)[1] if stage_.fan_out else 0
+        workers = stage_.fan_out(params) if stage_.fan_out else None
         context = StageContext(params_path=params_path, flow_run_id=current_flow_run().id,
-                               fan_out=prefect_fan_out(window) if stage_.fan_out else None)
-        try:
-            report = run_entry(stage_, params, context)
+                               fan_out=prefect_fan_out(2 * workers) if workers else None)
+        try:  # the entry as a task; one that fans out submits its items as tasks itself, from the flow
+            report = (run_stage if workers else run_entry)(stage_, params, context)
         except Exception as exc:
             if getattr(exc, "report", None) is not None:
                 publish(stage_, exc.report, failed=True)
@@ -101,11 +96,11 @@ def run_flow(name: str, params_path: Path) -> StageReport:
     would start a temporary server of its own on the same SQLite file)."""
     stage_, params = stage(name), load_params(params_path)
     flow_ = stage_flow(name)
-    if stage_.fan_out is None:
+    workers = stage_.fan_out(params) if stage_.fan_out else None
+    if not workers:
         return flow_(params_path)
-    kind, workers = stage_.fan_out(params)
-    with one_api() if kind == "dask" else nullcontext():
-        return flow_.with_options(task_runner=task_runner(kind, workers))(params_path)
+    with one_api():
+        return flow_.with_options(task_runner=dask_runner(workers))(params_path)
 
 
 def main(name: str, argv: list[str] | None = None) -> int:

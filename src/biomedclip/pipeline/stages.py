@@ -55,8 +55,9 @@ class Stage:
     errors: tuple[str, ...] = ()  # "module:Class": expected failures of this stage
     builds_model: bool = False  # a registered model is built from its outputs (the lineage)
     retries: int = 0  # the flow retries the whole entry this often (transient failures)
-    # The flow spreads the entry's work items over a task runner: (threads | dask, workers).
-    fan_out: Callable[[Params], tuple[str, int]] | None = None
+    # Where the flow spreads the entry's work items as tasks of its own: the Dask cluster's size,
+    # or None where the entry's own threads do better (they share the work finer than tasks).
+    fan_out: Callable[[Params], int | None] | None = None
 
     @property
     def module(self) -> str:
@@ -79,7 +80,7 @@ STAGES: tuple[Stage, ...] = (
           lambda p: (p.ingest.outputs.pairs, p.ingest.outputs.rejects, p.ingest.outputs.images, p.ingest.outputs.panels,
                      p.ingest.outputs.panel_examples, p.ingest.outputs.report),
           "PMC articles -> the figure-caption pairs manifest, panel pairs, rejects and image store",
-          builds_model=True, fan_out=lambda p: (p.ingest.task_runner, p.ingest.workers)),
+          builds_model=True, fan_out=lambda p: p.ingest.workers if p.ingest.task_runner == "dask" else None),
     Stage("validate", "biomedclip.validate.stage:run",
           lambda p: (p.validate.outputs.result, p.validate.outputs.data_docs),
           "the Great Expectations gate on the manifest: a failing critical check stops the pipeline",

@@ -7,11 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from biomedclip.config import (
-    PathValue,
-    Section,
-    Slug,
-)
+from biomedclip.config import PathValue, Section, Slug
 
 
 class GateParams(Section):

@@ -8,13 +8,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from biomedclip.config import (
-    PathValue,
-    Rate,
-    S3Params,
-    Section,
-    Slug,
-)
+from biomedclip.config import PathValue, Rate, S3Params, Section, Slug
 
 # The aliases Prefect's schedules (croniter) accept, as the 5 fields they stand for.
 CRON_ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",

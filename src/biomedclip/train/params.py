@@ -7,10 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from biomedclip.config import (
-    PathValue,
-    Section,
-)
+from biomedclip.config import PathValue, Section
 
 
 class TokenizerParams(Section):

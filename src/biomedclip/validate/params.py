@@ -7,13 +7,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from biomedclip.config import (
-    Interval,
-    IntRange,
-    PathValue,
-    Rate,
-    Section,
-)
+from biomedclip.config import Interval, IntRange, PathValue, Rate, Section
 from biomedclip.validate.checks import CHECKS
 
 
