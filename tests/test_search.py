@@ -167,6 +167,19 @@ def test_filters_restrict_the_results(searcher):
 
 
 @pytest.mark.unit
+def test_terminal_output(searcher):
+    from biomedclip.search.terminal import results_json, results_text
+
+    results = searcher.search("chest radiograph", k=3)
+    text = results_text(results)
+    assert text.splitlines()[0].startswith(f"  1. {results[0].score:.3f}  {results[0].pmcid}")
+    assert all(r.url in text for r in results)
+    rows = json.loads(results_json(results))
+    assert [r["id"] for r in rows] == [r.id for r in results] and {"score", "pmcid", "caption", "url"} <= set(rows[0])
+    assert results_text([]) == "no figure matches (try fewer filters)"
+
+
+@pytest.mark.unit
 def test_a_search_never_answers_from_another_models_index(built, corpus, model, tiny_world, tmp_path):
     params, _, _ = built
     other = str(tiny_world.random_model)

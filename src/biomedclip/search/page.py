@@ -28,7 +28,7 @@ ol.results{list-style:none;margin:0;padding:0 24px 24px;display:grid;
 grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:14px}
 ol.results li{background:#fff;border:1px solid #d8dde3;border-radius:6px;padding:10px;display:flex;gap:10px}
 ol.results img{width:120px;height:120px;object-fit:contain;background:#eef0f3;flex:none}
-.meta{font-size:12px;color:#555}.caption{font-size:13px;max-height:7.5em;overflow:auto;white-space:pre-wrap}
+.meta{font-size:12px;color:#555}.caption{font-size:13px;max-height:7.5em;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
 .score{font-weight:600}
 """
 
