@@ -55,7 +55,8 @@ platform.processor()
 # cannot be used: pytest 9 ignores the node ids it rewrites.)
 SHARED_GROUPS = {"topology": ("test_infra_faults", "test_infra_topology"),
                  "pipeline": ("test_pipeline", "test_readme"),
-                 "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_evaluate", "test_probe", "test_published", "test_registry", "test_train", "test_train_ddp")}
+                 "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_embed", "test_evaluate", "test_probe",
+                                "test_published", "test_registry", "test_search", "test_train", "test_train_ddp")}
 LONGEST_FIRST = ("topology", "test_retrain", "pipeline", "tiny-world")
 
 
@@ -426,6 +427,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_served(url: str, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200; fail with the process's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        output = process.stdout if process.stdout is not None else process.stderr
+        assert process.poll() is None, output.read().decode()[-3000:] if output else f"{what} exited"
+        assert time.monotonic() < deadline, f"{what} did not come up in {timeout:.0f} s"
+        time.sleep(0.5)
+
+
 def ask_model_server(model_uri: str, tracking_uri: str, cwd: Path, records: list[dict[str, Any]],
                      env: dict[str, str] | None = None) -> Any:
     """Start `mlflow models serve` on a registered model, POST `records` to /invocations once it
@@ -436,17 +453,7 @@ def ask_model_server(model_uri: str, tracking_uri: str, cwd: Path, records: list
                                "-h", "127.0.0.1", "-p", str(port)], cwd=cwd, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the model server did not come up in 120 s"
-            time.sleep(1)
+        wait_until_served(f"http://127.0.0.1:{port}/ping", server, "the model server")
         body = json.dumps({"dataframe_records": records}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
