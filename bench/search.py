@@ -162,7 +162,8 @@ def extrapolate(results: list[dict], budget_mb: int) -> dict:
 EMBED_CHILD = PEAK_RSS + r"""
 import json, sys, time
 from pathlib import Path
-from biomedclip.embed import embed, open_input
+from biomedclip.embed.run import embed
+from biomedclip.embed.inputs import open_input
 table, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 start = time.perf_counter()
 summary = embed(open_input(table), out, model=sys.argv[4], batch_size=16, chunk_rows=16, workers=workers,
@@ -207,8 +208,10 @@ def embed_bench(args: argparse.Namespace) -> dict:
 
 
 def demo_bench(args: argparse.Namespace) -> dict:
-    from biomedclip.embed import corpus_input, embed
-    from biomedclip.search import IndexParams, build_index
+    from biomedclip.embed.inputs import corpus_input
+    from biomedclip.embed.run import embed
+    from biomedclip.search.build import build_index
+    from biomedclip.search.params import IndexParams
 
     ingest = Path(args.ingest)
     results: dict = {}

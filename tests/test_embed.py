@@ -28,16 +28,8 @@ import pytest
 import torch
 from PIL import Image
 
-from biomedclip.embed import (
-    EmbedInput,
-    corpus_input,
-    embed,
-    open_input,
-    read_metadata,
-    rejects_path,
-)
-from biomedclip.embed.inputs import EmbedRow, StoreImages
-from biomedclip.embed.run import partial_dir
+from biomedclip.embed.inputs import EmbedInput, EmbedRow, StoreImages, corpus_input, open_input
+from biomedclip.embed.run import embed, partial_dir, read_metadata, rejects_path
 
 from .conftest import REPO
 
@@ -177,7 +169,8 @@ def test_store_keys_cannot_escape_the_store(corpus):
 CHILD = """
 import sys
 from pathlib import Path
-from biomedclip.embed import corpus_input, embed
+from biomedclip.embed.inputs import corpus_input
+from biomedclip.embed.run import embed
 pairs, images, out, model = sys.argv[1:5]
 embed(corpus_input(Path(pairs), None, Path(images)), Path(out), model=model, batch_size=4, chunk_rows=16,
       workers=2, device="cpu")

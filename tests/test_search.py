@@ -47,20 +47,18 @@ from PIL import Image
 
 from biomedclip.card.imageclef import IMAGECLEF_2015
 from biomedclip.digests import file_sha256
-from biomedclip.embed import EmbedParams, corpus_input, embed
+from biomedclip.embed.inputs import corpus_input
+from biomedclip.embed.params import EmbedParams
+from biomedclip.embed.run import embed
 from biomedclip.evaluate.embedding import decode, shard_samples
 from biomedclip.ingest.params import ImageParams
 from biomedclip.models import load_model
-from biomedclip.search import (
-    IndexModelMismatch,
-    IndexParams,
-    Searcher,
-    ServeParams,
-    build_index,
-    parse_filters,
-    refresh_index,
-    retrieval_examples,
-)
+from biomedclip.search.build import build_index
+from biomedclip.search.examples import retrieval_examples
+from biomedclip.search.filters import parse_filters
+from biomedclip.search.params import IndexParams, ServeParams
+from biomedclip.search.refresh import refresh_index
+from biomedclip.search.searcher import IndexModelMismatch, Searcher
 from biomedclip.search.serve import SearchService, create_app
 
 from .conftest import REPO, free_port, wait_until_served
@@ -299,7 +297,7 @@ SERVER = """
 import sys
 from pathlib import Path
 from biomedclip.ingest.params import ImageParams
-from biomedclip.search import ServeParams
+from biomedclip.search.params import ServeParams
 from biomedclip.search.serve import SearchService, create_app, serve_forever
 folder, images, port = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 serve_forever(create_app(SearchService(folder), serve=ServeParams(), checks=ImageParams(), images=images),

@@ -35,7 +35,7 @@ err = Console(stderr=True, soft_wrap=True)  # paths in messages stay copy-pastab
 
 REFUSED = 3  # exit code: the promotion gate said no (USAGE 2: bad params or options; FAILED 1: the work failed)
 # Errors commands report as one line beyond every stage's own (`biomedclip.pipeline.stages`).
-COMMAND_ERRORS = ("biomedclip.retrain.cycle:RetrainFailed",)
+COMMAND_ERRORS = ("biomedclip.retrain.cycle:RetrainFailed", "biomedclip.search.searcher:IndexModelMismatch")
 PREFIXES = {"ValidationFailed": "validation failed"}
 
 
@@ -442,6 +442,162 @@ def register_command(
     _run_stage(ctx, "register", params)
 
 
+@app.command("embed")
+def embed_command(
+    ctx: typer.Context,
+    source: Annotated[Path | None, typer.Argument(help="What to embed: a folder of images, a .parquet or .csv of "
+                                                  "`id` and image paths (`image`/`path`) and/or texts "
+                                                  "(`text`/`caption`), or the ingest's pairs.parquet or "
+                                                  "panels.parquet. Without it: the embed stage (the corpus).")] = None,
+    dest: Annotated[Path | None, typer.Argument(help="The .parquet to write (with SOURCE).")] = None,
+    model: Annotated[str | None, typer.Option(help="The model: a folder or local-dir:PATH, hf-hub:ORG/REPO, "
+                                              "models:/NAME@ALIAS, models:/NAME/N, @ALIAS or N. (default: "
+                                              "embed.model, else the train stage's model)")] = None,
+    images: Annotated[Path | None, typer.Option(help="The image store a table's `image_key`s name (with a "
+                                                "pairs or panels table: default ingest.outputs.images).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="CPU: processes of one torch thread each; GPU: "
+                                                "image-decoding threads. (default: embed.workers)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda. (default: embed.device)")] = None,
+) -> None:
+    """Embed images and/or texts with a model into a Parquet of float16 vectors.
+
+    `id`, `kind`, `image_embedding`, `text_embedding` and the model's digest, written a chunk at a
+    time (memory stays flat) and resumable after a kill; unusable rows go to a rejects table beside
+    it with their reason. Without SOURCE and DEST it is the embed stage: every kept pair and panel
+    pair of the corpus, into `embed.out` (what the index is built from).
+    """
+    state: Context = ctx.obj
+    params = state.params()
+    config = override(params.embed, model=model, workers=workers, device=device)
+    if source is None and dest is None:
+        _run_stage(ctx, "embed", params.model_copy(update={"embed": config}))
+        return
+    if source is None or dest is None:
+        raise typer.BadParameter("give both SOURCE and DEST, or neither (the embed stage)", param_hint="SOURCE DEST")
+    from rich.markdown import Markdown
+
+    from biomedclip.embed.inputs import open_input
+    from biomedclip.embed.run import embed
+    from biomedclip.embed.stage import stage_model
+
+    chosen = stage_model(params.model_copy(update={"embed": config}))
+    summary = embed(open_input(source, params.ingest.image, images=images or params.ingest.outputs.images), dest,
+                    model=chosen, batch_size=config.batch_size, chunk_rows=config.chunk_rows,
+                    workers=config.workers, device=config.device, tracking=params.tracking)
+    out.print(Markdown(f"Embedded {summary['rows']:,} rows of `{source}` into `{dest}` with `{chosen}` "
+                       f"({summary['rejected']:,} rejected: `{dest.with_suffix('')}.rejects.parquet`)."))
+
+
+@app.command("index")
+def index_command(ctx: typer.Context) -> None:
+    """Build the vector index over the corpus's image embeddings (`index.out`).
+
+    The FAISS family chosen as autofaiss chooses (exact below `index.exact_below` vectors, HNSW
+    when it fits `index.memory_budget_mb`, else IVF-PQ re-ranked), its search effort tuned to
+    recall@10 >= `index.target_recall` against exact search, every result's metadata (PMCID,
+    figure, panel, caption, licence, year, split, estimated figure type) beside it, and the model
+    and embeddings it was built from recorded. Run `biomedclip embed` first.
+    """
+    state: Context = ctx.obj
+    _run_stage(ctx, "index", state.params())
+
+
+class _QueryOrCommand(TyperGroup):
+    """`search QUERY ...` answers the query; `search serve ...` runs the server (a sub-command's
+    name in the first place is the sub-command, anything else the query)."""
+
+    allow_interspersed_args = True  # `search "a query" -k 5`: the options after the query are the query's
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands:
+            click.Command.parse_args(self, ctx, [])  # the query's options stay unset
+            ctx._protected_args, ctx.args = args[:1], args[1:]  # click's own split of a sub-command
+            return ctx.args
+        return super().parse_args(ctx, args)
+
+
+search_app = typer.Typer(cls=_QueryOrCommand, invoke_without_command=True,
+                         rich_markup_mode="markdown", add_completion=False,
+                         help="Find figures by text and/or image in the corpus's index (`search QUERY`), or "
+                              "serve the search page and JSON API (`search serve`).")
+app.add_typer(search_app, name="search")
+
+
+@search_app.callback()
+def search_command(
+    ctx: typer.Context,
+    query: Annotated[str | None, typer.Argument(help="What to find, in words (a caption-like description).")] = None,
+    k: Annotated[int | None, typer.Option("-k", min=1, help="How many figures. (default: index.serve.default_k; at "
+                                          "most index.serve.max_k)")] = None,
+    image: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="An image to find figures like "
+                                               "(with QUERY: both, summed).")] = None,
+    filters: Annotated[list[str] | None, typer.Option("--filter", help="Keep results that satisfy it: "
+                                                      "`license in (CC BY, CC0)`, `year >= 2020`, `type = "
+                                                      "radiology`, `split = test`, `kind = panel`. Repeat to "
+                                                      "combine.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Every field of every result, as JSON.")] = False,
+    model: Annotated[str | None, typer.Option(help="Search with this model (its weights must be the index's; "
+                                              "default: the model the index was built from).")] = None,
+) -> None:
+    """Find figures: ranked by similarity to QUERY and/or --image, with score, PMCID, figure,
+    panel, caption and licence. Answers only from an index built from the model it searches with.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if query is None and image is None:
+        out.print(ctx.get_help())  # what a bare `biomedclip search` asks for
+        raise typer.Exit(0)
+    from biomedclip.search.filters import FilterError, parse_filters
+    from biomedclip.search.searcher import Searcher
+    from biomedclip.search.serve import QueryError, check_upload
+    from biomedclip.search.terminal import results_json, results_text
+
+    state: Context = ctx.obj
+    params = state.params()
+    serve = params.index.serve
+    k = k or serve.default_k
+    if k > serve.max_k:
+        raise typer.BadParameter(f"{k} is more than index.serve.max_k ({serve.max_k})", param_hint="-k")
+    if query is not None and len(query) > serve.max_query_chars:
+        raise typer.BadParameter(f"{len(query)} characters, more than index.serve.max_query_chars "
+                                 f"({serve.max_query_chars})", param_hint="QUERY")
+    try:
+        chosen = parse_filters(filters or [])
+        picture = check_upload(image.read_bytes(), params.ingest.image, serve.max_upload_mb) if image else None
+    except (FilterError, QueryError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--filter" if isinstance(exc, FilterError) else "--image") \
+            from None
+    searcher = Searcher.open(params.index.out, _full_reference(model, params) if model else None,
+                             tracking=params.tracking)
+    found = searcher.search(query, picture, k=k, filters=chosen)
+    if as_json:
+        print(results_json(found))
+    else:
+        out.print(results_text(found, width=out.width), highlight=False, markup=False, soft_wrap=True)
+
+
+@search_app.command("serve")
+def search_serve_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="The address to listen on. (default: index.serve.host, "
+                                             "127.0.0.1: this machine only)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="(default: index.serve.port, 8765)")] = None,
+    model: Annotated[str | None, typer.Option(help="Search with this model (its weights must be the index's).")]
+    = None,
+) -> None:
+    """Serve the search page (a search box, an image upload, filters; results as thumbnails with
+    their captions and article links) and the JSON API (`GET /api/search?q=&k=&filter=`, `POST
+    /api/search` with an `image`) until interrupted. A refreshed index is picked up by itself."""
+    from biomedclip.search.serve import SearchService, create_app, serve_forever
+
+    state: Context = ctx.obj
+    params = state.params()
+    config = override(params.index.serve, host=host, port=port)
+    service = SearchService(params.index.out, _full_reference(model, params) if model else None, params.tracking)
+    app_ = create_app(service, serve=config, checks=params.ingest.image, images=params.ingest.outputs.images)
+    serve_forever(app_, host=config.host, port=config.port)
+
+
 @app.command("compare")
 def compare_command(
     ctx: typer.Context,
@@ -564,6 +720,7 @@ def promote_command(
     out.print(f"{params.register.model_name} version {record['version']}: {verdict} — {escape(record['why'])}")
     if not record["promoted"]:
         raise typer.Exit(REFUSED)
+    _announce(params.register.model_name, record)
 
 
 @app.command("rollback")
@@ -579,6 +736,17 @@ def rollback_command(
     record = rollback(params.register, params.tracking, reason=reason)
     out.print(f"{params.register.model_name}: champion is version {record['version']} again "
               f"(was {record['previous_champion']})")
+    _announce(params.register.model_name, record)
+
+
+def _announce(name: str, record: dict[str, Any]) -> None:
+    """A new champion is an event (`biomedclip.model.promoted`) for the Prefect server named by
+    PREFECT_API_URL: the `index/refresh` deployment and other automations hang on it."""
+    from biomedclip.pipeline.events import announce_if_served
+
+    if announce_if_served(name, record):
+        out.print(f"announced to {os.environ['PREFECT_API_URL']}: {name} version {record['version']} is the champion "
+                  "(biomedclip.model.promoted)", highlight=False)
 
 
 @app.command("lineage")
@@ -599,7 +767,7 @@ def lineage_command(
 
     state: Context = ctx.obj
     params = state.params()
-    chain = lineage(_full_reference(model_uri, params), params.register, params.tracking)
+    chain = lineage(_full_reference(model_uri, params), params.register, params.tracking, index=params.index.out)
     found = None
     if verify_:
         found = verify(chain, params.tracking, shard_manifest=params.shard.outputs.manifest,
@@ -683,10 +851,12 @@ def schedule_command(
     timezone: Annotated[str | None, typer.Option(help="The cron's IANA time zone. "
                                                  "(default: retrain.schedule.timezone)")] = None,
 ) -> None:
-    """Serve the retrain deployment `retrain/<retrain.schedule.deployment>` on a cron schedule
-    until interrupted (Prefect `serve`): one run at a time, a trigger meanwhile waits its turn.
+    """Serve the retrain deployment `retrain/<retrain.schedule.deployment>` on a cron schedule,
+    and `index/refresh` on every champion change (`biomedclip.model.promoted`: the search index
+    re-embedded and rebuilt for the new champion), until interrupted (Prefect `serve`): one run at
+    a time, a trigger meanwhile waits its turn.
 
-    List, pause and trigger it with Prefect's own tools: `prefect deployment ls`,
+    List, pause and trigger them with Prefect's own tools: `prefect deployment ls`,
     `prefect deployment schedule pause retrain/weekly ID`, `prefect deployment run
     retrain/weekly`, or the UI. Point PREFECT_API_URL at a server (`prefect server start`) so
     the schedule outlives this terminal's view of it.

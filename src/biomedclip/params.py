@@ -16,11 +16,13 @@ from typing import Any
 from biomedclip.card.params import CardParams
 from biomedclip.config import ConfigError, Section, read_yaml, validated
 from biomedclip.demo.params import DemoParams
+from biomedclip.embed.params import EmbedParams
 from biomedclip.evaluate.params import EvaluateParams
 from biomedclip.ingest.params import IngestParams
 from biomedclip.pipeline.params import PipelineParams
 from biomedclip.register.params import RegisterParams
 from biomedclip.retrain.params import RetrainParams
+from biomedclip.search.params import IndexParams
 from biomedclip.shard.params import ShardParams
 from biomedclip.tracking import TrackingParams
 from biomedclip.train.params import TrainParams
@@ -44,6 +46,8 @@ with warnings.catch_warnings():
         evaluate: EvaluateParams = EvaluateParams()
         card: CardParams = CardParams()
         register: RegisterParams = RegisterParams()  # type: ignore[assignment]
+        embed: EmbedParams = EmbedParams()
+        index: IndexParams = IndexParams()
         retrain: RetrainParams = RetrainParams()
         tracking: TrackingParams = TrackingParams()
         pipeline: PipelineParams = PipelineParams()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,9 @@ from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.embed.inputs import corpus_input
 from biomedclip.embed.params import EmbedParams
 from biomedclip.embed.run import embed, rejects_path
+from biomedclip.models import model_uri
+from biomedclip.params import Params
+from biomedclip.stage import StageContext
 
 EMBEDDINGS = "embeddings.parquet"
 SUMMARY = "summary.json"
@@ -38,3 +43,41 @@ def embed_corpus(params: EmbedParams, *, model: str, pairs: Path, panels: Path |
     recorded["rejects"] = rejects_path(out).name
     atomic_write_bytes(params.out / SUMMARY, (json.dumps(recorded, indent=2, sort_keys=True) + "\n").encode())
     return summary
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    """The `embed` stage's report: what `summary.json` records, and how the run went."""
+
+    out: Path
+    summary: Mapping[str, Any]
+
+    def markdown(self) -> str:
+        s = self.summary
+        state = "up to date, nothing embedded" if s.get("up_to_date") else f"{s.get('seconds', 0):.1f} s on {s.get('device')}"
+        rows = [("model", f"`{s['model']}` (weights sha256 `{str(s['model_sha256'])[:12]}`)"),
+                ("rows embedded", f"{s['rows']:,}"), ("rejected", f"{s['rejected']:,} (`{rejects_path(self.out / EMBEDDINGS).name}`)"),
+                ("dimensions", str(s["dim"])), ("run", state)]
+        table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        return f"## Embeddings → `{self.out / EMBEDDINGS}`\n\n| | |\n|---|---|\n{table}\n"
+
+
+def stage_model(params: Params) -> str:
+    """The model the stage embeds with: `embed.model` (in its full form), else the train stage's."""
+    if params.embed.model:
+        return model_uri(params.embed.model, params.register.model_name)
+    info = params.train.outputs.run_info
+    try:
+        return json.loads(info.read_text())["model_dir"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model to embed with: embed.model is not set and {info} is missing "
+                                "(run `dvc repro train` first, or set embed.model)") from None
+
+
+def run(params: Params, context: StageContext) -> EmbedReport:
+    """The `embed` stage: the corpus's kept pairs (and panel pairs) by `stage_model(params)`."""
+    outputs = params.ingest.outputs
+    summary = embed_corpus(params.embed, model=stage_model(params), pairs=outputs.pairs,
+                           panels=outputs.panels if params.ingest.panels.enabled else None, images=outputs.images,
+                           tracking=params.tracking)
+    return EmbedReport(params.embed.out, summary)

@@ -51,7 +51,7 @@ def compare(sources: list[str], params: EvaluateParams, *, shards_dir: Path,
             out = Path(tmp)
             local = params.model_copy(update={"outputs": EvaluateOutputs(
                 metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
-            result = evaluate(local, model=source, shards_dir=shards_dir, tracking=tracking)
+            result = evaluate(local, model=source, shards_dir=shards_dir, tracking=tracking, examples=False)
             scores[source] = flatten_metrics(result)
             if result.get("reused"):
                 reused[source] = result["reused"]

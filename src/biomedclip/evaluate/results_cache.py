@@ -6,7 +6,8 @@ the evaluation reads) and the evaluation's own params (ks, templates, benchmarks
 settings, the model tests'). Where all of these are the same, `evaluate` returns the recorded
 result instead of embedding anything, and says so: `promote` re-evaluating a champion that the
 last promotion evaluated, `compare @champion @baseline` after `promote`, the gate after `register`.
-The cache folder (`evaluate.cache`) is not versioned; deleting it costs only the time to recompute.
+The model report's pictures (`search.examples`) are kept beside the result. The cache folder
+(`evaluate.cache`) is not versioned; deleting it costs only the time to recompute.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
-from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.atomic_io import atomic_directory, atomic_write_bytes
 from biomedclip.evaluate.benchmarks import BenchmarkError, load_benchmark
 from biomedclip.evaluate.params import EvaluateParams
 
 log = logging.getLogger(__name__)
 FORMAT = 1  # bumped when what a cached result holds changes: older entries are then ignored
+RESULT, EXAMPLES = "result.json", "examples"  # an entry: <cache>/<key>/result.json (+ the pictures)
 # Params that change how an evaluation runs, not what it finds.
 HOW = {"model", "batch_size", "similarity_memory_mb", "outputs", "s3", "cache"}
 
@@ -63,7 +66,7 @@ def evaluation_key(weights_sha256: str, model_cfg: dict[str, Any], params: Evalu
 
 def recall(cache: Path, key: str) -> dict[str, Any] | None:
     """The result recorded under `key`, None when there is none (or it is unreadable)."""
-    path = cache / f"{key}.json"
+    path = cache / key / RESULT
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -74,6 +77,28 @@ def recall(cache: Path, key: str) -> dict[str, Any] | None:
 
 
 def record(cache: Path, key: str, result: dict[str, Any]) -> Path:
-    path = cache / f"{key}.json"
+    """Keep `result` under `key`; returns where."""
+    path = cache / key / RESULT
     atomic_write_bytes(path, (json.dumps(result, sort_keys=True) + "\n").encode())
     return path
+
+
+def examples_of(cache: Path, key: str) -> Path:
+    """Where the pictures of the result under `key` are kept (a folder; absent until recorded)."""
+    return cache / key / EXAMPLES
+
+
+def keep_examples(cache: Path, key: str, folder: Path) -> None:
+    """Keep a copy of the pictures page `folder` beside the result under `key`."""
+    with atomic_directory(examples_of(cache, key)) as staging:
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+
+
+def restore_examples(cache: Path, key: str, folder: Path) -> bool:
+    """The kept pictures of `key` into `folder` (replaced atomically); False when none were kept."""
+    kept = examples_of(cache, key)
+    if not (kept / "index.html").is_file():
+        return False
+    with atomic_directory(folder) as staging:
+        shutil.copytree(kept, staging, dirs_exist_ok=True)
+    return True

@@ -32,9 +32,16 @@ from biomedclip.evaluate.embedding import (
 from biomedclip.evaluate.formats import PAPER_ZERO_SHOT, PRESETS
 from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.evaluate.probe import cache_key, cached_features, linear_probe
-from biomedclip.evaluate.results_cache import evaluation_key, recall, record
+from biomedclip.evaluate.results_cache import (
+    evaluation_key,
+    keep_examples,
+    recall,
+    record,
+    restore_examples,
+)
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
 from biomedclip.models import LoadedModel, build, located, model_uri
+from biomedclip.search.examples import retrieval_examples
 from biomedclip.tracking import TrackingParams
 
 log = logging.getLogger(__name__)
@@ -198,6 +205,10 @@ def report_markdown(result: dict[str, Any]) -> str:
     lines += ["", "### Model tests", "", "| test | result | value | rule |", "|---|---|---|---|"]
     for name, t in result["model_tests"].items():
         lines.append(f"| {name} | {'pass' if t['passed'] else '**fail**'} | {t['value']} | {t['rule']} |")
+    if result.get("examples"):
+        lines += ["", "### What it retrieves", "", f"Before trusting a recall number, look at [the top figures a few "
+                  f"{result['split']} captions retrieve, and the top captions of a few figures]"
+                  f"({result['examples']}/index.html), the true one marked."]
     return "\n".join(lines) + "\n"
 
 
@@ -250,27 +261,42 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
     return numbers
 
 
+def examples_folder(outputs: EvaluateOutputs) -> Path:
+    """The model report's pictures, beside it: `reports/model-tests/` for `reports/model-tests.md`."""
+    return outputs.report.with_suffix("")
+
+
 def evaluate(params: EvaluateParams, *, model: str, shards_dir: Path, mlflow_run_id: str | None = None,
-             tracking: TrackingParams | None = None) -> dict[str, Any]:
+             tracking: TrackingParams | None = None, examples: bool = True) -> dict[str, Any]:
     """Evaluate `model` (any model reference); returns and writes the results. With
     `mlflow_run_id` (and tracking enabled) the results are also logged into that run.
 
     An evaluation is computed once (`results_cache`): the same weights, test shards, benchmarks
     and params give the recorded result back, logged as reused and marked so (`reused`: the
-    record's path), instead of embedding everything again."""
+    record's path), instead of embedding everything again. With `examples`, the model report's
+    pictures (the top figures a few captions retrieve, the top captions of a few figures) are
+    written beside the report, from the record too when it has them."""
+    folder, pictures = shards_dir / params.split, examples_folder(params.outputs)
     with located(model, tracking=tracking) as files:
         key = evaluation_key(file_sha256(files.weights), files.model_cfg, params, shards_dir)
         measured = recall(params.cache, key)
+        loaded = None
         if measured is not None:
-            reused: str | None = str(params.cache / f"{key}.json")
+            reused: str | None = str(params.cache / key)
             log.info("%s: these weights were evaluated on the same test shards, benchmarks and params "
                      "before: reusing %s", model, reused)
         else:
-            reused = None
-            measured = measure(build(files), params, shards_dir / params.split)
+            reused, loaded = None, build(files)
+            measured = measure(loaded, params, folder)
             record(params.cache, key, measured)
+        if examples and not restore_examples(params.cache, key, pictures):
+            retrieval_examples(loaded or build(files), shard_samples(folder), pictures,
+                               batch_size=params.batch_size)
+            keep_examples(params.cache, key, pictures)
     predictions, confusion = measured["predictions"], measured["confusion"]
     result = {"model": model, **{k: v for k, v in measured.items() if k not in ("predictions", "confusion")}}
+    if examples:
+        result["examples"] = pictures.name  # beside the report, which links it
     out = params.outputs
     details = {**result, "zero_shot": {k: {m: v for m, v in r.items() if m != "classes"}
                                        for k, r in result["zero_shot"].items()}}

@@ -19,16 +19,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
 from biomedclip.config import override
 from biomedclip.params import DEFAULT_PARAMS_PATH, load_params
+from biomedclip.pipeline.events import announce_champion
 from biomedclip.pipeline.runtime import api_url, guarded
 from biomedclip.retrain.cycle import RetrainFailed, WorkspaceSteps, decision_markdown, retrain
 from biomedclip.retrain.params import ScheduleParams
 from biomedclip.retrain.sync import RemovalRefused
 
-PROMOTED_EVENT = "biomedclip.model.promoted"
 DEPLOYMENT_TAGS = ["biomedclip", "retrain"]
 NOT_TRANSIENT = (RemovalRefused, ValueError, FileNotFoundError)  # a retry would fail the same way
 log = logging.getLogger(__name__)
@@ -99,16 +98,7 @@ class PrefectSteps(WorkspaceSteps):
         return commit_task(self, registered)
 
     def announce(self, decision: dict[str, Any], registered: dict[str, Any]) -> None:
-        name, version = registered["name"], int(registered["version"])
-        emit_event(
-            event=PROMOTED_EVENT,
-            resource={"prefect.resource.id": f"biomedclip.model.{name}", "prefect.resource.name": name},
-            related=[{"prefect.resource.id": f"biomedclip.model-version.{name}.{version}",
-                      "prefect.resource.role": "model-version", "prefect.resource.name": f"{name} v{version}"}],
-            payload={"model": name, "version": version, "uri": f"models:/{name}/{version}",
-                     "previous_champion": decision.get("previous_champion"), "why": decision.get("why"),
-                     "metrics": decision.get("challenger_metrics", {})},
-        )
+        announce_champion(registered["name"], {**decision, "version": registered["version"]})
 
 
 @flow(name="retrain")
@@ -128,25 +118,30 @@ def retrain_flow(params_path: str = "params.yaml", force: bool = False) -> dict[
 
 
 def serve(params_path: Path, *, cron: str | None = None, timezone: str | None = None) -> None:
-    """Serve `retrain/<deployment>` on its cron schedule until interrupted (Prefect `serve`):
-    one run at a time across every process serving it; a trigger meanwhile waits its turn."""
+    """Serve `retrain/<deployment>` on its cron schedule and `index/refresh` on every promotion,
+    until interrupted (Prefect `serve`): one run of each at a time across every process serving
+    them; a trigger meanwhile waits its turn."""
+    from prefect import serve as serve_all
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    schedule = override(load_params(params_path).retrain.schedule, cron=cron, timezone=timezone)
+    from biomedclip.pipeline.refresh import refresh_deployment
+
+    params = load_params(params_path)
+    schedule = override(params.retrain.schedule, cron=cron, timezone=timezone)
     assert isinstance(schedule, ScheduleParams)
-    retrain_flow.serve(
+    retrain = retrain_flow.to_deployment(
         name=schedule.deployment,
         schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
         parameters={"params_path": str(params_path)},
-        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-        limit=1,
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         tags=DEPLOYMENT_TAGS,
         description=(__doc__ or "").splitlines()[0],
         # Each run imports the flow from the installed package, whatever folder this serves from.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    serve_all(retrain, refresh_deployment(params_path, params.register.model_name), limit=1)
 
 
 def main(argv: list[str] | None = None) -> int:

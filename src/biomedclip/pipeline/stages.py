@@ -100,7 +100,8 @@ STAGES: tuple[Stage, ...] = (
           errors=("biomedclip.train.loop:TrainingError", "biomedclip.train.data:ShardError",
                   "biomedclip.train.launch:TrainingFailed"), builds_model=True, retries=1),
     Stage("evaluate", "biomedclip.evaluate.stage:run",
-          lambda p: (p.evaluate.outputs.metrics, p.evaluate.outputs.plots, p.evaluate.outputs.report),
+          lambda p: (p.evaluate.outputs.metrics, p.evaluate.outputs.plots, p.evaluate.outputs.report,
+                     p.evaluate.outputs.report.with_suffix("")),
           "retrieval, zero-shot and few-shot classification and model tests, as the paper measured",
           errors=("biomedclip.evaluate.benchmarks:BenchmarkError",), builds_model=True),
     Stage("card", "biomedclip.card.stage:run",
@@ -111,6 +112,14 @@ STAGES: tuple[Stage, ...] = (
           lambda p: (p.register.output,),
           "the trained model as a new registry version (alias challenger), with its lineage",
           retries=2),
+    Stage("embed", "biomedclip.embed.stage:run",
+          lambda p: (p.embed.out,),
+          "every kept pair and panel pair of the corpus embedded by one model (float16, resumable)",
+          errors=("biomedclip.embed.inputs:EmbedInputError",)),
+    Stage("index", "biomedclip.search.stage:run",
+          lambda p: (p.index.out, p.index.metrics),
+          "the vector index over the corpus's image embeddings, with what a search result shows",
+          errors=("biomedclip.search.build:IndexInputError",)),
 )
 BY_NAME = {stage.name: stage for stage in STAGES}
 

@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 WEIGHTS = WEIGHT_FILES[0]  # the file this project's models keep their weights in
 
 
-def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[str, Any]:
+def lineage(uri: str, params: RegisterParams, tracking: TrackingParams, *,
+            index: Path | None = None) -> dict[str, Any]:
+    """The chain behind a registered version (see the module); `index`: the search index folder,
+    said to be this version's or another model's (the index records the weights it was built from)."""
     client = connect(tracking)
     if not REGISTERED.match(uri):
         raise RegistryError(f"{uri!r} is not a registered version (models:/NAME@ALIAS, models:/NAME/N, @ALIAS or N)")
@@ -80,7 +83,19 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams) -> dict[
         "metrics": {k.removeprefix("eval."): v for k, v in sorted(tags.items()) if k.startswith("eval.")},
         "flow_runs": {k.removeprefix("prefect.flow_run."): v for k, v in tags.items() if k.startswith("prefect.flow_run.")},
         "promotions": history,
+        "search_index": _index_of(index, tags.get("model.sha256")),
     }
+
+
+def _index_of(folder: Path | None, weights_sha256: str | None) -> dict[str, Any] | None:
+    """What the search index in `folder` was built from, and whether that is these weights."""
+    manifest = folder / "index.json" if folder is not None else None
+    if manifest is None or not manifest.is_file():
+        return None
+    built = json.loads(manifest.read_text())
+    return {"folder": str(folder), "model": built["model"]["source"], "model_sha256": built["model"]["sha256"],
+            "embeddings_sha256": built["embeddings"]["sha256"], "vectors": built.get("vectors"),
+            "this_version": bool(weights_sha256) and built["model"]["sha256"] == weights_sha256}
 
 
 @dataclass(frozen=True)
@@ -288,6 +303,10 @@ def lineage_text(chain: dict[str, Any]) -> str:
     if chain["flow_runs"]:
         lines.append("  Prefect flow runs")
         lines += [f"    {k}  {v}" for k, v in sorted(chain["flow_runs"].items())]
+    if found := chain.get("search_index"):
+        whose = "these weights" if found["this_version"] else "another model's weights"
+        lines.append(f"  search index   {found['folder']}: {found['vectors']} vectors from {whose} ({found['model']}, "
+                     f"sha256 {found['model_sha256']}), embeddings sha256 {found['embeddings_sha256']}")
     return "\n".join([*lines, *_promotion_lines(chain)]) + "\n"
 
 

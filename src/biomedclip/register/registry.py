@@ -286,7 +286,7 @@ def _evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path, tracking
         local = evaluate.model_copy(update={"outputs": EvaluateOutputs(
             metrics=out / "eval.json", plots=out / "plots", report=out / "report.md")})
         result = run_evaluation(local, model=uri, shards_dir=shards_dir, tracking=tracking,
-                                mlflow_run_id=mlflow_run_id)
+                                mlflow_run_id=mlflow_run_id, examples=False)
         return flatten_metrics(result), result.get("reused")
 
 
