@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, REPO, SHARED_FIXTURES, ask_model_server
+from .conftest import BIN, REPO, SHARED_FIXTURES, ask_model_server, free_port, wait_until_served
 from .published import BIOMEDCLIP, PUBMEDBERT, hf_home, published_checkpoint
 
 README = REPO / "README.md"
@@ -79,6 +79,13 @@ RUN = {
     "biomedclip compare @champion @baseline": (0,),
     "biomedclip export data/train/final /tmp/my-biomedclip": (0,),
     "biomedclip export models:/biomedclip@champion out --hub-id org/my-biomedclip": (0,),
+    "biomedclip embed --model @champion my-figures/ my-figures.parquet": (0,),
+    'biomedclip search "pneumothorax on a chest radiograph" -k 10 --filter "year >= 2020" --filter "type = radiology"':
+        (0,),
+    "biomedclip search --image figure.png --json": (0,),
+    "biomedclip search serve": (0,),  # started in the background; the two requests below go to it
+    "curl 'http://127.0.0.1:8765/api/search?q=chest+x-ray&k=5'": (0,),
+    "curl -F image=@figure.png -F k=5 http://127.0.0.1:8765/api/search": (0,),
 }
 
 
@@ -141,10 +148,14 @@ class Readme:
             self.env.pop(name, None)
         self.hf = hf
         self.places = {"$MS": MS, "/tmp/my-biomedclip": str(scratch / "my-biomedclip"),
-                       "out": str(scratch / "out"), "~/hf": str(hf)}
+                       "out": str(scratch / "out"), "~/hf": str(hf), "my-figures/": str(scratch / "my-figures"),
+                       "my-figures.parquet": str(scratch / "my-figures.parquet"),
+                       "figure.png": str(scratch / "figure.png"), "image=@figure.png": f"image=@{scratch / 'figure.png'}"}
+        self.port = 8765
 
     def argv(self, command: str) -> list[str]:
-        return [self.places.get(word, word) for word in shlex.split(command)]
+        words = [self.places.get(word, word) for word in shlex.split(command)]
+        return [w.replace("127.0.0.1:8765", f"127.0.0.1:{self.port}") for w in words]
 
     def __call__(self, command: str | list[str], *, codes: tuple[int, ...] = (0,), cwd: Path | None = None,
                  timeout: int = 600) -> subprocess.CompletedProcess:
@@ -210,6 +221,45 @@ def test_the_readme_commands_do_what_the_readme_says(readme):
     readme("biomedclip export models:/biomedclip@champion out --hub-id org/my-biomedclip")
     spec = json.loads((readme.scratch / "out" / "open_clip_config.json").read_text())
     assert spec["model_cfg"]["text_cfg"]["hf_model_name"] == "org/my-biomedclip"
+
+
+@pytest.mark.e2e
+def test_the_search_section_does_what_it_says(readme):
+    """Embed a team's own images, search the corpus's index by text with filters and by image,
+    serve the page, and ask the JSON API as the README's two requests do."""
+    from PIL import Image
+
+    figures = sorted((readme.project / "data" / "ingest" / "images").rglob("*.jpg"))[:6]
+    (readme.scratch / "my-figures").mkdir()
+    for figure in figures:
+        (readme.scratch / "my-figures" / figure.name).write_bytes(figure.read_bytes())
+    with Image.open(figures[0]) as picture:
+        picture.save(readme.scratch / "figure.png")
+    readme("biomedclip embed --model @champion my-figures/ my-figures.parquet")
+    import pyarrow.parquet as pq
+
+    embedded = pq.read_table(readme.scratch / "my-figures.parquet")
+    assert embedded.num_rows == 6 and {"id", "kind", "image_embedding", "text_embedding"} <= set(embedded.column_names)
+
+    found = readme('biomedclip search "pneumothorax on a chest radiograph" -k 10 --filter "year >= 2020" '
+                   '--filter "type = radiology"').stdout
+    assert "PMC" in found or "no figure" in found.lower()
+    alike = json.loads(readme("biomedclip search --image figure.png --json").stdout)
+    assert alike and alike[0]["score"] > 0.99  # the corpus's own figure comes back first
+    assert {"id", "pmcid", "caption", "score"} <= alike[0].keys()
+
+    readme.port = free_port()
+    server = subprocess.Popen([*readme.argv("biomedclip search serve"), "--port", str(readme.port)],
+                              cwd=readme.project, env=readme.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        wait_until_served(f"http://127.0.0.1:{readme.port}/", server, "the search page")
+        by_text = json.loads(readme("curl 'http://127.0.0.1:8765/api/search?q=chest+x-ray&k=5'").stdout)
+        by_image = json.loads(readme("curl -F image=@figure.png -F k=5 http://127.0.0.1:8765/api/search").stdout)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    assert len(by_text["results"]) == 5 and by_image["results"][0]["score"] > 0.99
 
 
 OPEN_CLIP = """

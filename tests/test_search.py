@@ -416,3 +416,85 @@ def test_the_page_in_a_real_browser(chromium, server, corpus, tmp_path):
         (tmp_path / "upload.png").write_bytes(base64.b64decode(browser.call("Page.captureScreenshot")["data"]))
     finally:
         browser.close()
+
+
+@pytest.mark.integration
+def test_a_promotion_refreshes_the_index_for_the_new_champion(tiny_world, corpus, prefect_api, tmp_path):
+    """`biomedclip schedule` serves `index/refresh`; `biomedclip promote` (PREFECT_API_URL set)
+    emits `biomedclip.model.promoted`; the deployment's trigger runs the embed and index stages for
+    the version the event names, and the index then answers for that version's weights."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import mlflow
+
+    from biomedclip.register.params import RegisterParams
+    from biomedclip.register.registry import register
+
+    from .conftest import BIN, prefect_request
+
+    outputs = corpus[0]
+    name = "refreshed"
+    info = tiny_world.trained
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        register(RegisterParams(model_name=name, decision_log=tmp_path / "decisions.jsonl"), tiny_world.tracking,
+                 train_info=info, lineage={"biomedclip.lineage.key": "refresh-test"})
+    params = {
+        "ingest": {"outputs": {**{k: str(getattr(outputs, k)) for k in ("pairs", "rejects", "images", "panels",
+                                                                         "report", "panel_examples", "state")}},
+                   "panels": {"enabled": True}},
+        "shard": {"outputs": {k: str(v) for k, v in tiny_world.shards.outputs.model_dump().items()}},
+        "evaluate": {"benchmarks": [], "linear_probe": {"enabled": False}, "cache": str(tmp_path / "evaluations"),
+                     "outputs": {"metrics": str(tmp_path / "eval.json"), "plots": str(tmp_path / "plots"),
+                                 "report": str(tmp_path / "report.md")}},
+        "register": {"model_name": name, "decision_log": str(tmp_path / "decisions.jsonl"),
+                     "output": str(tmp_path / "register.json"),
+                     "gate": {"guards": ["retrieval/text_to_image/recall_at_10"]}},
+        "embed": {"model": "@champion", "chunk_rows": 128, "out": str(tmp_path / "embeddings")},
+        "index": {"out": str(tmp_path / "index"), "metrics": str(tmp_path / "index.json"), "recall_queries": 100,
+                  "figure_types": False},
+        "tracking": {"uri": tiny_world.tracking.uri, "experiment": "session", "system_metrics": False},
+        "pipeline": {"flow_runs": str(tmp_path / "flow-runs"), "locks": str(tmp_path / "locks")},
+    }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(json.dumps(params))
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = (tmp_path / "schedule.log").open("w")  # a file: a full pipe would stall the server
+    serving = subprocess.Popen([str(BIN / "biomedclip"), "--params", str(params_file), "schedule"], cwd=tmp_path,
+                               env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    said = lambda: (tmp_path / "schedule.log").read_text()[-3000:]  # noqa: E731
+    try:
+        deadline = time.monotonic() + 180
+        while not [d for d in prefect_request(prefect_api, "POST", "/deployments/filter", limit=50)
+                   if d["name"] == "refresh"]:
+            assert serving.poll() is None, said()
+            assert time.monotonic() < deadline, "index/refresh was not served within 180 s"
+            time.sleep(2)
+        promoted = subprocess.run([str(BIN / "biomedclip"), "--params", str(params_file), "promote"], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=600)
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        assert "announced to" in promoted.stdout
+        manifest = tmp_path / "index" / "index.json"
+        deadline = time.monotonic() + 600
+        while not manifest.is_file():
+            assert serving.poll() is None, said()
+            assert time.monotonic() < deadline, f"the refresh did not build the index within 600 s:\n{said()}"
+            time.sleep(3)
+    finally:
+        os.killpg(serving.pid, signal.SIGINT)
+        try:
+            serving.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serving.pid, signal.SIGKILL)
+        log.close()
+    built = json.loads(manifest.read_text())
+    champion = mlflow.MlflowClient(tiny_world.tracking.uri).get_model_version_by_alias(name, "champion")
+    assert built["model"]["source"] == f"models:/{name}/{champion.version}"
+    assert built["model"]["sha256"] == info["model_sha256"]
+    record = json.loads((tmp_path / "flow-runs" / "index.json").read_text())
+    assert record["flow_run"]["flow"] == "index"  # the refresh's flow run made the index
+    assert Searcher.open(tmp_path / "index", tracking=tiny_world.tracking).search("chest radiograph", k=3)

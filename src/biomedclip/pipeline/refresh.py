@@ -52,11 +52,13 @@ def refresh_flow(model: str, params_path: str = "params.yaml") -> dict[str, Any]
         publish(stage_, report)
         record_flow_run(chosen, name)
         done[name] = report.markdown()
-    if follows_champion(params):
+    if follows_champion(params) and Path("dvc.yaml").is_file():
         from biomedclip.retrain.workspace import run_command
 
         run_command("dvc", "commit", "--force", *REFRESHED)
         get_run_logger().info("embed.model is the champion: dvc.lock records the refreshed %s", ", ".join(REFRESHED))
+    elif follows_champion(params):
+        get_run_logger().info("no dvc.yaml here: the refreshed %s are not recorded by DVC", ", ".join(REFRESHED))
     else:
         get_run_logger().warning("embed.model is %s, not the champion alias: the refreshed outputs differ from the "
                                  "stages' definition until `dvc repro` (set embed.model: models:/%s@champion to "
