@@ -54,7 +54,7 @@ platform.processor()
 # gets ~14 minutes of them and the small modules fill the gaps. (xdist's own `--dist loadgroup`
 # cannot be used: pytest 9 ignores the node ids it rewrites.)
 SHARED_GROUPS = {"topology": ("test_infra_faults", "test_infra_topology"),
-                 "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_evaluate", "test_probe", "test_published", "test_registry", "test_train", "test_train_ddp")}
+                 "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_evaluate", "test_probe", "test_published", "test_registry", "test_train", "test_train_ddp", "test_vqa_stage")}
 LONGEST_FIRST = ("topology", "test_retrain", "test_pipeline", "tiny-world")
 
 

@@ -29,8 +29,9 @@ from biomedclip.evaluate.embedding import (
     embed_texts,
     shard_samples,
 )
+from biomedclip.evaluate.feature_cache import cache_key
 from biomedclip.evaluate.formats import PAPER_ZERO_SHOT, PRESETS
-from biomedclip.evaluate.probe import cache_key, cached_features, linear_probe
+from biomedclip.evaluate.probe import cached_features, linear_probe
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
 from biomedclip.models import LoadedModel, load_model
 

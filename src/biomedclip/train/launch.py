@@ -15,9 +15,19 @@ class TrainingFailed(RuntimeError):
     """Training exited with a non-zero status (its own error is in its output)."""
 
 
+def torchrun_prefix(nproc: int) -> list[str]:
+    """torchrun on one node, `nproc` processes, before the module and its arguments."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+
+
+def torchrun_env(nproc: int) -> dict[str, str]:
+    """This environment, with the cores shared out between the processes (unless set)."""
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return {**os.environ, "OMP_NUM_THREADS": threads}
+
+
 def torchrun_command(params_path: Path, nproc: int, resume: str | None) -> list[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "biomedclip.train", "--params", str(params_path)]
+    command = [*torchrun_prefix(nproc), "-m", "biomedclip.train", "--params", str(params_path)]
     if resume == "always":
         command.append("--resume")
     elif resume == "never":
@@ -44,5 +54,4 @@ def launch(params_path: Path, *, nproc: int, resume: str | None = None) -> int:
         return 1
     command = torchrun_command(params_path, nproc, resume)
     log.info("starting %d training processes: %s", nproc, " ".join(command))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    return subprocess.run(command, env=env, check=False).returncode
+    return subprocess.run(command, env=torchrun_env(nproc), check=False).returncode

@@ -1,0 +1,190 @@
+"""Token features of the pipeline's encoders: the image tower's patch tokens and the text tower's
+token states, from any model `biomedclip.models.load_model` takes.
+
+- Image: the last block's tokens, after the tower's final norm, prefix (CLS) token first:
+  (B, 1 + P, Dv), P = (side / patch)^2 (196 for ViT-B/16 at 224 px). open_clip's own ViT and
+  timm's ViTs (the published model's) both give them through `forward_intermediates`.
+- Text: the last hidden states of the text tower (B, T, Dt) and the mask of real tokens: a
+  Hugging Face tower's (PubMedBERT's) `last_hidden_state`, or open_clip's own transformer's last
+  block after its final norm.
+
+With frozen encoders each split's features are computed once and kept in the feature cache the
+linear probe uses (`biomedclip.evaluate.feature_cache`), per (model weights digest, benchmark
+version, split and its questions): a second run embeds nothing. They are stored in float16,
+the text padded only to the split's longest question: SLAKE's English questions at ViT-B/16 +
+BERT-base are ~0.5 GB (measured in bench/vqa.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from biomedclip.console import progress
+from biomedclip.evaluate.benchmarks import MAX_PIXELS
+from biomedclip.evaluate.embedding import Encoder
+from biomedclip.evaluate.feature_cache import cache_key, cached_tensors
+from biomedclip.evaluate.formats import StoreImages
+from biomedclip.streams import chunked
+from biomedclip.vqa.formats import Question, VqaDataset
+
+log = logging.getLogger(__name__)
+STORED = torch.float16  # the cache's dtype: half the bytes, ample for features fed to a new model
+FEATURES_VERSION = "vqa-tokens-1"  # part of the cache key: bump when what is stored changes
+
+
+class TokenError(ValueError):
+    """A model whose towers give no token features (names the tower)."""
+
+
+def image_tokens(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1 + P, Dv): the prefix token, then the patch tokens."""
+    visual = model.visual
+    if not hasattr(visual, "forward_intermediates"):
+        raise TokenError(f"the image tower {type(visual).__name__} gives no patch tokens (a ViT does)")
+    out = visual.forward_intermediates(pixels, indices=1, intermediates_only=True, output_fmt="NLC",
+                                       normalize_intermediates=True, output_extra_tokens=True)
+    patches = out["image_intermediates"][-1]  # (B, P, Dv)
+    if patches.ndim != 3:
+        raise TokenError(f"the image tower {type(visual).__name__} gives no token sequence "
+                         f"(shape {tuple(patches.shape)})")
+    prefix = out.get("image_intermediates_prefix")
+    return torch.cat([prefix[-1], patches], dim=1) if prefix else patches
+
+
+def text_tokens(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) token ids -> ((B, L, Dt) token states, (B, L) bool mask of real tokens)."""
+    text = getattr(model, "text", None)
+    transformer = getattr(text, "transformer", None)
+    if text is not None and hasattr(text, "config") and transformer is not None:  # a Hugging Face tower
+        mask = ids != text.config.pad_token_id
+        return transformer(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
+    tower = text if text is not None else model  # open_clip's own: a TextTransformer, or CLIP itself
+    if not hasattr(tower, "forward_intermediates"):
+        raise TokenError(f"the text tower {type(tower).__name__} gives no token states")
+    if text is None:
+        out = tower.forward_intermediates(text=ids, text_indices=1, intermediates_only=True,
+                                          normalize_intermediates=True)
+    else:
+        out = tower.forward_intermediates(ids, indices=1, intermediates_only=True, output_fmt="NLC",
+                                          normalize_intermediates=True)
+    return out["text_intermediates"][-1], ids != getattr(tower, "pad_id", 0)
+
+
+def trimmed(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch without the padding columns no question reaches: (B, T', D), (B, T')."""
+    length = max(1, int(mask.sum(dim=1).max()))
+    return states[:, :length], mask[:, :length]
+
+
+def token_widths(encoder: Encoder) -> tuple[int, int]:
+    """(Dv, Dt) of an encoder, from one blank image and one word."""
+    device = next(encoder.model.parameters()).device
+    with torch.no_grad():
+        image = image_tokens(encoder.model, encoder.preprocess(Image.new("RGB", (32, 32))).unsqueeze(0).to(device))
+        text, _ = text_tokens(encoder.model, encoder.tokenizer(["what"]).to(device))
+    return image.shape[-1], text.shape[-1]
+
+
+@dataclass
+class TokenFeatures:
+    """A split's encoder outputs, index-aligned with its questions."""
+
+    image_tokens: torch.Tensor  # (I, 1 + P, Dv) float16, the split's distinct images, sorted by key
+    image_ok: torch.Tensor  # (I,) bool: False where the image did not decode (its tokens are zeros)
+    image_of: torch.Tensor  # (Q,) int64: each question's row in image_tokens
+    text_tokens: torch.Tensor  # (Q, T, Dt) float16, T = the split's longest question in tokens
+    text_mask: torch.Tensor  # (Q, T) bool
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return dict(vars(self))
+
+    def select(self, rows: Sequence[int] | torch.Tensor) -> TokenFeatures:
+        """The features of the questions at `rows` (the images stay whole)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return TokenFeatures(self.image_tokens, self.image_ok, self.image_of[rows], self.text_tokens[rows],
+                             self.text_mask[rows])
+
+    def batch(self, rows: torch.Tensor, device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """float32 (image tokens (B, 1 + P, Dv), text tokens (B, T', Dt), mask (B, T')) of `rows`."""
+        text, mask = trimmed(self.text_tokens[rows], self.text_mask[rows])
+        images = self.image_tokens[self.image_of[rows]]
+        return images.to(device).float(), text.to(device).float(), mask.to(device)
+
+
+def _questions_digest(questions: Sequence[Question]) -> str:
+    digest = hashlib.sha256()
+    for q in questions:
+        digest.update(f"{q.file}\0{q.qid}\0{q.image}\0{q.question}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def compute_features(encoder: Encoder, dataset: VqaDataset, questions: Sequence[Question], *,
+                     batch_size: int, description: str = "") -> TokenFeatures:
+    """Embed the questions' images and texts (no cache). An image that does not decode gets
+    zeros and `image_ok` False (the stage rejects its questions)."""
+    device = next(encoder.model.parameters()).device
+    keys = sorted({q.image for q in questions})
+    row = {key: i for i, key in enumerate(keys)}
+    decoded = progress(zip(keys, StoreImages(dataset.store, MAX_PIXELS).read(keys), strict=True),
+                       total=len(keys), description=f"{description} images")
+    found: list[torch.Tensor | None] = []
+    with torch.no_grad():
+        for batch in chunked(decoded, batch_size):
+            good = [encoder.preprocess(image) for _, image in batch if not isinstance(image, Exception)]
+            tokens = iter(image_tokens(encoder.model, torch.stack(good).to(device)).to("cpu", STORED)
+                          if good else ())
+            for key, image in batch:
+                if isinstance(image, Exception):
+                    log.warning("%s: image %s unreadable (%s: %s)", dataset.name, key, type(image).__name__, image)
+                found.append(None if isinstance(image, Exception) else next(tokens))
+        texts, masks = [], []
+        batches = progress(chunked([q.question for q in questions], batch_size),
+                           total=-(-len(questions) // batch_size), description=f"{description} questions")
+        for batch in batches:
+            states, mask = trimmed(*text_tokens(encoder.model, encoder.tokenizer(batch).to(device)))
+            texts.append(states.to("cpu", STORED))
+            masks.append(mask.cpu())
+    shape = next((t.shape for t in found if t is not None), None)
+    if shape is None:  # no image decoded: zeros of the tower's width, one token each
+        shape = (1, token_widths(encoder)[0])
+    images = torch.stack([t if t is not None else torch.zeros(shape, dtype=STORED) for t in found]) \
+        if found else torch.zeros((0, *shape), dtype=STORED)
+    return TokenFeatures(images, torch.tensor([t is not None for t in found], dtype=torch.bool),
+                         torch.tensor([row[q.image] for q in questions], dtype=torch.long), *_pad(texts, masks))
+
+
+def _pad(texts: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batches of (B, T_b, Dt) padded to the longest T_b and stacked: (Q, T, Dt), (Q, T)."""
+    if not texts:
+        return torch.zeros((0, 1, 1), dtype=STORED), torch.zeros((0, 1), dtype=torch.bool)
+    length = max(t.shape[1] for t in texts)
+    states = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])) for t in texts])
+    mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+    return states, mask
+
+
+def split_features(encoder: Encoder, model_digest: str, dataset: VqaDataset, split: str,
+                   questions: Sequence[Question], *, cache: Path, batch_size: int
+                   ) -> tuple[TokenFeatures, bool]:
+    """(features of `questions`, from_cache): cached per (model weights, benchmark version, split
+    and its questions). Without a digest (a model built in memory) nothing is cached."""
+    description = f"{dataset.name} {split}"
+
+    def compute() -> dict[str, torch.Tensor]:
+        return compute_features(encoder, dataset, questions, batch_size=batch_size,
+                                description=description).as_dict()
+
+    if not model_digest:
+        return TokenFeatures(**compute()), False
+    key = cache_key(model_digest, dataset.version(),
+                    f"{FEATURES_VERSION}/{split}/{_questions_digest(questions)}")
+    stored, from_cache = cached_tensors(cache, key, compute)
+    return TokenFeatures(**stored), from_cache

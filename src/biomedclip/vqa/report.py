@@ -1,0 +1,168 @@
+"""What the VQA stage measured: `metrics/vqa.json` and `reports/vqa.md`.
+
+`metrics/vqa.json`, per benchmark: `open`, `closed` and `overall` (`accuracy`, `samples`),
+`answers_outside_vocabulary`, `vocabulary`, the accuracy `ceiling` the vocabulary leaves, the
+`question_only` baseline (same shape as the accuracies), how the epoch was chosen (`selection`),
+the rejects by reason, the questions left out by language, and for VQA-RAD how many test images
+also appear in train. The report shows the same for people, and the paper's published numbers
+in a table of their own, cited as the paper's: they are never mixed with measured ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from biomedclip.vqa.formats import Reject
+from biomedclip.vqa.params import VqaParams
+
+# As read from the VQA figure of Zhang et al. (2023), "BiomedCLIP: a multimodal biomedical
+# foundation model pretrained from fifteen million scientific image-text pairs": accuracy in %,
+# (open, closed, overall), BiomedCLIP's encoders in METER against PubMedCLIP's.
+PAPER_VQA = {
+    "VQA-RAD": {"BiomedCLIP + METER": (67.0, 76.5, 72.7), "PubMedCLIP": (60.1, 80.0, 72.1)},
+    "SLAKE": {"BiomedCLIP + METER": (84.3, 88.9, 86.1), "PubMedCLIP": (78.4, 82.5, 80.1)},
+}
+GROUPS = ("open", "closed", "overall")
+EXAMPLES = 10  # rejects named in the report per benchmark (all of them are in the metrics' counts)
+
+
+@dataclass
+class BenchmarkResult:
+    name: str
+    format: str  # vqa_rad | slake
+    layout: str  # osf | mevf | slake
+    mode: str  # frozen_encoders | fine_tuned
+    questions: dict[str, int]  # fit, select, test
+    images: dict[str, int]  # the same splits' distinct images
+    vocabulary: int
+    coverage: dict[str, Any]  # answers_outside_vocabulary, ceiling
+    accuracy: dict[str, dict[str, Any]]  # open | closed | overall -> accuracy, samples
+    question_only: dict[str, dict[str, Any]]
+    selection: dict[str, Any]  # how, epoch, epochs_run, accuracy
+    rejects: list[Reject] = field(default_factory=list)
+    left_out_by_language: dict[str, int] = field(default_factory=dict)
+    test_images_in_train: int = 0
+    embedded: dict[str, int] = field(default_factory=dict)  # images, questions embedded by this run
+    model_folder: str = ""
+    seconds: float = 0.0
+
+    def reject_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for reject in self.rejects:
+            counts[str(reject.reason)] = counts.get(str(reject.reason), 0) + 1
+        return dict(sorted(counts.items()))
+
+    def metrics(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {group: dict(self.accuracy[group]) for group in GROUPS}
+        entry.update(answers_outside_vocabulary=self.coverage["answers_outside_vocabulary"],
+                     vocabulary=self.vocabulary, ceiling=dict(self.coverage["ceiling"]),
+                     question_only={group: dict(self.question_only[group]) for group in GROUPS},
+                     selection={k: v for k, v in self.selection.items() if k != "how"},
+                     questions=dict(self.questions), rejected=self.reject_counts(),
+                     left_out_by_language=dict(self.left_out_by_language), mode=self.mode)
+        if self.format == "vqa_rad":
+            entry["test_images_in_train"] = self.test_images_in_train
+        return entry
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _cell(group: dict[str, Any]) -> str:
+    return f"{_percent(group['accuracy'])} ({group['samples']})"
+
+
+@dataclass
+class VqaReport:
+    model: str
+    params: VqaParams
+    results: list[BenchmarkResult]
+
+    def metrics(self) -> dict[str, Any]:
+        """`metrics/vqa.json`: one entry per benchmark."""
+        return {result.name: result.metrics() for result in self.results}
+
+    def flat_metrics(self) -> dict[str, float]:
+        """Numbers for a tracker, `vqa/<benchmark>/<group>/accuracy` and the like (the promotion
+        gate's guard names one of these without the `vqa/` prefix's ambiguity)."""
+        flat: dict[str, float] = {}
+        for r in self.results:
+            for group in GROUPS:
+                if r.accuracy[group]["accuracy"] is not None:
+                    flat[f"vqa/{r.name}/{group}/accuracy"] = float(r.accuracy[group]["accuracy"])
+                if r.question_only[group]["accuracy"] is not None:
+                    flat[f"vqa/{r.name}/question_only/{group}/accuracy"] = float(r.question_only[group]["accuracy"])
+            flat[f"vqa/{r.name}/answers_outside_vocabulary"] = float(r.coverage["answers_outside_vocabulary"])
+            flat[f"vqa/{r.name}/vocabulary"] = float(r.vocabulary)
+        return flat
+
+    def markdown(self) -> str:
+        fusion = self.params.fusion
+        encoders = "frozen (cached token features)" if self.params.freeze_encoders else \
+            (f"fine-tuned at {self.params.lr:g}, fusion x{self.params.fusion_lr_multiplier:g}, classifier "
+             f"x{self.params.head_lr_multiplier:g}")
+        lines = [f"## Visual question answering with `{self.model}`", "",
+                 f"Answer model: METER-style co-attention ({fusion.layers} layers, width {fusion.width}, "
+                 f"{fusion.heads} heads) over the image tower's patch tokens and the text tower's token states, "
+                 f"pooled into a classifier over the answer vocabulary; encoders {encoders}.", "",
+                 "Protocol: the answer vocabulary comes from the training answers only (never from test); the "
+                 "epoch is chosen on validation data; the test split is scored once, at the end; an answer is "
+                 "right when it matches exactly after normalising case and whitespace. A test answer outside "
+                 "the vocabulary counts as wrong: the ceiling is the best accuracy the vocabulary allows. The "
+                 "question-only baseline answers with the most frequent training answer to the same question "
+                 "text: what is reached without the image.", "",
+                 "### Measured here", "",
+                 "Accuracy in % (test questions).", "",
+                 "| benchmark | | open | closed | overall |", "|---|---|---:|---:|---:|"]
+        for r in self.results:
+            lines.append(f"| {r.name} | answer model | " + " | ".join(_cell(r.accuracy[g]) for g in GROUPS) + " |")
+            lines.append(f"| {r.name} | question-only baseline | "
+                         + " | ".join(_cell(r.question_only[g]) for g in GROUPS) + " |")
+            lines.append(f"| {r.name} | ceiling of the vocabulary | "
+                         + " | ".join(_percent(r.coverage["ceiling"][g]) for g in GROUPS) + " |")
+        for r in self.results:
+            lines += ["", *self._details(r)]
+        lines += ["", "### For reference: the paper's published numbers (not measured here)", "",
+                  "Accuracy in %, as read from the VQA figure of Zhang et al. (2023), BiomedCLIP's encoders in "
+                  "METER beside PubMedCLIP's, on the real VQA-RAD and SLAKE. The tables above are this "
+                  "pipeline's measurements, on the benchmarks configured here.", "",
+                  "| dataset | model (the paper's) | open | closed | overall |", "|---|---|---:|---:|---:|"]
+        for dataset, rows in PAPER_VQA.items():
+            for name, (open_, closed, overall) in rows.items():
+                lines.append(f"| {dataset} | {name} | {open_:.1f} | {closed:.1f} | {overall:.1f} |")
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _details(r: BenchmarkResult) -> list[str]:
+        splits = ", ".join(f"{split} {r.questions[split]} questions / {r.images[split]} images"
+                           for split in r.questions)
+        s = r.selection
+        lines = [f"### {r.name}", "",
+                 f"- Format {r.format} ({r.layout} layout); {splits}.",
+                 f"- Vocabulary: {r.vocabulary} answers from the training answers; "
+                 f"{r.coverage['answers_outside_vocabulary']} test answers outside it (ceiling "
+                 f"{_percent(r.coverage['ceiling']['overall'])}%).",
+                 f"- Model selection on {s['how']}: epoch {s['epoch']} of {s['epochs_run']} run, validation "
+                 f"accuracy {_percent(s['accuracy'])}%.",
+                 f"- Embedded by this run: {r.embedded.get('images', 0)} images, {r.embedded.get('questions', 0)} "
+                 "questions (the rest from the feature cache).",
+                 f"- Answer model: `{r.model_folder}`; {r.seconds:.0f} s."]
+        if r.format == "vqa_rad":
+            lines.append(f"- VQA-RAD's test images also appear in its train split (the release asks different "
+                         f"questions about the same images): {r.test_images_in_train} of the "
+                         f"{r.images.get('test', 0)} test images here. Its scores measure new questions, "
+                         "not new images.")
+        if r.left_out_by_language:
+            left = ", ".join(f"{n} in `{lang}`" for lang, n in r.left_out_by_language.items())
+            lines.append(f"- Left out by `vqa.languages`: {left}.")
+        if r.rejects:
+            counts = ", ".join(f"{reason} {n}" for reason, n in r.reject_counts().items())
+            lines += [f"- Rejected: {len(r.rejects)} questions ({counts}); the first {min(EXAMPLES, len(r.rejects))}:",
+                      "", "| file | qid | reason | detail |", "|---|---|---|---|"]
+            lines += [f"| {x.file} | {x.qid} | {x.reason} | {x.detail.replace('|', '/')} |"
+                      for x in r.rejects[:EXAMPLES]]
+        else:
+            lines.append("- Rejected: none.")
+        return lines
