@@ -36,13 +36,14 @@ def random_tiny_model(root: Path, questions: list[str]) -> Path:
     bundle = build("biomedclip-tiny", text)
     final = root / "model"
     with atomic_directory(final) as staging:
-        write_model_folder(staging, final=final, weights=bundle.model.state_dict(), model_cfg=bundle.config,
-                           text=TextTower(text, text, None), card="random tiny model\n")
+        write_model_folder(staging, final=final, weights=bundle.model.state_dict(),
+                           model_cfg=bundle.config, text=TextTower(text, text, None),
+                           card="random tiny model\n")
     return final
 
 
 @pytest.mark.integration
-def test_fine_tuning_under_torchrun_writes_the_encoders_once_and_ask_reads_them(tmp_path, monkeypatch):
+def test_fine_tuning_under_torchrun_writes_the_encoders_and_ask_reads_them(tmp_path, monkeypatch):
     for name in FOREIGN:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # gloo on CPU, also on a machine with GPUs
@@ -54,18 +55,22 @@ def test_fine_tuning_under_torchrun_writes_the_encoders_once_and_ask_reads_them(
         benchmarks=(VqaBenchmarkSpec(name="slake", path=str(tmp_path / "benchmarks" / "slake")),),
         fusion=FusionParams(width=32, layers=1, heads=2), freeze_encoders=False, nproc=2, epochs=2,
         batch_size=8, precision="bf16", lr=1e-4, cache=tmp_path / "cache",
-        outputs=VqaOutputs(metrics=tmp_path / "vqa.json", report=tmp_path / "vqa.md", model=tmp_path / "vqa"))
+        outputs=VqaOutputs(metrics=tmp_path / "vqa.json", report=tmp_path / "vqa.md",
+                           model=tmp_path / "vqa"))
     assert torchrun_vqa(params, model=str(model)) == 0
 
     metrics = json.loads((tmp_path / "vqa.json").read_text())["slake"]
-    assert metrics["mode"] == "fine_tuned" and metrics["overall"]["samples"] == len(slake.splits["test"])
+    assert metrics["mode"] == "fine_tuned"
+    assert metrics["overall"]["samples"] == len(slake.splits["test"])
     assert metrics["selection"]["epochs_run"] == 2
     assert "fine-tuned at 0.0001, fusion x5, classifier x50" in (tmp_path / "vqa.md").read_text()
     folder = tmp_path / "vqa" / "slake"
-    tuned, source = load_file(str(folder / ENCODER_WEIGHTS)), load_file(str(model / WEIGHT_FILES[0]))
+    tuned = load_file(str(folder / ENCODER_WEIGHTS))
+    source = load_file(str(model / WEIGHT_FILES[0]))
     assert tuned.keys() == source.keys()
     changed = [k for k in tuned if not torch.equal(tuned[k], source[k])]
-    assert any(k.startswith("visual.") for k in changed) and any(k.startswith("text.") for k in changed)
+    assert any(k.startswith("visual.") for k in changed)
+    assert any(k.startswith("text.") for k in changed)
     assert not list(tmp_path.glob(".vqa.partial-*")) and not list((tmp_path / "vqa").glob(".*"))
     image = tmp_path / "benchmarks" / "slake" / slake.splits["test"][0].image
     answers = ask(folder, image, slake.splits["test"][0].question, top_k=2)

@@ -25,7 +25,8 @@ SMALL = FusionParams(width=32, layers=2, heads=4, dropout=0.0)
 
 def inputs(batch: int = 3, patches: int = 10, words: int = 6, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    image, text = torch.randn(batch, patches, 24, generator=g), torch.randn(batch, words, 16, generator=g)
+    image = torch.randn(batch, patches, 24, generator=g)
+    text = torch.randn(batch, words, 16, generator=g)
     mask = torch.ones(batch, words, dtype=torch.bool)
     mask[0, 4:] = False  # the first question has 4 tokens
     return image, text, mask
@@ -69,14 +70,16 @@ def test_a_saved_answer_model_gives_the_same_answers(tmp_path):
     model = AnswerModel(24, 16, answers=3, params=SMALL).eval()
     config = {"encoder": {"model": "data/train/final", "digest": "ab" * 32, "fine_tuned": False},
               "widths": {"image": 24, "text": 16}, "fusion": SMALL.model_dump(mode="json")}
-    write_answer_model(tmp_path / "slake", answer_state=model.state_dict(), vocabulary=["yes", "no", "肺"],
-                       config=config)
-    assert sorted(p.name for p in (tmp_path / "slake").iterdir()) == sorted([ANSWER_WEIGHTS, CONFIG, VOCABULARY])
+    write_answer_model(tmp_path / "slake", answer_state=model.state_dict(),
+                       vocabulary=["yes", "no", "肺"], config=config)
+    written = sorted(p.name for p in (tmp_path / "slake").iterdir())
+    assert written == sorted([ANSWER_WEIGHTS, CONFIG, VOCABULARY])
     saved = read_answer_model(tmp_path / "slake")
     assert saved.vocabulary == ["yes", "no", "肺"] and not saved.fine_tuned
     assert saved.encoder_model == "data/train/final" and saved.encoder_digest == "ab" * 32
     assert torch.equal(saved.answer_model()(*inputs()), model(*inputs()))
-    assert json.loads((tmp_path / "slake" / VOCABULARY).read_text(encoding="utf-8"))["answers"][2] == "肺"
+    stored = json.loads((tmp_path / "slake" / VOCABULARY).read_text(encoding="utf-8"))
+    assert stored["answers"][2] == "肺"
     (tmp_path / "slake" / VOCABULARY).unlink()
     with pytest.raises(AnswerModelError, match=r"missing vocabulary.json"):
         read_answer_model(tmp_path / "slake")

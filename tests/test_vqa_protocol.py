@@ -27,7 +27,8 @@ ANSWERS = ("yes", "No", "  chest ", "CT", "left lung", "mri")
 TEST_ONLY = ("hemorrhage", "Carotid  Artery", "pa")
 
 
-def question(qid: int, image: int, answer: str, kind: str = "open", text: str = "what is it?") -> Question:
+def question(qid: int, image: int, answer: str, kind: str = "open",
+             text: str = "what is it?") -> Question:
     return Question(str(qid), f"imgs/{image}.jpg", text, answer, kind, "en", "file.json")
 
 
@@ -62,7 +63,8 @@ def test_the_vocabulary_is_the_training_answers_and_never_a_test_only_one(splits
     labels = answer_labels(plan.test, plan.vocabulary)
     outside = [q for q, label in zip(plan.test, labels, strict=True) if label == -1]
     assert all(normalise(q.answer) not in training for q in outside)
-    assert vocabulary_coverage(plan.test, plan.vocabulary)["answers_outside_vocabulary"] == len(outside)
+    coverage = vocabulary_coverage(plan.test, plan.vocabulary)
+    assert coverage["answers_outside_vocabulary"] == len(outside)
 
 
 @settings(max_examples=100, deadline=None)
@@ -74,7 +76,7 @@ def test_selection_uses_the_own_validation_split_else_train_images_held_out(spli
         assert plan.selection.startswith("the benchmark's validation split")
         return
     assert sorted([*plan.fit, *plan.select], key=lambda q: int(q.qid)) == splits["train"]
-    assert not {q.image for q in plan.fit} & {q.image for q in plan.select}, "an image on both sides"
+    assert not {q.image for q in plan.fit} & {q.image for q in plan.select}, "an image in both"
     images = {q.image for q in splits["train"]}
     if len(images) >= 2:
         assert plan.fit and plan.select
@@ -93,7 +95,8 @@ def test_held_out_images_are_stable_as_the_benchmark_grows():
     assert held_out_by_image(small, 0.2, seed=1)[1] != held_small
 
 
-def naive_accuracy(predicted: list[str], questions: list[Question]) -> dict[str, tuple[float | None, int]]:
+def naive_accuracy(predicted: list[str],
+                   questions: list[Question]) -> dict[str, tuple[float | None, int]]:
     out = {}
     for group in ("open", "closed", "overall"):
         pairs = [(p, q) for p, q in zip(predicted, questions, strict=True)
@@ -104,7 +107,8 @@ def naive_accuracy(predicted: list[str], questions: list[Question]) -> dict[str,
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(ANSWERS + TEST_ONLY), st.sampled_from(ANSWERS + TEST_ONLY),
+@given(st.lists(st.tuples(st.sampled_from(ANSWERS + TEST_ONLY),
+                          st.sampled_from(ANSWERS + TEST_ONLY),
                           st.sampled_from(("open", "closed"))), max_size=40))
 def test_accuracy_matches_a_naive_reference(rows):
     questions = [question(i, i, truth, kind) for i, (_, truth, kind) in enumerate(rows)]
@@ -122,7 +126,8 @@ def test_answers_match_after_folding_case_and_whitespace_only():
     assert normalise(" Yes ") == normalise("YES") == "yes"
     assert normalise("Left\t  Lung\n") == "left lung"
     assert normalise("left-lung") != normalise("left lung")  # no further rewriting: exact match
-    qs = [question(0, 0, "Yes ", "closed"), question(1, 1, "right lobe", "open"), question(2, 2, "CT", "open")]
+    qs = [question(0, 0, "Yes ", "closed"), question(1, 1, "right lobe", "open"),
+          question(2, 2, "CT", "open")]
     result = accuracy(["yes", "Right  Lobe", "mri"], qs)
     assert result["closed"] == {"accuracy": 1.0, "samples": 1}
     assert result["open"] == {"accuracy": 0.5, "samples": 2}
@@ -140,12 +145,16 @@ def test_the_ceiling_is_the_share_of_answers_the_vocabulary_holds():
 
 
 def test_the_question_only_baseline_answers_by_question_text():
-    training = [question(0, 0, "CT", text="What modality?"), question(1, 1, "ct", text="what  MODALITY?"),
-                question(2, 2, "mri", text="What modality?"), question(3, 3, "yes", text="Is it normal?"),
-                question(4, 4, "yes", text="Is there a mass?"), question(5, 5, "no", text="Is there a mass?")]
-    asked = [question(10, 9, "mri", text="What Modality?"), question(11, 9, "no", text="Is there a mass?"),
+    training = [question(0, 0, "CT", text="What modality?"),
+                question(1, 1, "ct", text="what  MODALITY?"),
+                question(2, 2, "mri", text="What modality?"),
+                question(3, 3, "yes", text="Is it normal?"),
+                question(4, 4, "yes", text="Is there a mass?"),
+                question(5, 5, "no", text="Is there a mass?")]
+    asked = [question(10, 9, "mri", text="What Modality?"),
+             question(11, 9, "no", text="Is there a mass?"),
              question(12, 9, "chest", text="Which organ?")]
-    # most frequent per text; a tie goes alphabetically; an unseen text gets the most frequent overall
+    # the most frequent per text; a tie goes alphabetically; an unseen text: the most frequent
     assert question_only(training, asked) == ["ct", "no", "ct"]
     assert Counter(normalise(q.answer) for q in training).most_common(1)[0][0] == "ct"
     assert question_only([], asked) == ["", "", ""]

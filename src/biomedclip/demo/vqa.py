@@ -47,13 +47,13 @@ RAD_KINDS = ("chest_xray", "ct", "mri", "ultrasound")
 SLAKE_KINDS = ("chest_xray", "ct", "mri")  # SLAKE holds X-ray, CT and MRI
 MODALITY = {"chest_xray": "x-ray", "ct": "ct", "mri": "mri", "ultrasound": "ultrasound"}
 SLAKE_MODALITY = {"chest_xray": "X-Ray", "ct": "CT", "mri": "MRI"}
-RAD_ORGAN = {"chest": "CHEST", "abdomen": "ABD", "head": "HEAD", "liver": "ABD", "kidney": "ABD",
-             "thyroid": "HEAD", "carotid artery": "HEAD", "breast": "CHEST"}  # the release's image_organ
+RAD_ORGAN = {"chest": "CHEST", "abdomen": "ABD", "head": "HEAD", "liver": "ABD",  # image_organ
+             "kidney": "ABD", "thyroid": "HEAD", "carotid artery": "HEAD", "breast": "CHEST"}
 TEST_ONLY = ("hemorrhage", "carotid artery")  # answers asked only in the test split
 RAD_TEST_RATE = 0.13  # the release: 451 of 3,515 questions
 SLAKE_SPLITS = (("train", 0.7), ("validate", 0.15), ("test", 0.15))
-ZH = {"yes": "是", "no": "否", "x-ray": "X光", "ct": "CT", "mri": "核磁共振", "chest": "胸部",
-      "abdomen": "腹部", "head": "头部"}
+ZH = {"yes": "是", "no": "否", "x-ray": "X光", "ct": "CT", "mri": "核磁共振", "ultrasound": "超声",
+      "chest": "胸部", "abdomen": "腹部", "head": "头部"}
 
 
 class VqaDemoParams(Section):
@@ -61,8 +61,8 @@ class VqaDemoParams(Section):
 
     out: PathValue = Path("data/benchmarks/vqa")  # vqa_rad/ and slake/ under it
     seed: Annotated[int, Field(ge=0)] = 3
-    vqa_rad_images: Annotated[int, Field(ge=4)] = 64
-    slake_images: Annotated[int, Field(ge=8)] = 64
+    vqa_rad_images: Annotated[int, Field(ge=4)] = 128
+    slake_images: Annotated[int, Field(ge=8)] = 128
     image_side: SideRange = SideRange(min=160, max=256)
 
 
@@ -93,44 +93,54 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _open(question: str, answer: str, content: str, kind: str) -> DemoQuestion:
+    return DemoQuestion(question, answer, False, content, kind)
+
+
+def _closed(question: str, flag: bool, content: str, kind: str, zh: bool = False) -> DemoQuestion:
+    return DemoQuestion(question, ZH[_yes(flag)] if zh else _yes(flag), True, content, kind)
+
+
 def questions_about(image: DemoImage, rng: Generator) -> list[DemoQuestion]:
     """English questions about what the renderer drew, open and closed."""
     kind, truth = image.kind, image.truth
     other = RAD_KINDS[int(rng.integers(len(RAD_KINDS)))]
+    article = "an" if other in ("mri", "ultrasound") else "a"
     finding = truth.get("finding", "normal")
-    out = [DemoQuestion("What imaging modality was used?", MODALITY[kind], False, "Modality", "MODALITY"),
-           DemoQuestion(f"Is this {'an' if other in ('mri', 'ultrasound') else 'a'} {MODALITY[other]} image?",
-                        _yes(other == kind), True, "Modality", "MODALITY"),
-           DemoQuestion("What type of image is this?", CLASS_NAMES[kind].lower(), False, "Modality", "MODALITY"),
-           DemoQuestion("Which part of the body is shown?", image.organ, False, "Organ", "ORGAN"),
-           DemoQuestion("Is this image normal?", _yes(finding == "normal"), True, "Abnormality", "ABN")]
+    out = [_open("What imaging modality was used?", MODALITY[kind], "Modality", "MODALITY"),
+           _closed(f"Is this {article} {MODALITY[other]} image?", other == kind, "Modality",
+                   "MODALITY"),
+           _open("What type of image is this?", CLASS_NAMES[kind].lower(), "Modality", "MODALITY"),
+           _open("Which part of the body is shown?", image.organ, "Organ", "ORGAN"),
+           _closed("Is this image normal?", finding == "normal", "Abnormality", "ABN")]
     if finding != "normal":
-        out.append(DemoQuestion("What abnormality is seen?", finding, False, "Abnormality", "PRES"))
+        out.append(_open("What abnormality is seen?", finding, "Abnormality", "PRES"))
         if "side" in truth:
             asked = "left" if rng.random() < 0.5 else "right"
-            out.append(DemoQuestion(f"Is the abnormality on the {asked} side?", _yes(truth["side"] == asked),
-                                    True, "Position", "POS"))
+            out.append(_closed(f"Is the abnormality on the {asked} side?", truth["side"] == asked,
+                               "Position", "POS"))
     if kind == "ct":
-        out.append(DemoQuestion("Was contrast given?", _yes(truth["contrast"] == "contrast-enhanced"), True,
-                                "Attribute", "ATTRIB"))
+        out.append(_closed("Was contrast given?", truth["contrast"] == "contrast-enhanced",
+                           "Attribute", "ATTRIB"))
     if kind == "chest_xray":
-        out.append(DemoQuestion("What is the view of this radiograph?",
-                                "pa" if truth["view"] == "posteroanterior" else "ap", False, "Plane", "PLANE"))
+        view = "pa" if truth["view"] == "posteroanterior" else "ap"
+        out.append(_open("What is the view of this radiograph?", view, "Plane", "PLANE"))
     if kind == "mri":
-        out.append(DemoQuestion("What sequence is this MRI?", truth["sequence"].split("-")[0].lower(), False,
-                                "Attribute", "ATTRIB"))
+        sequence = truth["sequence"].split("-")[0].lower()  # T1-weighted -> t1, FLAIR -> flair
+        out.append(_open("What sequence is this MRI?", sequence, "Attribute", "ATTRIB"))
     return out
 
 
 def chinese_questions(image: DemoImage) -> list[DemoQuestion]:
     """SLAKE's Chinese questions (q_lang zh) about the same truth."""
-    finding = image.truth.get("finding", "normal")
-    return [DemoQuestion("这张图片的成像方式是什么?", ZH[MODALITY[image.kind]], False, "Modality", "MODALITY"),
-            DemoQuestion("图中显示的是身体的哪个部位?", ZH.get(image.organ, image.organ), False, "Organ", "ORGAN"),
-            DemoQuestion("这张图片正常吗?", ZH[_yes(finding == "normal")], True, "Abnormality", "ABN")]
+    normal = image.truth.get("finding", "normal") == "normal"
+    return [_open("这张图片的成像方式是什么?", ZH[MODALITY[image.kind]], "Modality", "MODALITY"),
+            _open("图中显示的是身体的哪个部位?", ZH.get(image.organ, image.organ), "Organ", "ORGAN"),
+            _closed("这张图片正常吗?", normal, "Abnormality", "ABN", zh=True)]
 
 
-def _images(seed: int, part: int, count: int, kinds: tuple[str, ...], side: SideRange) -> list[DemoImage]:
+def _images(seed: int, part: int, count: int, kinds: tuple[str, ...],
+            side: SideRange) -> list[DemoImage]:
     images = []
     for i in range(count):
         rng = rng_for(seed, BENCHMARK_STREAM, part + i)
@@ -143,7 +153,7 @@ def _images(seed: int, part: int, count: int, kinds: tuple[str, ...], side: Side
 
 def _save_jpeg(image: DemoImage, path: Path) -> None:
     pixels, truth = render(image.kind, image.seed, image.width, image.height)
-    if truth != image.truth:  # drawn before any pixel, so a thumbnail of the seed has the same truth
+    if truth != image.truth:  # drawn before any pixel: a thumbnail of the seed has the same truth
         raise RuntimeError(f"{image.kind} drew {truth} at full size, {image.truth} small")
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels.save(path, format="JPEG", quality=90)
@@ -157,7 +167,8 @@ def write_vqa_rad(root: Path, params: VqaDemoParams) -> int:
     """The OSF layout; returns the number of questions."""
     records: list[dict[str, Any]] = []
     images = _images(params.seed, RAD_PART, params.vqa_rad_images, RAD_KINDS, params.image_side)
-    for i, image in enumerate(progress(images, total=len(images), description="VQA-RAD stand-in images")):
+    for i, image in enumerate(progress(images, total=len(images),
+                                       description="VQA-RAD stand-in images")):
         name = f"synpic{50000 + i * 37}.jpg"
         _save_jpeg(image, root / "VQA_RAD Image Folder" / name)
         rng = rng_for(params.seed, BENCHMARK_STREAM, RAD_PART + 500_000 + i)
@@ -193,7 +204,8 @@ def write_slake(root: Path, params: VqaDemoParams) -> int:
     splits: dict[str, list[dict[str, Any]]] = {split: [] for split, _ in SLAKE_SPLITS}
     images = _images(params.seed, SLAKE_PART, params.slake_images, SLAKE_KINDS, params.image_side)
     qid = 0
-    for i, image in enumerate(progress(images, total=len(images), description="SLAKE stand-in images")):
+    for i, image in enumerate(progress(images, total=len(images),
+                                       description="SLAKE stand-in images")):
         folder = f"xmlab{i + 1}"
         _save_jpeg(image, root / "imgs" / folder / "source.jpg")
         Image.new("L", (image.width, image.height), 0).save(root / "imgs" / folder / "mask.png")
@@ -205,9 +217,10 @@ def write_slake(root: Path, params: VqaDemoParams) -> int:
         for language, q in asked:
             qid += 1
             splits[split].append({
-                "img_id": i + 1, "img_name": f"{folder}/source.jpg", "question": q.question, "answer": q.answer,
-                "q_lang": language, "location": image.organ.title(), "modality": SLAKE_MODALITY[image.kind],
-                "answer_type": "CLOSED" if q.closed else "OPEN", "base_type": "vqa", "content_type": q.content,
+                "img_id": i + 1, "img_name": f"{folder}/source.jpg", "question": q.question,
+                "answer": q.answer, "q_lang": language, "location": image.organ.title(),
+                "modality": SLAKE_MODALITY[image.kind], "base_type": "vqa",
+                "answer_type": "CLOSED" if q.closed else "OPEN", "content_type": q.content,
                 "triple": ["vhead", "_", "_"], "qid": qid})
     for split, records in splits.items():
         _dump(root / f"{split}.json", records)
@@ -233,5 +246,6 @@ def write_vqa_demo(params: VqaDemoParams, *, force: bool = False) -> VqaDemoRepo
         write_marker(staging)
         (staging / "vqa_rad").mkdir()
         (staging / "slake").mkdir()
-        rad, slake = write_vqa_rad(staging / "vqa_rad", params), write_slake(staging / "slake", params)
+        rad = write_vqa_rad(staging / "vqa_rad", params)
+        slake = write_slake(staging / "slake", params)
     return VqaDemoReport(params.out, rad, slake)

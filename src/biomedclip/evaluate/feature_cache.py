@@ -10,14 +10,13 @@ keeps its cache; a changed model or benchmark gives a new key, never a stale ent
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from biomedclip.atomic_io import atomic_write_bytes
+from biomedclip.atomic_io import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +33,13 @@ def cached_tensors(cache: Path, key: str, compute: Callable[[], dict[str, torch.
     if path.is_file():
         try:
             stored = torch.load(path, weights_only=True)
-            if isinstance(stored, dict) and all(isinstance(v, torch.Tensor) for v in stored.values()):
+            if isinstance(stored, dict) and all(torch.is_tensor(v) for v in stored.values()):
                 log.info("features from the cache: %s", path)
                 return stored, True
             log.warning("ignoring cached features %s: not a mapping of tensors", path)
         except Exception as exc:  # a damaged entry (whatever torch raises for it) is recomputed
             log.warning("ignoring unreadable cached features %s (%s)", path, exc)
     tensors = {name: value.contiguous() for name, value in compute().items()}
-    buffer = io.BytesIO()
-    torch.save(tensors, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    with atomic_writer(path) as fh:  # streamed to the file: no second copy of them in memory
+        torch.save(tensors, fh)
     return tensors, False

@@ -11,8 +11,10 @@ from biomedclip.console import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m biomedclip.vqa", description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--run-file", type=Path, required=True, help="the run file torchrun_vqa writes")
+    parser = argparse.ArgumentParser(prog="python -m biomedclip.vqa",
+                                     description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--run-file", type=Path, required=True,
+                        help="the run file vqa.launch.torchrun_vqa writes")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure_logging(args.log_level)

@@ -42,11 +42,13 @@ class Answerer:
         """The `top_k` most probable answers, most probable first."""
         device = next(self.encoder.model.parameters()).device
         pixels = self.encoder.preprocess(image.convert("RGB")).unsqueeze(0).to(device)
-        text, mask = trimmed(*text_tokens(self.encoder.model, self.encoder.tokenizer([question]).to(device)))
+        ids = self.encoder.tokenizer([question]).to(device)
+        text, mask = trimmed(*text_tokens(self.encoder.model, ids))  # (1, T, Dt), (1, T)
         logits = self.model(image_tokens(self.encoder.model, pixels), text, mask)  # (1, A)
         probabilities = torch.softmax(logits.float(), dim=-1)[0].cpu()
         top = probabilities.topk(min(top_k, len(self.vocabulary)))
-        return [Answer(self.vocabulary[i], float(p)) for p, i in zip(top.values, top.indices, strict=True)]
+        return [Answer(self.vocabulary[i], float(p))
+                for p, i in zip(top.values, top.indices, strict=True)]
 
 
 def load_answerer(folder: Path, *, model: str | None = None, tracking: Any = None,
@@ -57,9 +59,9 @@ def load_answerer(folder: Path, *, model: str | None = None, tracking: Any = Non
     source = model or saved.encoder_model
     encoder = load_model(source, device=device, tracking=tracking)
     if encoder.digest != saved.encoder_digest:
-        raise AnswerModelError(f"{folder}: the answer model was trained on encoders with weights sha256 "
-                               f"{saved.encoder_digest[:12]}, and {source} holds {encoder.digest[:12]}: run "
-                               "`biomedclip vqa` again for this model")
+        raise AnswerModelError(f"{folder}: the answer model was trained on encoders with weights "
+                               f"sha256 {saved.encoder_digest[:12]}, and {source} holds "
+                               f"{encoder.digest[:12]}: run `biomedclip vqa` again for this model")
     if saved.fine_tuned:
         encoder.model.load_state_dict(saved.encoder_state())
     return Answerer(encoder, saved.answer_model().to(device), saved.vocabulary)
@@ -75,8 +77,8 @@ def read_image(path: Path) -> Image.Image:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
 
 
-def ask(folder: Path, image: Path | Image.Image, question: str, *, top_k: int = 5, model: str | None = None,
-        tracking: Any = None) -> list[Answer]:
+def ask(folder: Path, image: Path | Image.Image, question: str, *, top_k: int = 5,
+        model: str | None = None, tracking: Any = None) -> list[Answer]:
     """One question about one image: the top answers with their probabilities."""
     picture = read_image(image) if isinstance(image, Path) else image
     return load_answerer(folder, model=model, tracking=tracking).ask(picture, question, top_k)

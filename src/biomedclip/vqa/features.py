@@ -47,7 +47,8 @@ def image_tokens(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1 + P, Dv): the prefix token, then the patch tokens."""
     visual = model.visual
     if not hasattr(visual, "forward_intermediates"):
-        raise TokenError(f"the image tower {type(visual).__name__} gives no patch tokens (a ViT does)")
+        raise TokenError(f"the image tower {type(visual).__name__} gives no patch tokens "
+                         "(a ViT does)")
     out = visual.forward_intermediates(pixels, indices=1, intermediates_only=True, output_fmt="NLC",
                                        normalize_intermediates=True, output_extra_tokens=True)
     patches = out["image_intermediates"][-1]  # (B, P, Dv)
@@ -62,10 +63,10 @@ def text_tokens(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor
     """(B, L) token ids -> ((B, L, Dt) token states, (B, L) bool mask of real tokens)."""
     text = getattr(model, "text", None)
     transformer = getattr(text, "transformer", None)
-    if text is not None and hasattr(text, "config") and transformer is not None:  # a Hugging Face tower
+    if text is not None and hasattr(text, "config") and transformer is not None:  # Hugging Face
         mask = ids != text.config.pad_token_id
         return transformer(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
-    tower = text if text is not None else model  # open_clip's own: a TextTransformer, or CLIP itself
+    tower = text if text is not None else model  # open_clip's own: a TextTransformer, or CLIP
     if not hasattr(tower, "forward_intermediates"):
         raise TokenError(f"the text tower {type(tower).__name__} gives no token states")
     if text is None:
@@ -87,7 +88,8 @@ def token_widths(encoder: Encoder) -> tuple[int, int]:
     """(Dv, Dt) of an encoder, from one blank image and one word."""
     device = next(encoder.model.parameters()).device
     with torch.no_grad():
-        image = image_tokens(encoder.model, encoder.preprocess(Image.new("RGB", (32, 32))).unsqueeze(0).to(device))
+        blank = encoder.preprocess(Image.new("RGB", (32, 32))).unsqueeze(0).to(device)
+        image = image_tokens(encoder.model, blank)
         text, _ = text_tokens(encoder.model, encoder.tokenizer(["what"]).to(device))
     return image.shape[-1], text.shape[-1]
 
@@ -106,14 +108,17 @@ class TokenFeatures:
         return dict(vars(self))
 
     def select(self, rows: Sequence[int] | torch.Tensor) -> TokenFeatures:
-        """The features of the questions at `rows` (the images stay whole)."""
+        """The features of the questions at `rows` (the images stay whole; all the rows in
+        order: these features, not a copy)."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        return TokenFeatures(self.image_tokens, self.image_ok, self.image_of[rows], self.text_tokens[rows],
-                             self.text_mask[rows])
+        if torch.equal(rows, torch.arange(len(self.image_of))):
+            return self
+        return TokenFeatures(self.image_tokens, self.image_ok, self.image_of[rows],
+                             self.text_tokens[rows], self.text_mask[rows])
 
     def batch(self, rows: torch.Tensor, device: torch.device | str = "cpu"
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """float32 (image tokens (B, 1 + P, Dv), text tokens (B, T', Dt), mask (B, T')) of `rows`."""
+        """float32 image tokens (B, 1 + P, Dv), text tokens (B, T', Dt), mask (B, T') of `rows`."""
         text, mask = trimmed(self.text_tokens[rows], self.text_mask[rows])
         images = self.image_tokens[self.image_of[rows]]
         return images.to(device).float(), text.to(device).float(), mask.to(device)
@@ -126,39 +131,58 @@ def _questions_digest(questions: Sequence[Question]) -> str:
     return digest.hexdigest()[:16]
 
 
-def compute_features(encoder: Encoder, dataset: VqaDataset, questions: Sequence[Question], *,
-                     batch_size: int, description: str = "") -> TokenFeatures:
-    """Embed the questions' images and texts (no cache). An image that does not decode gets
-    zeros and `image_ok` False (the stage rejects its questions)."""
+def _image_rows(encoder: Encoder, dataset: VqaDataset, keys: list[str], *, batch_size: int,
+                description: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """((I, 1 + P, Dv) tokens, (I,) decoded) of the images at `keys`; zeros where one does not
+    decode (logged, named)."""
     device = next(encoder.model.parameters()).device
-    keys = sorted({q.image for q in questions})
-    row = {key: i for i, key in enumerate(keys)}
     decoded = progress(zip(keys, StoreImages(dataset.store, MAX_PIXELS).read(keys), strict=True),
                        total=len(keys), description=f"{description} images")
     found: list[torch.Tensor | None] = []
     with torch.no_grad():
         for batch in chunked(decoded, batch_size):
-            good = [encoder.preprocess(image) for _, image in batch if not isinstance(image, Exception)]
-            tokens = iter(image_tokens(encoder.model, torch.stack(good).to(device)).to("cpu", STORED)
-                          if good else ())
+            good = [encoder.preprocess(im) for _, im in batch if not isinstance(im, Exception)]
+            pixels = torch.stack(good).to(device) if good else None
+            tokens = iter(image_tokens(encoder.model, pixels).to("cpu", STORED) if good else ())
             for key, image in batch:
                 if isinstance(image, Exception):
-                    log.warning("%s: image %s unreadable (%s: %s)", dataset.name, key, type(image).__name__, image)
+                    log.warning("%s: image %s unreadable (%s: %s)", dataset.name, key,
+                                type(image).__name__, image)
                 found.append(None if isinstance(image, Exception) else next(tokens))
-        texts, masks = [], []
-        batches = progress(chunked([q.question for q in questions], batch_size),
-                           total=-(-len(questions) // batch_size), description=f"{description} questions")
-        for batch in batches:
-            states, mask = trimmed(*text_tokens(encoder.model, encoder.tokenizer(batch).to(device)))
-            texts.append(states.to("cpu", STORED))
-            masks.append(mask.cpu())
     shape = next((t.shape for t in found if t is not None), None)
     if shape is None:  # no image decoded: zeros of the tower's width, one token each
         shape = (1, token_widths(encoder)[0])
-    images = torch.stack([t if t is not None else torch.zeros(shape, dtype=STORED) for t in found]) \
-        if found else torch.zeros((0, *shape), dtype=STORED)
-    return TokenFeatures(images, torch.tensor([t is not None for t in found], dtype=torch.bool),
-                         torch.tensor([row[q.image] for q in questions], dtype=torch.long), *_pad(texts, masks))
+    rows = [t if t is not None else torch.zeros(shape, dtype=STORED) for t in found]
+    tokens = torch.stack(rows) if rows else torch.zeros((0, *shape), dtype=STORED)
+    return tokens, torch.tensor([t is not None for t in found], dtype=torch.bool)
+
+
+def _question_rows(encoder: Encoder, texts: list[str], *, batch_size: int, description: str
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, T, Dt) token states and (Q, T) mask of `texts`, T the longest question."""
+    device = next(encoder.model.parameters()).device
+    states, masks = [], []
+    batches = progress(chunked(texts, batch_size), total=-(-len(texts) // batch_size),
+                       description=f"{description} questions")
+    with torch.no_grad():
+        for batch in batches:
+            tokens, mask = trimmed(*text_tokens(encoder.model, encoder.tokenizer(batch).to(device)))
+            states.append(tokens.to("cpu", STORED))
+            masks.append(mask.cpu())
+    return _pad(states, masks)
+
+
+def compute_features(encoder: Encoder, dataset: VqaDataset, questions: Sequence[Question], *,
+                     batch_size: int, description: str = "") -> TokenFeatures:
+    """Embed the questions' images and texts (no cache). An image that does not decode gets
+    zeros and `image_ok` False (the stage rejects its questions)."""
+    keys = sorted({q.image for q in questions})
+    row = {key: i for i, key in enumerate(keys)}
+    images, ok = _image_rows(encoder, dataset, keys, batch_size=batch_size, description=description)
+    texts, mask = _question_rows(encoder, [q.question for q in questions], batch_size=batch_size,
+                                 description=description)
+    image_of = torch.tensor([row[q.image] for q in questions], dtype=torch.long)
+    return TokenFeatures(images, ok, image_of, texts, mask)
 
 
 def _pad(texts: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

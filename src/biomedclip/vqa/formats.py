@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 RAD_RELEASE, RAD_IMAGES = "VQA_RAD Dataset Public.json", "VQA_RAD Image Folder"
 RAD_TEST_PHRASES = ("test_freeform", "test_para")
 MEVF_FILES, MEVF_IMAGES = {"train": "trainset.json", "test": "testset.json"}, "images"
-SLAKE_FILES, SLAKE_IMAGES = {"train": "train.json", "val": "validate.json", "test": "test.json"}, "imgs"
+SLAKE_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json"}
+SLAKE_IMAGES = "imgs"
 ANSWER_TYPES = {"OPEN": "open", "CLOSED": "closed"}
 SPLITS = ("train", "val", "test")
 
@@ -66,7 +67,8 @@ class Reject:
     detail: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"file": self.file, "qid": self.qid, "reason": str(self.reason), "detail": self.detail}
+        return {"file": self.file, "qid": self.qid, "reason": str(self.reason),
+                "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def _text(record: dict[str, Any], key: str) -> str:
 class _Reader:
     """Turns one file's records into questions, collecting the rejects."""
 
-    def __init__(self, dataset: VqaDataset, names: set[str], languages: Iterable[str] | None) -> None:
+    def __init__(self, dataset: VqaDataset, names: set[str],
+                 languages: Iterable[str] | None) -> None:
         self.dataset, self.names = dataset, names
         self.languages = None if languages is None else set(languages)
         self.left_out: Counter[str] = Counter()
@@ -171,8 +174,8 @@ class _Reader:
         """(record, question) of each acceptable record of `file`, in file order."""
         seen: set[str] = set()
         for index, record in enumerate(records):
-            qid = str(record.get("qid")) if isinstance(record, dict) and record.get("qid") is not None \
-                else f"#{index}"
+            named = isinstance(record, dict) and record.get("qid") is not None
+            qid = str(record["qid"]) if named else f"#{index}"
 
             def reject(reason: RejectReason, detail: str, qid: str = qid) -> None:
                 self.dataset.rejects.append(Reject(file, qid, reason, detail))
@@ -190,7 +193,8 @@ class _Reader:
                 reject(RejectReason.MALFORMED, f"no usable {exc.args[0]}")
                 continue
             except UnsafeKey:
-                reject(RejectReason.MALFORMED, f"image {record[image_field]!r} leaves the benchmark")
+                reject(RejectReason.MALFORMED,
+                       f"image {record[image_field]!r} leaves the benchmark")
                 continue
             if self.languages is not None and language not in self.languages:
                 self.left_out[language] += 1
@@ -205,20 +209,23 @@ class _Reader:
             if key not in self.names:
                 reject(RejectReason.MISSING_IMAGE, f"no image {key!r}")
                 continue
-            yield record, Question(qid, key, question, answer, ANSWER_TYPES[kind.upper()], language, file)
+            yield record, Question(qid, key, question, answer, ANSWER_TYPES[kind.upper()],
+                                   language, file)
 
 
 def _vqa_rad(dataset: VqaDataset, reader: _Reader) -> None:
     if dataset.layout == "mevf":
         for split, name in MEVF_FILES.items():
             records = _records(dataset.store, dataset.root, name)
-            dataset.splits[split] = [q for _, q in reader.read(name, records, image_dir=MEVF_IMAGES,
-                                                               image_field="image_name", language_field=None)]
+            read = reader.read(name, records, image_dir=MEVF_IMAGES, image_field="image_name",
+                               language_field=None)
+            dataset.splits[split] = [q for _, q in read]
         return
     records = _records(dataset.store, dataset.root, RAD_RELEASE)
     dataset.splits.update(train=[], test=[])
-    for record, question in reader.read(RAD_RELEASE, records, image_dir=RAD_IMAGES, image_field="image_name",
-                                        language_field=None):
+    read = reader.read(RAD_RELEASE, records, image_dir=RAD_IMAGES, image_field="image_name",
+                       language_field=None)
+    for record, question in read:
         phrase = record.get("phrase_type")
         if not isinstance(phrase, str) or not phrase.strip():
             dataset.rejects.append(Reject(RAD_RELEASE, question.qid, RejectReason.MALFORMED,
@@ -233,12 +240,13 @@ def _slake(dataset: VqaDataset, reader: _Reader) -> None:
             log.warning("benchmark %s: no %s; model selection needs it", dataset.name, name)
             continue
         records = _records(dataset.store, dataset.root, name)
-        dataset.splits[split] = [q for _, q in reader.read(name, records, image_dir=SLAKE_IMAGES,
-                                                           image_field="img_name", language_field="q_lang")]
+        read = reader.read(name, records, image_dir=SLAKE_IMAGES, image_field="img_name",
+                           language_field="q_lang")
+        dataset.splits[split] = [q for _, q in read]
 
 
-def load_vqa(name: str, root: str, *, format: str = "auto", languages: Iterable[str] | None = ("en",),
-             s3: S3Params | None = None) -> VqaDataset:
+def load_vqa(name: str, root: str, *, format: str = "auto",
+             languages: Iterable[str] | None = ("en",), s3: S3Params | None = None) -> VqaDataset:
     """Read a VQA benchmark's questions (not its images) from a folder or `s3://bucket/prefix`:
     those in `languages` (None: every language)."""
     store = open_store(root, s3 or S3Params())
@@ -249,11 +257,13 @@ def load_vqa(name: str, root: str, *, format: str = "auto", languages: Iterable[
             format, layout = detect(names)
         except VqaFormatError as exc:
             raise VqaFormatError(f"benchmark {name} ({root}): {exc}") from None
-        log.info("benchmark %s: format %s (%s layout), detected from the files in %s", name, format, layout, root)
+        log.info("benchmark %s: format %s (%s layout), detected from the files in %s", name, format,
+                 layout, root)
     elif format in ("vqa_rad", "slake"):
         layout = _layout(format, names)
     else:
-        raise VqaFormatError(f"benchmark {name}: unknown format {format!r} (vqa_rad, slake or auto)")
+        raise VqaFormatError(f"benchmark {name}: unknown format {format!r} "
+                             "(vqa_rad, slake or auto)")
     dataset = VqaDataset(name, root, format, layout, store, {}, listing=listing)
     reader = _Reader(dataset, names, languages)
     (_vqa_rad if format == "vqa_rad" else _slake)(dataset, reader)
@@ -263,7 +273,8 @@ def load_vqa(name: str, root: str, *, format: str = "auto", languages: Iterable[
                     dataset.reject_counts(), dataset.rejects[0].as_dict())
     if not dataset.splits.get("train") or not dataset.splits.get("test"):
         sizes = {split: len(qs) for split, qs in dataset.splits.items()}
-        raise VqaFormatError(f"benchmark {name} ({root}): no usable train or test questions ({sizes}; "
+        raise VqaFormatError(f"benchmark {name} ({root}): no usable train or test questions "
+                             f"({sizes}; "
                              f"{len(dataset.rejects)} rejected, left out by language: "
                              f"{dataset.left_out_by_language})")
     return dataset

@@ -26,7 +26,8 @@ class CrossLayer(nn.Module):
         super().__init__()
         self.norm_self, self.norm_cross, self.norm_mlp = (nn.LayerNorm(width) for _ in range(3))
         self.self_attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.cross_attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.cross_attention = nn.MultiheadAttention(width, heads, dropout=dropout,
+                                                     batch_first=True)
         hidden = round(width * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, width), nn.Dropout(dropout))
@@ -37,7 +38,8 @@ class CrossLayer(nn.Module):
         h = self.norm_self(x)
         x = x + self.self_attention(h, h, h, key_padding_mask=x_pad, need_weights=False)[0]
         h = self.norm_cross(x)
-        x = x + self.cross_attention(h, other, other, key_padding_mask=other_pad, need_weights=False)[0]
+        x = x + self.cross_attention(h, other, other, key_padding_mask=other_pad,
+                                     need_weights=False)[0]
         return x + self.mlp(self.norm_mlp(x))  # (B, N, W)
 
 
@@ -55,7 +57,8 @@ class CoAttentionFusion(nn.Module):
         self.text_norm, self.image_norm = nn.LayerNorm(width), nn.LayerNorm(width)
         self.text_pool, self.image_pool = nn.Linear(width, width), nn.Linear(width, width)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor) -> torch.Tensor:
         # image: (B, P, Dv); text: (B, T, Dt); text_mask: (B, T) True on real tokens
         x_text = self.text_in(text) + self.modality.weight[0]  # (B, T, W)
         x_image = self.image_in(image) + self.modality.weight[1]  # (B, P, W)
@@ -72,12 +75,14 @@ class CoAttentionFusion(nn.Module):
 class AnswerModel(nn.Module):
     """The fusion and METER's VQA classifier: tokens -> answer logits (B, A)."""
 
-    def __init__(self, image_width: int, text_width: int, answers: int, params: FusionParams) -> None:
+    def __init__(self, image_width: int, text_width: int, answers: int,
+                 params: FusionParams) -> None:
         super().__init__()
         width = params.width
         self.fusion = CoAttentionFusion(image_width, text_width, params)
-        self.head = nn.Sequential(nn.Linear(2 * width, 4 * width), nn.LayerNorm(4 * width), nn.GELU(),
-                                  nn.Linear(4 * width, answers))
+        self.head = nn.Sequential(nn.Linear(2 * width, 4 * width), nn.LayerNorm(4 * width),
+                                  nn.GELU(), nn.Linear(4 * width, answers))
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, text: torch.Tensor,
+                text_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.fusion(image, text, text_mask))  # (B, A)

@@ -30,9 +30,10 @@ def run_file(params: VqaParams, *, model: str, benchmark: str | None,
 
 def read_run_file(path: Path) -> tuple[VqaParams, str, str | None, TrackingParams | None]:
     data = json.loads(path.read_text(encoding="utf-8"))
-    tracking = TrackingParams.model_validate(data["tracking"], strict=False) if data["tracking"] else None
-    return (VqaParams.model_validate(data["params"], strict=False), data["model"], data["benchmark"],
-            tracking)
+    raw = data["tracking"]
+    tracking = TrackingParams.model_validate(raw, strict=False) if raw else None
+    params = VqaParams.model_validate(data["params"], strict=False)
+    return params, data["model"], data["benchmark"], tracking
 
 
 def torchrun_vqa(params: VqaParams, *, model: str, benchmark: str | None = None,
@@ -41,7 +42,8 @@ def torchrun_vqa(params: VqaParams, *, model: str, benchmark: str | None = None,
     results are in `params.outputs`, written by rank 0)."""
     with tempfile.TemporaryDirectory(prefix="biomedclip-vqa-") as tmp:
         path = Path(tmp) / "run.json"
-        path.write_text(json.dumps(run_file(params, model=model, benchmark=benchmark, tracking=tracking)))
+        path.write_text(json.dumps(run_file(params, model=model, benchmark=benchmark,
+                                            tracking=tracking)))
         command = [*torchrun_prefix(params.nproc), "-m", "biomedclip.vqa", "--run-file", str(path)]
         log.info("starting %d fine-tuning processes: %s", params.nproc, " ".join(command))
         return subprocess.run(command, env=torchrun_env(params.nproc), check=False).returncode

@@ -71,7 +71,8 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_answer_model(final: Path, *, answer_state: dict[str, torch.Tensor], vocabulary: list[str],
-                       config: dict[str, Any], encoder_state: dict[str, torch.Tensor] | None = None) -> None:
+                       config: dict[str, Any],
+                       encoder_state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the folder `final` atomically (a killed run leaves the previous one or none)."""
     from safetensors.torch import save_file
 
@@ -79,16 +80,17 @@ def write_answer_model(final: Path, *, answer_state: dict[str, torch.Tensor], vo
         save_file(_tensors(answer_state), str(staging / ANSWER_WEIGHTS))
         if encoder_state is not None:
             save_file(_tensors(encoder_state), str(staging / ENCODER_WEIGHTS))
-        (staging / VOCABULARY).write_text(json.dumps({"answers": vocabulary}, ensure_ascii=False, indent=1) + "\n",
-                                          encoding="utf-8")
-        (staging / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
-                                      encoding="utf-8")
+        answers = json.dumps({"answers": vocabulary}, ensure_ascii=False, indent=1)
+        (staging / VOCABULARY).write_text(answers + "\n", encoding="utf-8")
+        described = json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True)
+        (staging / CONFIG).write_text(described + "\n", encoding="utf-8")
 
 
 def read_answer_model(folder: Path) -> SavedAnswerModel:
-    missing = [name for name in (ANSWER_WEIGHTS, VOCABULARY, CONFIG) if not (folder / name).is_file()]
+    missing = [n for n in (ANSWER_WEIGHTS, VOCABULARY, CONFIG) if not (folder / n).is_file()]
     if missing:
-        raise AnswerModelError(f"{folder}: not an answer model folder (missing {', '.join(missing)}); "
+        raise AnswerModelError(f"{folder}: not an answer model folder (missing "
+                               f"{', '.join(missing)}); "
                                "`biomedclip vqa` writes one per benchmark under vqa.outputs.model")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
@@ -97,5 +99,6 @@ def read_answer_model(folder: Path) -> SavedAnswerModel:
         raise AnswerModelError(f"{folder}: unreadable {CONFIG} or {VOCABULARY} ({exc})") from None
     saved = SavedAnswerModel(folder, config, list(vocabulary))
     if saved.fine_tuned and not (folder / ENCODER_WEIGHTS).is_file():
-        raise AnswerModelError(f"{folder}: the encoders were fine-tuned but {ENCODER_WEIGHTS} is missing")
+        raise AnswerModelError(f"{folder}: the encoders were fine-tuned but {ENCODER_WEIGHTS} "
+                               "is missing")
     return saved

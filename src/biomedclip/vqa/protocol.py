@@ -68,7 +68,8 @@ class Plan:
     selection: str  # how `select` was made, for the report
 
 
-def plan_splits(splits: Mapping[str, Sequence[Question]], *, val_fraction: float, seed: int) -> Plan:
+def plan_splits(splits: Mapping[str, Sequence[Question]], *, val_fraction: float,
+                seed: int) -> Plan:
     """The protocol's use of a benchmark's splits (`train`, `test`, `val` where it has one)."""
     train, test = list(splits.get("train", ())), list(splits.get("test", ()))
     own = list(splits.get("val", ()))
@@ -77,8 +78,8 @@ def plan_splits(splits: Mapping[str, Sequence[Question]], *, val_fraction: float
         selection = f"the benchmark's validation split ({len(own)} questions)"
     else:
         fit, select = held_out_by_image(train, val_fraction, seed)
-        selection = (f"{len({q.image for q in select})} of train's {len({q.image for q in train})} images "
-                     f"held out by image ({len(select)} questions)")
+        held, images = len({q.image for q in select}), len({q.image for q in train})
+        selection = f"{held} of train's {images} images held out by image ({len(select)} questions)"
     return Plan(fit, select, test, answer_vocabulary([*fit, *select]), selection)
 
 
@@ -94,8 +95,8 @@ def accuracy(predicted: Sequence[str], questions: Sequence[Question]) -> dict[st
         for group in (question.answer_type, "overall"):
             total[group] += 1
             right[group] += hit
-    return {group: {"accuracy": right[group] / total[group] if total[group] else None, "samples": total[group]}
-            for group in (*ANSWER_TYPES, "overall")}
+    return {group: {"accuracy": right[group] / total[group] if total[group] else None,
+                    "samples": total[group]} for group in (*ANSWER_TYPES, "overall")}
 
 
 def vocabulary_coverage(questions: Sequence[Question], vocabulary: Iterable[str]) -> dict[str, Any]:
@@ -120,5 +121,5 @@ def question_only(training: Sequence[Question], questions: Sequence[Question]) -
         return min(counts, key=lambda answer: (-counts[answer], answer)) if counts else ""
 
     fallback = most_frequent(overall)
-    return [most_frequent(by_text[normalise(q.question)]) if normalise(q.question) in by_text else fallback
-            for q in questions]
+    return [most_frequent(by_text[text]) if text in by_text else fallback
+            for text in (normalise(q.question) for q in questions)]

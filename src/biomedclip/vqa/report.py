@@ -85,84 +85,95 @@ class VqaReport:
         return {result.name: result.metrics() for result in self.results}
 
     def flat_metrics(self) -> dict[str, float]:
-        """Numbers for a tracker, `vqa/<benchmark>/<group>/accuracy` and the like (the promotion
-        gate's guard names one of these without the `vqa/` prefix's ambiguity)."""
+        """Numbers for a tracker: `vqa/<benchmark>/<group>/accuracy`, the baseline's as
+        `vqa/<benchmark>/question_only/<group>/accuracy`, the vocabulary's size and misses."""
         flat: dict[str, float] = {}
         for r in self.results:
+            prefix = f"vqa/{r.name}"
             for group in GROUPS:
-                if r.accuracy[group]["accuracy"] is not None:
-                    flat[f"vqa/{r.name}/{group}/accuracy"] = float(r.accuracy[group]["accuracy"])
-                if r.question_only[group]["accuracy"] is not None:
-                    flat[f"vqa/{r.name}/question_only/{group}/accuracy"] = float(r.question_only[group]["accuracy"])
-            flat[f"vqa/{r.name}/answers_outside_vocabulary"] = float(r.coverage["answers_outside_vocabulary"])
-            flat[f"vqa/{r.name}/vocabulary"] = float(r.vocabulary)
+                for name, measured in (("", r.accuracy), ("question_only/", r.question_only)):
+                    value = measured[group]["accuracy"]
+                    if value is not None:
+                        flat[f"{prefix}/{name}{group}/accuracy"] = float(value)
+            flat[f"{prefix}/answers_outside_vocabulary"] = float(
+                r.coverage["answers_outside_vocabulary"])
+            flat[f"{prefix}/vocabulary"] = float(r.vocabulary)
         return flat
+
+    def _encoders(self) -> str:
+        p = self.params
+        if p.freeze_encoders:
+            return "frozen (cached token features)"
+        return (f"fine-tuned at {p.lr:g}, fusion x{p.fusion_lr_multiplier:g}, classifier "
+                f"x{p.head_lr_multiplier:g}")
 
     def markdown(self) -> str:
         fusion = self.params.fusion
-        encoders = "frozen (cached token features)" if self.params.freeze_encoders else \
-            (f"fine-tuned at {self.params.lr:g}, fusion x{self.params.fusion_lr_multiplier:g}, classifier "
-             f"x{self.params.head_lr_multiplier:g}")
         lines = [f"## Visual question answering with `{self.model}`", "",
-                 f"Answer model: METER-style co-attention ({fusion.layers} layers, width {fusion.width}, "
-                 f"{fusion.heads} heads) over the image tower's patch tokens and the text tower's token states, "
-                 f"pooled into a classifier over the answer vocabulary; encoders {encoders}.", "",
-                 "Protocol: the answer vocabulary comes from the training answers only (never from test); the "
-                 "epoch is chosen on validation data; the test split is scored once, at the end; an answer is "
-                 "right when it matches exactly after normalising case and whitespace. A test answer outside "
-                 "the vocabulary counts as wrong: the ceiling is the best accuracy the vocabulary allows. The "
-                 "question-only baseline answers with the most frequent training answer to the same question "
-                 "text: what is reached without the image.", "",
+                 f"Answer model: METER-style co-attention ({fusion.layers} layers, width "
+                 f"{fusion.width}, {fusion.heads} heads) over the image tower's patch tokens and "
+                 "the text tower's token states, pooled into a classifier over the answer "
+                 f"vocabulary; encoders {self._encoders()}.", "", PROTOCOL, "",
                  "### Measured here", "",
                  "Accuracy in % (test questions).", "",
                  "| benchmark | | open | closed | overall |", "|---|---|---:|---:|---:|"]
         for r in self.results:
-            lines.append(f"| {r.name} | answer model | " + " | ".join(_cell(r.accuracy[g]) for g in GROUPS) + " |")
-            lines.append(f"| {r.name} | question-only baseline | "
-                         + " | ".join(_cell(r.question_only[g]) for g in GROUPS) + " |")
-            lines.append(f"| {r.name} | ceiling of the vocabulary | "
-                         + " | ".join(_percent(r.coverage["ceiling"][g]) for g in GROUPS) + " |")
+            ceiling = r.coverage["ceiling"]
+            rows = (("answer model", [_cell(r.accuracy[g]) for g in GROUPS]),
+                    ("question-only baseline", [_cell(r.question_only[g]) for g in GROUPS]),
+                    ("ceiling of the vocabulary", [_percent(ceiling[g]) for g in GROUPS]))
+            lines += [f"| {r.name} | {name} | " + " | ".join(cells) + " |" for name, cells in rows]
         for r in self.results:
-            lines += ["", *self._details(r)]
+            lines += ["", *_details(r)]
         lines += ["", "### For reference: the paper's published numbers (not measured here)", "",
-                  "Accuracy in %, as read from the VQA figure of Zhang et al. (2023), BiomedCLIP's encoders in "
-                  "METER beside PubMedCLIP's, on the real VQA-RAD and SLAKE. The tables above are this "
-                  "pipeline's measurements, on the benchmarks configured here.", "",
-                  "| dataset | model (the paper's) | open | closed | overall |", "|---|---|---:|---:|---:|"]
-        for dataset, rows in PAPER_VQA.items():
-            for name, (open_, closed, overall) in rows.items():
-                lines.append(f"| {dataset} | {name} | {open_:.1f} | {closed:.1f} | {overall:.1f} |")
+                  PAPER_NOTE, "", "| dataset | model (the paper's) | open | closed | overall |",
+                  "|---|---|---:|---:|---:|"]
+        for dataset, models in PAPER_VQA.items():
+            lines += [f"| {dataset} | {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |"
+                      for name, values in models.items()]
         return "\n".join(lines) + "\n"
 
-    @staticmethod
-    def _details(r: BenchmarkResult) -> list[str]:
-        splits = ", ".join(f"{split} {r.questions[split]} questions / {r.images[split]} images"
-                           for split in r.questions)
-        s = r.selection
-        lines = [f"### {r.name}", "",
-                 f"- Format {r.format} ({r.layout} layout); {splits}.",
-                 f"- Vocabulary: {r.vocabulary} answers from the training answers; "
-                 f"{r.coverage['answers_outside_vocabulary']} test answers outside it (ceiling "
-                 f"{_percent(r.coverage['ceiling']['overall'])}%).",
-                 f"- Model selection on {s['how']}: epoch {s['epoch']} of {s['epochs_run']} run, validation "
-                 f"accuracy {_percent(s['accuracy'])}%.",
-                 f"- Embedded by this run: {r.embedded.get('images', 0)} images, {r.embedded.get('questions', 0)} "
-                 "questions (the rest from the feature cache).",
-                 f"- Answer model: `{r.model_folder}`; {r.seconds:.0f} s."]
-        if r.format == "vqa_rad":
-            lines.append(f"- VQA-RAD's test images also appear in its train split (the release asks different "
-                         f"questions about the same images): {r.test_images_in_train} of the "
-                         f"{r.images.get('test', 0)} test images here. Its scores measure new questions, "
-                         "not new images.")
-        if r.left_out_by_language:
-            left = ", ".join(f"{n} in `{lang}`" for lang, n in r.left_out_by_language.items())
-            lines.append(f"- Left out by `vqa.languages`: {left}.")
-        if r.rejects:
-            counts = ", ".join(f"{reason} {n}" for reason, n in r.reject_counts().items())
-            lines += [f"- Rejected: {len(r.rejects)} questions ({counts}); the first {min(EXAMPLES, len(r.rejects))}:",
-                      "", "| file | qid | reason | detail |", "|---|---|---|---|"]
-            lines += [f"| {x.file} | {x.qid} | {x.reason} | {x.detail.replace('|', '/')} |"
-                      for x in r.rejects[:EXAMPLES]]
-        else:
-            lines.append("- Rejected: none.")
-        return lines
+
+PROTOCOL = ("Protocol: the answer vocabulary comes from the training answers only (never "
+            "from test); the epoch is chosen on validation data; the test split is scored once, "
+            "at the end; an answer is right when it matches exactly after normalising case and "
+            "whitespace. A test answer outside the vocabulary counts as wrong: the ceiling is the "
+            "best accuracy the vocabulary allows. The question-only baseline answers with the most "
+            "frequent training answer to the same question text: what is reached without the "
+            "image.")
+PAPER_NOTE = ("Accuracy in %, as read from the VQA figure of Zhang et al. (2023), BiomedCLIP's "
+              "encoders in METER beside PubMedCLIP's, on the real VQA-RAD and SLAKE. The tables "
+              "above are this pipeline's measurements, on the benchmarks configured here.")
+RAD_NOTE = ("- VQA-RAD's test images also appear in its train split (the release asks different "
+            "questions about the same images): {shared} of the {test} test images here. Its scores "
+            "measure new questions, not new images.")
+
+
+def _details(r: BenchmarkResult) -> list[str]:
+    splits = ", ".join(f"{split} {r.questions[split]} questions / {r.images[split]} images"
+                       for split in r.questions)
+    s, embedded = r.selection, r.embedded
+    lines = [f"### {r.name}", "",
+             f"- Format {r.format} ({r.layout} layout); {splits}.",
+             f"- Vocabulary: {r.vocabulary} answers from the training answers; "
+             f"{r.coverage['answers_outside_vocabulary']} test answers outside it (ceiling "
+             f"{_percent(r.coverage['ceiling']['overall'])}%).",
+             f"- Model selection on {s['how']}: epoch {s['epoch']} of {s['epochs_run']} run, "
+             f"validation accuracy {_percent(s['accuracy'])}%.",
+             f"- Embedded by this run: {embedded.get('images', 0)} images, "
+             f"{embedded.get('questions', 0)} questions (the rest from the feature cache).",
+             f"- Answer model: {f'`{r.model_folder}`' if r.model_folder else 'not saved'}; "
+             f"{r.seconds:.0f} s."]
+    if r.format == "vqa_rad":
+        lines.append(RAD_NOTE.format(shared=r.test_images_in_train, test=r.images.get("test", 0)))
+    if r.left_out_by_language:
+        left = ", ".join(f"{n} in `{lang}`" for lang, n in r.left_out_by_language.items())
+        lines.append(f"- Left out by `vqa.languages`: {left}.")
+    if not r.rejects:
+        return [*lines, "- Rejected: none."]
+    counts = ", ".join(f"{reason} {n}" for reason, n in r.reject_counts().items())
+    lines += [f"- Rejected: {len(r.rejects)} questions ({counts}); the first "
+              f"{min(EXAMPLES, len(r.rejects))}:", "", "| file | qid | reason | detail |",
+              "|---|---|---|---|"]
+    return lines + [f"| {x.file} | {x.qid} | {x.reason} | {x.detail.replace('|', '/')} |"
+                    for x in r.rejects[:EXAMPLES]]

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,14 +52,30 @@ from biomedclip.vqa.train import (
 log = logging.getLogger(__name__)
 
 
-def _reject_unreadable(dataset: VqaDataset, questions: Sequence[Question], unreadable: dict[str, str]
-                       ) -> list[Question]:
+@dataclass
+class Trained:
+    """A benchmark's answer model, how its epoch was chosen, and its test predictions."""
+
+    plan: Plan
+    model: AnswerModel | EncodedAnswerModel
+    fitted: Fitted
+    probabilities: torch.Tensor  # (Q, A) over the test questions kept (rank 0; empty elsewhere)
+    test: list[Question]  # the test questions whose image decoded
+    embedded: dict[str, int]  # images and questions this run put through the encoders
+
+    @property
+    def answer_model(self) -> AnswerModel:
+        return self.model.answer if isinstance(self.model, EncodedAnswerModel) else self.model
+
+
+def _reject_unreadable(dataset: VqaDataset, questions: Sequence[Question],
+                       unreadable: dict[str, str]) -> list[Question]:
     """The questions whose image decoded; the others rejected, named."""
     kept = []
     for q in questions:
         if q.image in unreadable:
-            dataset.rejects.append(Reject(q.file, q.qid, RejectReason.UNREADABLE_IMAGE,
-                                          f"image {q.image!r}: {unreadable[q.image]}"))
+            detail = f"image {q.image!r}: {unreadable[q.image]}"
+            dataset.rejects.append(Reject(q.file, q.qid, RejectReason.UNREADABLE_IMAGE, detail))
         else:
             kept.append(q)
     return kept
@@ -74,13 +91,15 @@ class _Embedded:
     def split(self, split: str) -> tuple[TokenFeatures, list[Question]]:
         """The split's readable questions and their features (rows aligned)."""
         questions = self.dataset.splits[split]
-        features, from_cache = split_features(self.loaded, self.loaded.digest, self.dataset, split, questions,
-                                              cache=self.params.cache, batch_size=self.params.embed_batch_size)
+        features, from_cache = split_features(
+            self.loaded, self.loaded.digest, self.dataset, split, questions,
+            cache=self.params.cache, batch_size=self.params.embed_batch_size)
         if not from_cache:
             self.counts["images"] += len(features.image_ok)
             self.counts["questions"] += len(questions)
         keys = self.dataset.images(split)
-        unreadable = {keys[i]: "does not decode" for i in (~features.image_ok).nonzero().flatten().tolist()}
+        failed = (~features.image_ok).nonzero().flatten().tolist()
+        unreadable = {keys[i]: "does not decode" for i in failed}
         kept = _reject_unreadable(self.dataset, questions, unreadable)
         rows = [i for i, q in enumerate(questions) if q.image not in unreadable]
         return features.select(rows), kept
@@ -95,31 +114,31 @@ def _labels(questions: Sequence[Question], vocabulary: list[str]) -> torch.Tenso
     return torch.tensor(answer_labels(questions, vocabulary), dtype=torch.long)
 
 
-def _frozen(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams, world: World
-            ) -> tuple[Plan, AnswerModel, Fitted, torch.Tensor, list[Question], dict[str, int]]:
-    """Train on cached features; (plan, answer model, selection, test probabilities, test questions,
-    embedded counts)."""
+def _frozen(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams, world: World) -> Trained:
+    """The answer model trained on cached token features."""
     embedded = _Embedded(loaded, dataset, params)
-    train, train_questions = embedded.split("train")
-    dataset.splits["train"] = train_questions
+    train, dataset.splits["train"] = embedded.split("train")
     val = None
     if dataset.splits.get("val"):
         val, dataset.splits["val"] = embedded.split("val")
     plan = plan_splits(dataset.splits, val_fraction=params.val_fraction, seed=params.seed)
-    fit = train.select(_rows(train_questions, plan.fit))
-    select = val if val is not None else train.select(_rows(train_questions, plan.select))
-    model = AnswerModel(train.image_tokens.shape[-1], train.text_tokens.shape[-1], len(plan.vocabulary),
-                        params.fusion)
+    fit = train.select(_rows(dataset.splits["train"], plan.fit))
+    select = val if val is not None else train.select(_rows(dataset.splits["train"], plan.select))
+    model = AnswerModel(train.image_tokens.shape[-1], train.text_tokens.shape[-1],
+                        len(plan.vocabulary), params.fusion)
     fitted = fit_on_features(model, fit, _labels(plan.fit, plan.vocabulary), select,
                              _labels(plan.select, plan.vocabulary), params, device=world.device,
                              description=f"{dataset.name} answer model")
     model.load_state_dict(fitted.state)
-    test, test_questions = embedded.split("test")  # the test split, read once, at the end
-    probabilities = predict_on_features(model, test, batch_size=params.embed_batch_size, device=world.device)
-    return plan, model.cpu(), fitted, probabilities, test_questions, embedded.counts
+    del train, val, fit, select  # memory holds one split's features at a time
+    test, kept = embedded.split("test")  # the test split, read once, at the end
+    probabilities = predict_on_features(model, test, batch_size=params.embed_batch_size,
+                                        device=world.device)
+    return Trained(plan, model.cpu(), fitted, probabilities, kept, embedded.counts)
 
 
-def _decoded(dataset: VqaDataset, questions: Sequence[Question]) -> tuple[dict[str, Any], dict[str, str]]:
+def _decoded(dataset: VqaDataset, questions: Sequence[Question]
+             ) -> tuple[dict[str, Any], dict[str, str]]:
     """(image key -> RGB image, image key -> why it did not decode) of the questions' images."""
     keys = sorted({q.image for q in questions})
     images, unreadable = {}, {}
@@ -131,15 +150,17 @@ def _decoded(dataset: VqaDataset, questions: Sequence[Question]) -> tuple[dict[s
     return images, unreadable
 
 
-def _inputs(loaded: LoadedModel, images: dict[str, Any], questions: Sequence[Question]) -> QuestionInputs:
-    ids = loaded.tokenizer([q.question for q in questions]) if questions else torch.zeros((0, 1), dtype=torch.long)
+def _inputs(loaded: LoadedModel, images: dict[str, Any],
+            questions: Sequence[Question]) -> QuestionInputs:
+    texts = [q.question for q in questions]
+    ids = loaded.tokenizer(texts) if texts else torch.zeros((0, 1), dtype=torch.long)
     return QuestionInputs(images, questions, ids)
 
 
-def _fine_tuned(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams, world: World
-                ) -> tuple[Plan, EncodedAnswerModel, Fitted, torch.Tensor, list[Question], dict[str, int]]:
-    """Fine-tune the encoders with the answer model; as `_frozen`. Images are decoded once and
-    kept in memory (VQA-RAD's 315, SLAKE's 642)."""
+def _fine_tuned(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams,
+                world: World) -> Trained:
+    """The encoders fine-tuned with the answer model. Images are decoded once and kept in
+    memory (VQA-RAD's 315, SLAKE's 642)."""
     images: dict[str, Any] = {}
     for split in ("train", "val"):
         if dataset.splits.get(split):
@@ -148,91 +169,108 @@ def _fine_tuned(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams, wor
             dataset.splits[split] = _reject_unreadable(dataset, dataset.splits[split], unreadable)
     plan = plan_splits(dataset.splits, val_fraction=params.val_fraction, seed=params.seed)
     image_width, text_width = token_widths(loaded)
-    model = EncodedAnswerModel(loaded.model, AnswerModel(image_width, text_width, len(plan.vocabulary),
-                                                         params.fusion))
-    fitted = fit_end_to_end(model, loaded.preprocess, _inputs(loaded, images, plan.fit),
-                            _labels(plan.fit, plan.vocabulary), _inputs(loaded, images, plan.select),
-                            _labels(plan.select, plan.vocabulary), params, world,
+    answer = AnswerModel(image_width, text_width, len(plan.vocabulary), params.fusion)
+    model = EncodedAnswerModel(loaded.model, answer)
+    fit, select = _inputs(loaded, images, plan.fit), _inputs(loaded, images, plan.select)
+    fitted = fit_end_to_end(model, loaded.preprocess, fit, _labels(plan.fit, plan.vocabulary),
+                            select, _labels(plan.select, plan.vocabulary), params, world,
                             description=f"{dataset.name} fine-tuning")
     model.load_state_dict(fitted.state)
-    # the test split, read once, at the end (by rank 0, which writes the results)
-    test_images, unreadable = _decoded(dataset, plan.test) if world.is_main else ({}, {})
-    test_questions = _reject_unreadable(dataset, plan.test, unreadable) if world.is_main else []
-    probabilities = predict_end_to_end(model, _inputs(loaded, test_images, test_questions), loaded.preprocess,
-                                       batch_size=params.embed_batch_size, device=world.device, params=params) \
-        if world.is_main else torch.zeros(0)
-    counts = {"images": len(images) + len(test_images), "questions": len(plan.fit) + len(plan.select)
-              + len(test_questions)}
-    return plan, model, fitted, probabilities, test_questions, counts
+    embedded = {"images": len(images), "questions": len(plan.fit) + len(plan.select)}
+    if not world.is_main:  # rank 0 reads the test split and writes the results
+        return Trained(plan, model, fitted, torch.zeros(0), [], embedded)
+    test_images, unreadable = _decoded(dataset, plan.test)  # read once, at the end
+    kept = _reject_unreadable(dataset, plan.test, unreadable)
+    probabilities = predict_end_to_end(model, _inputs(loaded, test_images, kept), loaded.preprocess,
+                                       batch_size=params.embed_batch_size, device=world.device,
+                                       params=params)
+    embedded = {"images": len(images) + len(test_images),
+                "questions": embedded["questions"] + len(kept)}
+    return Trained(plan, model, fitted, probabilities, kept, embedded)
+
+
+def _result(spec: VqaBenchmarkSpec, dataset: VqaDataset, params: VqaParams, trained: Trained,
+            test_in_train: int) -> BenchmarkResult:
+    plan, test = trained.plan, trained.test
+    predicted = [plan.vocabulary[i] for i in trained.probabilities.argmax(dim=-1).tolist()]
+    return BenchmarkResult(
+        name=spec.name, format=dataset.format, layout=dataset.layout,
+        mode="frozen_encoders" if params.freeze_encoders else "fine_tuned",
+        questions={"fit": len(plan.fit), "select": len(plan.select), "test": len(test)},
+        images={name: len({q.image for q in qs})
+                for name, qs in (("fit", plan.fit), ("select", plan.select), ("test", test))},
+        vocabulary=len(plan.vocabulary), coverage=vocabulary_coverage(test, plan.vocabulary),
+        accuracy=accuracy(predicted, test),
+        question_only=accuracy(question_only([*plan.fit, *plan.select], test), test),
+        selection={"how": plan.selection, "epoch": trained.fitted.best_epoch,
+                   "epochs_run": trained.fitted.epochs_run,
+                   "accuracy": trained.fitted.select_accuracy},
+        rejects=list(dataset.rejects), left_out_by_language=dict(dataset.left_out_by_language),
+        test_images_in_train=test_in_train, embedded=trained.embedded,
+        model_folder=str(params.outputs.model / spec.name))
 
 
 def run_benchmark(spec: VqaBenchmarkSpec, params: VqaParams, loaded: LoadedModel, model_ref: str,
-                  world: World) -> BenchmarkResult | None:
-    """Train, select and score one benchmark's answer model and write it: its result on rank 0,
-    None on the other ranks of a DDP world."""
+                  world: World, *, write: bool = True) -> BenchmarkResult | None:
+    """Train, select and score one benchmark's answer model and (with `write`) save it: its
+    result on rank 0, None on the other ranks of a DDP world."""
     start = time.perf_counter()
-    dataset = load_vqa(spec.name, spec.path, format=spec.format, languages=params.languages, s3=params.s3)
+    dataset = load_vqa(spec.name, spec.path, format=spec.format, languages=params.languages,
+                       s3=params.s3)
     test_in_train = len(set(dataset.images("test")) & set(dataset.images("train")))
-    work = _frozen if params.freeze_encoders else _fine_tuned
-    plan, model, fitted, probabilities, test_questions, embedded = work(loaded, dataset, params, world)
+    trained = (_frozen if params.freeze_encoders else _fine_tuned)(loaded, dataset, params, world)
     if not world.is_main:
         return None
-    fit_images, select_images = {q.image for q in plan.fit}, {q.image for q in plan.select}
-    result_dir = params.outputs.model / spec.name
-    predicted = [plan.vocabulary[i] for i in probabilities.argmax(dim=-1).tolist()]
-    training = [*plan.fit, *plan.select]
-    result = BenchmarkResult(
-        name=spec.name, format=dataset.format, layout=dataset.layout,
-        mode="frozen_encoders" if params.freeze_encoders else "fine_tuned",
-        questions={"fit": len(plan.fit), "select": len(plan.select), "test": len(test_questions)},
-        images={"fit": len(fit_images), "select": len(select_images),
-                "test": len({q.image for q in test_questions})},
-        vocabulary=len(plan.vocabulary), coverage=vocabulary_coverage(test_questions, plan.vocabulary),
-        accuracy=accuracy(predicted, test_questions),
-        question_only=accuracy(question_only(training, test_questions), test_questions),
-        selection={"how": plan.selection, "epoch": fitted.best_epoch, "epochs_run": fitted.epochs_run,
-                   "accuracy": fitted.select_accuracy},
-        rejects=list(dataset.rejects), left_out_by_language=dict(dataset.left_out_by_language),
-        test_images_in_train=test_in_train, embedded=embedded, model_folder=str(result_dir))
-    answer = model.answer if isinstance(model, EncodedAnswerModel) else model
-    encoders = model.clip.state_dict() if isinstance(model, EncodedAnswerModel) else None
-    write_answer_model(result_dir, answer_state=answer.state_dict(), vocabulary=plan.vocabulary,
-                       encoder_state=encoders, config=_folder_config(spec, dataset, params, loaded, model_ref,
-                                                                     answer, result))
+    result = _result(spec, dataset, params, trained, test_in_train)
+    if not write:
+        result.model_folder, result.seconds = "", time.perf_counter() - start
+        return result
+    encoders = trained.model.clip.state_dict() if isinstance(trained.model, EncodedAnswerModel) \
+        else None
+    write_answer_model(params.outputs.model / spec.name,
+                       answer_state=trained.answer_model.state_dict(),
+                       vocabulary=trained.plan.vocabulary, encoder_state=encoders,
+                       config=_folder_config(dataset, params, loaded, model_ref, trained, result))
     result.seconds = time.perf_counter() - start
     log.info("benchmark %s: overall accuracy %s (question-only %s) on %d test questions", spec.name,
              result.accuracy["overall"]["accuracy"], result.question_only["overall"]["accuracy"],
-             len(test_questions))
+             len(trained.test))
     return result
 
 
-def _folder_config(spec: VqaBenchmarkSpec, dataset: VqaDataset, params: VqaParams, loaded: LoadedModel,
-                   model_ref: str, answer: AnswerModel, result: BenchmarkResult) -> dict[str, Any]:
-    return {"benchmark": {"name": spec.name, "format": dataset.format, "layout": dataset.layout,
+def _folder_config(dataset: VqaDataset, params: VqaParams, loaded: LoadedModel, model_ref: str,
+                   trained: Trained, result: BenchmarkResult) -> dict[str, Any]:
+    """`vqa_model.json`: what rebuilds the answer model, and what it scored."""
+    fusion = trained.answer_model.fusion
+    return {"benchmark": {"name": dataset.name, "format": dataset.format, "layout": dataset.layout,
                           "version": dataset.version()},
-            "encoder": {"model": model_ref, "digest": loaded.digest, "fine_tuned": not params.freeze_encoders},
-            "widths": {"image": answer.fusion.image_in.in_features, "text": answer.fusion.text_in.in_features},
+            "encoder": {"model": model_ref, "digest": loaded.digest,
+                        "fine_tuned": not params.freeze_encoders},
+            "widths": {"image": fusion.image_in.in_features, "text": fusion.text_in.in_features},
             "fusion": params.fusion.model_dump(mode="json"), "languages": list(params.languages),
-            "selection": {k: v for k, v in result.selection.items()},
+            "selection": dict(result.selection),
             "accuracy": {group: value["accuracy"] for group, value in result.accuracy.items()}}
 
 
-def run(params: VqaParams, *, model: str, benchmark: str | None = None, tracking: Any = None) -> VqaReport:
+def run(params: VqaParams, *, model: str, benchmark: str | None = None, tracking: Any = None,
+        write: bool = True) -> VqaReport:
     """The stage: every benchmark of `params` (or only `benchmark`) with `model` (a folder,
     `hf-hub:`, an MLflow URI read from `tracking`'s store). Metrics and report are written when
-    every benchmark ran; one benchmark alone writes its answer model and returns its report."""
+    every benchmark ran; one benchmark alone writes its answer model and returns its report.
+    `write=False` writes nothing (the features cache aside): a score for a comparison, such as
+    the promotion gate's of champion and challenger."""
     world = init_world()
     try:
         if world.distributed and params.freeze_encoders:
-            raise ValueError("frozen encoders train the answer model in one process: run without torchrun, "
-                             "or set vqa.freeze_encoders: false")
+            raise ValueError("frozen encoders train the answer model in one process: run without "
+                             "torchrun, or set vqa.freeze_encoders: false")
         loaded = load_model(model, device=world.device, tracking=tracking)
         specs = [params.benchmark(benchmark)] if benchmark else list(params.benchmarks)
-        results = [run_benchmark(spec, params, loaded, model, world) for spec in specs]
+        results = [run_benchmark(spec, params, loaded, model, world, write=write) for spec in specs]
         report = VqaReport(model, params, [r for r in results if r is not None])
-        if world.is_main and benchmark is None:
+        if world.is_main and write and benchmark is None:
             write_outputs(report, params)
-        elif world.is_main:
+        elif world.is_main and write:
             log.info("one benchmark ran (%s): %s and %s are left as they are", benchmark,
                      params.outputs.metrics, params.outputs.report)
         return report
@@ -241,6 +279,7 @@ def run(params: VqaParams, *, model: str, benchmark: str | None = None, tracking
 
 
 def write_outputs(report: VqaReport, params: VqaParams) -> None:
+    """`vqa.outputs.metrics` (JSON) and `vqa.outputs.report` (markdown), atomically."""
     metrics = json.dumps(report.metrics(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     atomic_write_bytes(params.outputs.metrics, metrics.encode())
     atomic_write_bytes(params.outputs.report, report.markdown().encode())

@@ -45,11 +45,11 @@ GRAD_CLIP = 1.0
 class Fitted:
     """The selected epoch's weights and how it was chosen."""
 
-    state: dict[str, torch.Tensor]  # the answer model's (and, fine-tuned, the encoders' as `clip.*`)
+    state: dict[str, torch.Tensor]  # the answer model's (fine-tuned: and the encoders' as `clip.*`)
     best_epoch: int
     epochs_run: int
     select_accuracy: float
-    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: loss, accuracy, seconds
+    history: list[dict[str, float]] = field(default_factory=list)  # epochs: loss, accuracy, seconds
 
 
 def param_groups(named: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float
@@ -115,14 +115,23 @@ def _epochs(params: VqaParams, steps_per_epoch: int, optimizer: torch.optim.Opti
                         "seconds": time.perf_counter() - start})
         stop = selection.update(epoch, accuracy, model)
         if main:
-            log.info("%s epoch %d: loss %.4f, validation accuracy %.4f (best %.4f at epoch %d)", description,
-                     epoch, loss, accuracy, selection.best, selection.best_epoch)
+            log.info("%s epoch %d: loss %.4f, validation accuracy %.4f (best %.4f at epoch %d)",
+                     description, epoch, loss, accuracy, selection.best, selection.best_epoch)
         if stop:
             break
     return Fitted(selection.state, selection.best_epoch, len(history), selection.best, history)
 
 
-# -- frozen encoders: cached features ---------------------------------------------------------------
+def _optimise(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+    """One step on `loss`: gradients clipped to a norm of GRAD_CLIP."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    optimizer.step()
+    return float(loss.detach())
+
+
+# -- frozen encoders: cached features ------------------------------------------------------------
 @torch.no_grad()
 def predict_on_features(model: AnswerModel, features: TokenFeatures, *, batch_size: int,
                         device: torch.device | str = "cpu") -> torch.Tensor:
@@ -139,15 +148,16 @@ def _accuracy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
     return float((probabilities.argmax(dim=-1) == labels).float().mean()) if len(labels) else 0.0
 
 
-def fit_on_features(model: AnswerModel, fit: TokenFeatures, fit_labels: torch.Tensor, select: TokenFeatures,
-                    select_labels: torch.Tensor, params: VqaParams, *, device: torch.device | str = "cpu",
+def fit_on_features(model: AnswerModel, fit: TokenFeatures, fit_labels: torch.Tensor,
+                    select: TokenFeatures, select_labels: torch.Tensor, params: VqaParams, *,
+                    device: torch.device | str = "cpu",
                     description: str = "answer model") -> Fitted:
     """Train the fusion and classifier on cached features; the best validation epoch's weights."""
     device = torch.device(device)
     torch.manual_seed(params.seed)
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model.named_parameters(), params.frozen_lr, params.weight_decay),
-                                  lr=params.frozen_lr)
+    groups = param_groups(model.named_parameters(), params.frozen_lr, params.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=params.frozen_lr)
     n = len(fit_labels)
     generator = torch.Generator().manual_seed(params.seed)
     cast = autocast(params, device)
@@ -161,22 +171,19 @@ def fit_on_features(model: AnswerModel, fit: TokenFeatures, fit_labels: torch.Te
             with cast:
                 logits = model(images, text, mask)
             loss = F.cross_entropy(logits.float(), fit_labels[rows].to(device), ignore_index=-1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(_optimise(loss, model, optimizer))
         return sum(losses) / len(losses)
 
     def score() -> float:
-        return _accuracy(predict_on_features(model, select, batch_size=params.embed_batch_size, device=device),
-                         select_labels)
+        probabilities = predict_on_features(model, select, batch_size=params.embed_batch_size,
+                                            device=device)
+        return _accuracy(probabilities, select_labels)
 
     return _epochs(params, math.ceil(n / params.batch_size), optimizer, train_epoch, score, model,
                    description=description)
 
 
-# -- full fine-tuning: through the encoders ---------------------------------------------------------
+# -- full fine-tuning: through the encoders ------------------------------------------------------
 class EncodedAnswerModel(nn.Module):
     """The encoders and the answer model: pixels and token ids -> answer logits (B, A)."""
 
@@ -210,7 +217,8 @@ def predict_end_to_end(model: EncodedAnswerModel, inputs: QuestionInputs, prepro
     """(Q, A) answer probabilities, through the encoders."""
     model.eval()
     out = []
-    for rows in torch.arange(len(inputs.questions)).split(batch_size) if len(inputs.questions) else ():
+    chunks = torch.arange(len(inputs.questions)).split(batch_size) if inputs.questions else ()
+    for rows in chunks:
         with autocast(params, device):
             logits = model(*inputs.batch(rows, preprocess, device))
         out.append(torch.softmax(logits.float(), dim=-1).cpu())
@@ -232,17 +240,19 @@ def fit_end_to_end(model: EncodedAnswerModel, preprocess: Callable[[Image.Image]
     """Fine-tune encoders, fusion and classifier (METER's rates), DDP over `world`; every rank
     returns the same selected weights."""
     if params.batch_size % world.size:
-        raise ValueError(f"vqa.batch_size ({params.batch_size}) must split evenly over {world.size} processes")
+        raise ValueError(f"vqa.batch_size ({params.batch_size}) must split evenly over "
+                         f"{world.size} processes")
     torch.manual_seed(params.seed)
     model.to(world.device)
-    groups = [*param_groups(model.clip.named_parameters(), params.lr, params.weight_decay),
-              *param_groups(model.answer.fusion.named_parameters(), params.lr * params.fusion_lr_multiplier,
-                            params.weight_decay),
-              *param_groups(model.answer.head.named_parameters(), params.lr * params.head_lr_multiplier,
-                            params.weight_decay)]
+    rates = ((model.clip, params.lr),
+             (model.answer.fusion, params.lr * params.fusion_lr_multiplier),
+             (model.answer.head, params.lr * params.head_lr_multiplier))
+    groups = [group for part, lr in rates
+              for group in param_groups(part.named_parameters(), lr, params.weight_decay)]
     optimizer = torch.optim.AdamW(groups, lr=params.lr)
-    # The towers' projection heads and the temperature take no part in the answer: unused parameters.
-    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world.distributed else model
+    # The towers' projections and the temperature take no part in the answer: unused parameters.
+    ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) \
+        if world.distributed else model
     per_rank = params.batch_size // world.size
     n = len(fit_labels)
     steps = max(1, n // params.batch_size)  # every rank takes the same number of steps
@@ -259,20 +269,18 @@ def fit_end_to_end(model: EncodedAnswerModel, preprocess: Callable[[Image.Image]
             schedule()
             with cast:
                 logits = ddp(*fit.batch(rows, preprocess, world.device))
-            loss = F.cross_entropy(logits.float(), fit_labels[rows].to(world.device), ignore_index=-1)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            labels = fit_labels[rows].to(world.device)
+            losses.append(_optimise(F.cross_entropy(logits.float(), labels, ignore_index=-1), model,
+                                    optimizer))
         total, count = _sum_over_ranks([sum(losses), len(losses)], world)
         return total / count
 
     def score() -> float:
         rows = torch.arange(len(select_labels))[world.rank::world.size]
-        mine = QuestionInputs(select.images, [select.questions[int(i)] for i in rows], select.ids[rows])
-        probabilities = predict_end_to_end(model, mine, preprocess, batch_size=params.embed_batch_size,
-                                           device=world.device, params=params)
+        mine = QuestionInputs(select.images, [select.questions[int(i)] for i in rows],
+                              select.ids[rows])
+        probabilities = predict_end_to_end(model, mine, preprocess, device=world.device,
+                                           batch_size=params.embed_batch_size, params=params)
         right = float((probabilities.argmax(dim=-1) == select_labels[rows]).sum())
         right, count = _sum_over_ranks([right, len(rows)], world)
         return right / count if count else 0.0
