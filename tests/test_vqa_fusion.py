@@ -12,6 +12,7 @@ from biomedclip.vqa.fusion import AnswerModel
 from biomedclip.vqa.model_folder import (
     ANSWER_WEIGHTS,
     CONFIG,
+    REJECTS,
     VOCABULARY,
     AnswerModelError,
     read_answer_model,
@@ -73,7 +74,7 @@ def test_a_saved_answer_model_gives_the_same_answers(tmp_path):
     write_answer_model(tmp_path / "slake", answer_state=model.state_dict(),
                        vocabulary=["yes", "no", "肺"], config=config)
     written = sorted(p.name for p in (tmp_path / "slake").iterdir())
-    assert written == sorted([ANSWER_WEIGHTS, CONFIG, VOCABULARY])
+    assert written == sorted([ANSWER_WEIGHTS, CONFIG, REJECTS, VOCABULARY])
     saved = read_answer_model(tmp_path / "slake")
     assert saved.vocabulary == ["yes", "no", "肺"] and not saved.fine_tuned
     assert saved.encoder_model == "data/train/final" and saved.encoder_digest == "ab" * 32

@@ -64,6 +64,9 @@ def test_the_answer_model_beats_the_question_only_baseline_and_a_second_run_embe
     assert "test_images_in_train" not in metrics["slake"]
     unreadable = metrics["slake"]["rejected"]["unreadable_image"]
     assert unreadable > 0 and metrics["slake"]["rejected"] == {"unreadable_image": unreadable}
+    rejects = json.loads((params.outputs.model / "slake" / "rejects.json").read_text())
+    assert len(rejects) == unreadable and {r["reason"] for r in rejects} == {"unreadable_image"}
+    assert all(r["file"] == "train.json" and r["qid"] for r in rejects)
     assert metrics["slake"]["left_out_by_language"]["zh"] > 0
     assert all(r.embedded["images"] > 0 and r.embedded["questions"] > 0 for r in report.results)
 

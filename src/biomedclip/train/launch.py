@@ -17,7 +17,8 @@ class TrainingFailed(RuntimeError):
 
 def torchrun_prefix(nproc: int) -> list[str]:
     """torchrun on one node, `nproc` processes, before the module and its arguments."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}"]
 
 
 def torchrun_env(nproc: int) -> dict[str, str]:

@@ -18,7 +18,7 @@ from PIL import Image
 from biomedclip.evaluate.benchmarks import MAX_PIXELS
 from biomedclip.evaluate.formats import decoded
 from biomedclip.models import LoadedModel, load_model
-from biomedclip.vqa.features import image_tokens, text_tokens, trimmed
+from biomedclip.vqa.features import image_tokens, text_tokens
 from biomedclip.vqa.fusion import AnswerModel
 from biomedclip.vqa.model_folder import AnswerModelError, read_answer_model
 
@@ -43,7 +43,7 @@ class Answerer:
         device = next(self.encoder.model.parameters()).device
         pixels = self.encoder.preprocess(image.convert("RGB")).unsqueeze(0).to(device)
         ids = self.encoder.tokenizer([question]).to(device)
-        text, mask = trimmed(*text_tokens(self.encoder.model, ids))  # (1, T, Dt), (1, T)
+        text, mask = text_tokens(self.encoder.model, ids)  # (1, T, Dt), (1, T)
         logits = self.model(image_tokens(self.encoder.model, pixels), text, mask)  # (1, A)
         probabilities = torch.softmax(logits.float(), dim=-1)[0].cpu()
         top = probabilities.topk(min(top_k, len(self.vocabulary)))

@@ -59,29 +59,43 @@ def image_tokens(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return torch.cat([prefix[-1], patches], dim=1) if prefix else patches
 
 
-def text_tokens(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, L) token ids -> ((B, L, Dt) token states, (B, L) bool mask of real tokens)."""
+def _hugging_face(model: torch.nn.Module) -> bool:
     text = getattr(model, "text", None)
-    transformer = getattr(text, "transformer", None)
-    if text is not None and hasattr(text, "config") and transformer is not None:  # Hugging Face
-        mask = ids != text.config.pad_token_id
-        return transformer(input_ids=ids, attention_mask=mask.long()).last_hidden_state, mask
-    tower = text if text is not None else model  # open_clip's own: a TextTransformer, or CLIP
+    return text is not None and hasattr(text, "config") and hasattr(text, "transformer")
+
+
+def pad_id(model: torch.nn.Module) -> int:
+    """The id of the padding token of the model's text tower."""
+    if _hugging_face(model):
+        return int(model.text.config.pad_token_id)
+    return int(getattr(getattr(model, "text", None) or model, "pad_id", 0))
+
+
+def text_tokens(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) token ids -> ((B, T, Dt) token states, (B, T) bool mask of real tokens), T <= L the
+    longest question's length: the padding columns past it are never run through the tower (a
+    question of 15 tokens in a context of 256 costs 15 positions, not 256). Trailing padding is
+    masked out of attention, or behind a causal mask, so the real tokens' states are the same."""
+    ids, mask = trimmed(ids, ids != pad_id(model))
+    if _hugging_face(model):
+        out = model.text.transformer(input_ids=ids, attention_mask=mask.long())
+        return out.last_hidden_state, mask
+    tower = getattr(model, "text", None) or model  # open_clip's own: a TextTransformer, or CLIP
     if not hasattr(tower, "forward_intermediates"):
         raise TokenError(f"the text tower {type(tower).__name__} gives no token states")
-    if text is None:
+    if tower is model:
         out = tower.forward_intermediates(text=ids, text_indices=1, intermediates_only=True,
                                           normalize_intermediates=True)
     else:
         out = tower.forward_intermediates(ids, indices=1, intermediates_only=True, output_fmt="NLC",
                                           normalize_intermediates=True)
-    return out["text_intermediates"][-1], ids != getattr(tower, "pad_id", 0)
+    return out["text_intermediates"][-1], mask
 
 
-def trimmed(states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch without the padding columns no question reaches: (B, T', D), (B, T')."""
+def trimmed(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`values` (B, L, ...) and `mask` (B, L) without the trailing columns no row reaches."""
     length = max(1, int(mask.sum(dim=1).max()))
-    return states[:, :length], mask[:, :length]
+    return values[:, :length], mask[:, :length]
 
 
 def token_widths(encoder: Encoder) -> tuple[int, int]:
@@ -133,43 +147,56 @@ def _questions_digest(questions: Sequence[Question]) -> str:
 
 def _image_rows(encoder: Encoder, dataset: VqaDataset, keys: list[str], *, batch_size: int,
                 description: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """((I, 1 + P, Dv) tokens, (I,) decoded) of the images at `keys`; zeros where one does not
+    """((I, 1 + P, Dv) tokens, (I,) decoded) of the images at `keys`, written batch by batch
+    into one tensor (memory holds the split's tokens once); zeros where an image does not
     decode (logged, named)."""
     device = next(encoder.model.parameters()).device
     decoded = progress(zip(keys, StoreImages(dataset.store, MAX_PIXELS).read(keys), strict=True),
                        total=len(keys), description=f"{description} images")
-    found: list[torch.Tensor | None] = []
+    tokens: torch.Tensor | None = None  # allocated at the first batch: its shape is the tower's
+    ok = torch.zeros(len(keys), dtype=torch.bool)
+    start = 0
     with torch.no_grad():
         for batch in chunked(decoded, batch_size):
-            good = [encoder.preprocess(im) for _, im in batch if not isinstance(im, Exception)]
-            pixels = torch.stack(good).to(device) if good else None
-            tokens = iter(image_tokens(encoder.model, pixels).to("cpu", STORED) if good else ())
             for key, image in batch:
                 if isinstance(image, Exception):
                     log.warning("%s: image %s unreadable (%s: %s)", dataset.name, key,
                                 type(image).__name__, image)
-                found.append(None if isinstance(image, Exception) else next(tokens))
-    shape = next((t.shape for t in found if t is not None), None)
-    if shape is None:  # no image decoded: zeros of the tower's width, one token each
-        shape = (1, token_widths(encoder)[0])
-    rows = [t if t is not None else torch.zeros(shape, dtype=STORED) for t in found]
-    tokens = torch.stack(rows) if rows else torch.zeros((0, *shape), dtype=STORED)
-    return tokens, torch.tensor([t is not None for t in found], dtype=torch.bool)
+            rows = [start + i for i, (_, im) in enumerate(batch) if not isinstance(im, Exception)]
+            if rows:
+                pixels = torch.stack([encoder.preprocess(batch[r - start][1]) for r in rows])
+                out = image_tokens(encoder.model, pixels.to(device)).to("cpu", STORED)
+                if tokens is None:
+                    tokens = torch.zeros((len(keys), *out.shape[1:]), dtype=STORED)
+                tokens[rows] = out
+                ok[rows] = True
+            start += len(batch)
+    if tokens is None:  # no image decoded: zeros of the tower's width, one token each
+        tokens = torch.zeros((len(keys), 1, token_widths(encoder)[0]), dtype=STORED)
+    return tokens, ok
 
 
 def _question_rows(encoder: Encoder, texts: list[str], *, batch_size: int, description: str
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Q, T, Dt) token states and (Q, T) mask of `texts`, T the longest question."""
+    """(Q, T, Dt) token states, zeros at padding, and (Q, T) mask of `texts`, T the longest
+    question; written batch by batch into one tensor."""
     device = next(encoder.model.parameters()).device
-    states, masks = [], []
-    batches = progress(chunked(texts, batch_size), total=-(-len(texts) // batch_size),
-                       description=f"{description} questions")
+    ids = [encoder.tokenizer(batch) for batch in chunked(texts, batch_size)]  # cheap: ids only
+    pad = pad_id(encoder.model)
+    length = max((int((b != pad).sum(dim=1).max()) for b in ids), default=1)
+    states: torch.Tensor | None = None  # allocated at the first batch: its width is the tower's
+    mask = torch.zeros((len(texts), length), dtype=torch.bool)
+    start = 0
     with torch.no_grad():
-        for batch in batches:
-            tokens, mask = trimmed(*text_tokens(encoder.model, encoder.tokenizer(batch).to(device)))
-            states.append(tokens.to("cpu", STORED))
-            masks.append(mask.cpu())
-    return _pad(states, masks)
+        for batch in progress(ids, total=len(ids), description=f"{description} questions"):
+            out, real = text_tokens(encoder.model, batch.to(device))  # (B, T_b, Dt), (B, T_b)
+            if states is None:
+                states = torch.zeros((len(texts), length, out.shape[-1]), dtype=STORED)
+            end, width = start + len(batch), out.shape[1]
+            states[start:end, :width] = (out * real.unsqueeze(-1)).to("cpu", STORED)
+            mask[start:end, :width] = real.cpu()
+            start = end
+    return (states if states is not None else torch.zeros((0, length, 1), dtype=STORED)), mask
 
 
 def compute_features(encoder: Encoder, dataset: VqaDataset, questions: Sequence[Question], *,
@@ -183,16 +210,6 @@ def compute_features(encoder: Encoder, dataset: VqaDataset, questions: Sequence[
                                  description=description)
     image_of = torch.tensor([row[q.image] for q in questions], dtype=torch.long)
     return TokenFeatures(images, ok, image_of, texts, mask)
-
-
-def _pad(texts: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batches of (B, T_b, Dt) padded to the longest T_b and stacked: (Q, T, Dt), (Q, T)."""
-    if not texts:
-        return torch.zeros((0, 1, 1), dtype=STORED), torch.zeros((0, 1), dtype=torch.bool)
-    length = max(t.shape[1] for t in texts)
-    states = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])) for t in texts])
-    mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
-    return states, mask
 
 
 def split_features(encoder: Encoder, model_digest: str, dataset: VqaDataset, split: str,

@@ -237,7 +237,8 @@ def _vqa_rad(dataset: VqaDataset, reader: _Reader) -> None:
 def _slake(dataset: VqaDataset, reader: _Reader) -> None:
     for split, name in SLAKE_FILES.items():
         if split == "val" and name not in reader.names:
-            log.warning("benchmark %s: no %s; model selection needs it", dataset.name, name)
+            log.warning("benchmark %s: no %s; the epoch is chosen on train images held out "
+                        "instead", dataset.name, name)
             continue
         records = _records(dataset.store, dataset.root, name)
         read = reader.read(name, records, image_dir=SLAKE_IMAGES, image_field="img_name",

@@ -4,6 +4,7 @@
 - `encoders.safetensors`: the fine-tuned encoders (open_clip's state dict), only when the
   encoders were trained; with frozen encoders the answer model reads the source model's own;
 - `vocabulary.json`: the answers, in class order (`{"answers": [...]}`);
+- `rejects.json`: every question of the benchmark left out, with its file, qid, reason, detail;
 - `vqa_model.json`: what rebuilds it: the encoder model it was trained on (as referenced, and
   the sha256 of its weights), the token widths, the fusion's shape, the benchmark and how the
   epoch was chosen.
@@ -25,7 +26,7 @@ from biomedclip.vqa.fusion import AnswerModel
 from biomedclip.vqa.params import FusionParams
 
 ANSWER_WEIGHTS, ENCODER_WEIGHTS = "answer_model.safetensors", "encoders.safetensors"
-VOCABULARY, CONFIG = "vocabulary.json", "vqa_model.json"
+VOCABULARY, CONFIG, REJECTS = "vocabulary.json", "vqa_model.json", "rejects.json"
 
 
 class AnswerModelError(ValueError):
@@ -71,7 +72,7 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_answer_model(final: Path, *, answer_state: dict[str, torch.Tensor], vocabulary: list[str],
-                       config: dict[str, Any],
+                       config: dict[str, Any], rejects: list[dict[str, str]] | None = None,
                        encoder_state: dict[str, torch.Tensor] | None = None) -> None:
     """Write the folder `final` atomically (a killed run leaves the previous one or none)."""
     from safetensors.torch import save_file
@@ -84,6 +85,8 @@ def write_answer_model(final: Path, *, answer_state: dict[str, torch.Tensor], vo
         (staging / VOCABULARY).write_text(answers + "\n", encoding="utf-8")
         described = json.dumps(config, ensure_ascii=False, indent=2, sort_keys=True)
         (staging / CONFIG).write_text(described + "\n", encoding="utf-8")
+        listed = json.dumps(rejects or [], ensure_ascii=False, indent=1)
+        (staging / REJECTS).write_text(listed + "\n", encoding="utf-8")
 
 
 def read_answer_model(folder: Path) -> SavedAnswerModel:

@@ -172,8 +172,9 @@ def _details(r: BenchmarkResult) -> list[str]:
     if not r.rejects:
         return [*lines, "- Rejected: none."]
     counts = ", ".join(f"{reason} {n}" for reason, n in r.reject_counts().items())
+    where = f" (all of them in `{r.model_folder}/rejects.json`)" if r.model_folder else ""
     lines += [f"- Rejected: {len(r.rejects)} questions ({counts}); the first "
-              f"{min(EXAMPLES, len(r.rejects))}:", "", "| file | qid | reason | detail |",
+              f"{min(EXAMPLES, len(r.rejects))}{where}:", "", "| file | qid | reason | detail |",
               "|---|---|---|---|"]
     return lines + [f"| {x.file} | {x.qid} | {x.reason} | {x.detail.replace('|', '/')} |"
                     for x in r.rejects[:EXAMPLES]]

@@ -230,6 +230,7 @@ def run_benchmark(spec: VqaBenchmarkSpec, params: VqaParams, loaded: LoadedModel
     write_answer_model(params.outputs.model / spec.name,
                        answer_state=trained.answer_model.state_dict(),
                        vocabulary=trained.plan.vocabulary, encoder_state=encoders,
+                       rejects=[reject.as_dict() for reject in dataset.rejects],
                        config=_folder_config(dataset, params, loaded, model_ref, trained, result))
     result.seconds = time.perf_counter() - start
     log.info("benchmark %s: overall accuracy %s (question-only %s) on %d test questions", spec.name,

@@ -32,7 +32,7 @@ from torch import nn
 from biomedclip.console import progress
 from biomedclip.train.distributed import World
 from biomedclip.train.step import lr_at
-from biomedclip.vqa.features import TokenFeatures, image_tokens, text_tokens, trimmed
+from biomedclip.vqa.features import TokenFeatures, image_tokens, text_tokens
 from biomedclip.vqa.formats import Question
 from biomedclip.vqa.fusion import AnswerModel
 from biomedclip.vqa.params import VqaParams
@@ -193,7 +193,7 @@ class EncodedAnswerModel(nn.Module):
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         image = image_tokens(self.clip, pixels)  # (B, 1 + P, Dv)
-        text, mask = trimmed(*text_tokens(self.clip, ids))  # (B, T, Dt), (B, T)
+        text, mask = text_tokens(self.clip, ids)  # (B, T, Dt), (B, T)
         return self.answer(image, text, mask)
 
 
