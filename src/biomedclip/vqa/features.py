@@ -12,7 +12,7 @@ With frozen encoders each split's features are computed once and kept in the fea
 linear probe uses (`biomedclip.evaluate.feature_cache`), per (model weights digest, benchmark
 version, split and its questions): a second run embeds nothing. They are stored in float16,
 the text padded only to the split's longest question: SLAKE's English questions at ViT-B/16 +
-BERT-base are ~0.5 GB (measured in bench/vqa.py).
+BERT-base are 505 MiB, one split at a time in memory (bench/vqa.py).
 """
 
 from __future__ import annotations
@@ -49,8 +49,13 @@ def image_tokens(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     if not hasattr(visual, "forward_intermediates"):
         raise TokenError(f"the image tower {type(visual).__name__} gives no patch tokens "
                          "(a ViT does)")
-    out = visual.forward_intermediates(pixels, indices=1, intermediates_only=True, output_fmt="NLC",
-                                       normalize_intermediates=True, output_extra_tokens=True)
+    try:
+        out = visual.forward_intermediates(pixels, indices=1, intermediates_only=True,
+                                           output_fmt="NLC", normalize_intermediates=True,
+                                           output_extra_tokens=True)
+    except (AssertionError, TypeError, NotImplementedError) as exc:  # a tower without NLC tokens
+        raise TokenError(f"the image tower {type(visual).__name__} gives no token sequence "
+                         f"({type(exc).__name__}: {exc})") from None
     patches = out["image_intermediates"][-1]  # (B, P, Dv)
     if patches.ndim != 3:
         raise TokenError(f"the image tower {type(visual).__name__} gives no token sequence "
