@@ -15,8 +15,6 @@ fraction or a second `c_grid` costs no embedding. They are float32 N x D: 0.5 GB
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.evaluate.classification import classification_metrics
+from biomedclip.evaluate.feature_cache import cached_tensors
 from biomedclip.evaluate.params import LinearProbeParams
 
 log = logging.getLogger(__name__)
@@ -35,24 +33,14 @@ METRICS = ("top1", "balanced_accuracy", "macro_f1", "auroc")
 
 def cached_features(cache: Path, key: str, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels) from `cache/<key>.pt`, else computed and written there (atomically)."""
-    path = cache / f"{key}.pt"
-    if path.is_file():
-        try:
-            stored = torch.load(path, weights_only=True)
-            log.info("features from the cache: %s", path)
-            return stored["features"], stored["labels"]
-        except Exception as exc:  # a damaged entry (whatever torch raises for it) is recomputed
-            log.warning("ignoring unreadable cached features %s (%s)", path, exc)
-    features, labels = compute()
-    buffer = io.BytesIO()
-    torch.save({"features": features.float().contiguous(), "labels": labels.long()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return features, labels
+    """(features, labels) from the feature cache (`evaluate.feature_cache`), else computed and
+    written there: float32 features, int64 labels."""
+    def named() -> dict[str, torch.Tensor]:
+        features, labels = compute()
+        return {"features": features.float(), "labels": labels.long()}
 
-
-def cache_key(model_digest: str, benchmark_version: str, split: str) -> str:
-    return hashlib.sha256(f"{model_digest}\0{benchmark_version}\0{split}".encode()).hexdigest()[:32]
+    stored, _ = cached_tensors(cache, key, named)
+    return stored["features"], stored["labels"]
 
 
 def stratified_draw(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

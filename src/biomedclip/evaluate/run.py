@@ -29,9 +29,10 @@ from biomedclip.evaluate.embedding import (
     embed_texts,
     shard_samples,
 )
+from biomedclip.evaluate.feature_cache import cache_key
 from biomedclip.evaluate.formats import PAPER_ZERO_SHOT, PRESETS
 from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
-from biomedclip.evaluate.probe import cache_key, cached_features, linear_probe
+from biomedclip.evaluate.probe import cached_features, linear_probe
 from biomedclip.evaluate.results_cache import (
     evaluation_key,
     keep_examples,

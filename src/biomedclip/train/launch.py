@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -30,9 +31,20 @@ def recipe(params: Params) -> TrainParams:
                                                                   params.register.model_name)})
 
 
+def torchrun_prefix(nproc: int) -> list[str]:
+    """torchrun on one node, `nproc` processes, before the module and its arguments."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}"]
+
+
+def torchrun_env(nproc: int) -> dict[str, str]:
+    """This environment, with the cores shared out between the processes (unless set)."""
+    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return {**os.environ, "OMP_NUM_THREADS": threads}
+
+
 def torchrun_command(params_path: Path, nproc: int, resume: Resume) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "biomedclip.train", "--params", str(params_path), "--resume", resume.value]
+    return [*torchrun_prefix(nproc), "-m", "biomedclip.train", "--params", str(params_path), "--resume", resume.value]
 
 
 def launch(params: Params, params_path: Path, *, nproc: int, resume: Resume = Resume.AUTO) -> dict[str, Any]:
@@ -44,12 +56,9 @@ def launch(params: Params, params_path: Path, *, nproc: int, resume: Resume = Re
     micro_batch(params.train, nproc)  # a batch that does not split fails here, not in N processes
     command = torchrun_command(params_path, nproc, resume)
     log.info("starting %d training processes: %s", nproc, " ".join(command))
-    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    status = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": threads}, check=False).returncode
+    status = subprocess.run(command, env=torchrun_env(nproc), check=False).returncode
     if status:
         raise TrainingFailed(f"training under torchrun exited with status {status}")
-    import json
-
     return json.loads(params.train.outputs.run_info.read_text())
 
 
