@@ -14,8 +14,8 @@ from .conftest import REPO
 pytestmark = pytest.mark.unit
 SRC = REPO / "src" / "biomedclip"
 ORCHESTRATION = {"pipeline"}  # the Prefect flows
-TRACKING = {"tracking.py", "register/registry.py", "register/lineage.py", "register/pyfunc_model.py",
-            "register/carry_over.py"}
+TRACKING = {"tracking.py", "register/registry.py", "register/promotion.py", "register/external.py",
+            "register/lineage.py", "register/pyfunc_model.py", "register/carry_over.py"}
 
 
 def imported(path: Path) -> set[str]:

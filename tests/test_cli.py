@@ -19,7 +19,17 @@ from .conftest import SHARED
 runner = CliRunner()
 # The contract (DESIGN.md, "Contracts others rely on"): one sub-command per user action.
 COMMANDS = ("demo-data", "inspect", "ingest", "validate", "shard", "train", "evaluate", "register", "promote",
-            "rollback", "lineage", "retrain", "schedule")
+            "rollback", "lineage", "retrain", "schedule", "compare", "export", "card", "vqa", "embed", "search")
+
+
+def description_of(name: str) -> str:
+    """What `biomedclip --help` says of NAME: a command's docstring, or a group's help (`vqa` and
+    `search` run their stage or query themselves and hold sub-commands)."""
+    for command in app.registered_commands:
+        if (command.name or command.callback.__name__) == name:
+            return command.callback.__doc__
+    group = next(g.typer_instance for g in app.registered_groups if g.name == name)
+    return group.info.help or group.registered_callback.callback.__doc__
 
 
 @pytest.mark.unit
@@ -37,8 +47,7 @@ def test_top_level_help_lists_every_command_with_what_it_does():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     for name in COMMANDS:
-        command = next(c for c in app.registered_commands if (c.name or c.callback.__name__) == name)
-        first_words = re.sub(r"[`*]", "", " ".join(command.callback.__doc__.split()[:2]))  # markdown off
+        first_words = re.sub(r"[`*]", "", " ".join(description_of(name).split()[:2]))  # markdown off
         assert re.search(rf"│ {re.escape(name)} +{re.escape(first_words)}", result.output), name
 
 
@@ -81,7 +90,7 @@ def test_bad_option_value_stops_with_the_option_named(tmp_path):
 def test_demo_data_writes_corpus_legacy_and_benchmark_and_reports_them(tmp_path):
     (tmp_path / "params.yaml").write_text(
         f"demo:\n  image_side: {{min: 96, max: 160}}\n"
-        f"  benchmark: {{out: {tmp_path / 'bench'}, per_class: 2}}\n")
+        f"  benchmark: {{out: {tmp_path / 'bench'}, per_class: 2, vqa: {{vqa_rad_images: 4, slake_images: 8}}}}\n")
     result = runner.invoke(app, [
         "--params", str(tmp_path / "params.yaml"), "demo-data", "--out", str(tmp_path / "raw"),
         "--articles", "6", "--legacy-out", str(tmp_path / "legacy"), "--workers", "1", "--benchmark"])
@@ -102,12 +111,14 @@ def test_log_level_is_validated(tmp_path):
 @pytest.mark.unit
 def test_no_corpus_writes_only_the_benchmark_and_unmarked_folders_are_kept(tmp_path):
     (tmp_path / "params.yaml").write_text(
-        f"demo:\n  out: {tmp_path / 'raw'}\n  benchmark: {{out: {tmp_path / 'bench'}, per_class: 1}}\n")
+        f"demo:\n  out: {tmp_path / 'raw'}\n  benchmark: {{out: {tmp_path / 'bench'}, per_class: 1, "
+        f"vqa: {{vqa_rad_images: 4, slake_images: 8}}}}\n")
     args = ["--params", str(tmp_path / "params.yaml"), "demo-data"]
     result = runner.invoke(app, [*args, "--no-corpus"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "raw").exists()
-    assert len(list((tmp_path / "bench").rglob("*.jpg"))) == 16
+    assert len(list((tmp_path / "bench" / "pmc-figure-types").rglob("*.jpg"))) == 16
+    assert len(list((tmp_path / "bench" / "vqa" / "slake" / "imgs").rglob("source.jpg"))) == 8
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "mine.txt").write_text("not yours")
     result = runner.invoke(app, [*args, "--articles", "2"])

@@ -7,7 +7,7 @@ import pytest
 
 from biomedclip.evaluate.compare import markdown, side_by_side
 from biomedclip.register.params import GateParams, RegisterParams
-from biomedclip.register.registry import gate
+from biomedclip.register.promotion import gate
 
 R10, RANK, CHANCE = "retrieval/image_to_text/recall_at_10", "retrieval/image_to_text/median_rank", \
     "retrieval/chance_recall_at_1"

@@ -124,6 +124,13 @@ def test_dvc_repro_runs_stages_through_prefect_then_only_what_changed(project):
     assert chain["data"]["version"] == yaml.safe_load((root / "data.dvc").read_text())["outs"][0]["md5"]
     uri = f"models:/{registered['name']}/{registered['version']}"
     assert "verified" in project("biomedclip", "lineage", uri, "--verify")
+    # The paper's third task: each benchmark's answer model beats answering without the image.
+    vqa = json.loads((root / "metrics" / "vqa.json").read_text())
+    assert set(vqa) == {"vqa-rad", "slake"} and (root / "reports" / "vqa.md").is_file()
+    for name, scores in vqa.items():
+        overall, blind = scores["overall"], scores["question_only"]["overall"]
+        assert overall["samples"] > 100 and overall["accuracy"] > blind["accuracy"], (name, overall, blind)
+        assert (root / "data" / "vqa" / name).is_dir()
     # No output holds the clone's absolute path: another folder gives the same hashes.
     for folder in ("data/train/final", "reports", "metrics"):
         for path in (p for p in (root / folder).rglob("*") if p.suffix in (".json", ".md", ".csv", ".html", ".txt")):

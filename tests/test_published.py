@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 from biomedclip.evaluate.compare import compare, markdown
 from biomedclip.evaluate.params import BenchmarkSpec, EvaluateOutputs, EvaluateParams
 from biomedclip.models import load_model
+from biomedclip.register.external import register_external
 from biomedclip.register.lineage import lineage, lineage_text, verify
 from biomedclip.register.params import GateParams, RegisterParams
-from biomedclip.register.registry import RegistryError, register_external
+from biomedclip.register.registry import RegistryError
 from biomedclip.shard.params import ShardOutputs, ShardParams
 from biomedclip.tracking import TrackingParams
 from biomedclip.train.params import TokenizerParams, TrainOutputs, TrainParams

@@ -57,6 +57,8 @@ NOT_RUN = {
         "as above",
     "dvc repro && dvc push": "as above",
     "python infra/local/launch.py down": "as above",
+    "biomedclip vqa": "the vqa stage for every benchmark: `dvc repro` ran the same entry in this workspace (test_pipeline "
+                      "checks metrics/vqa.json); the command's own path runs below with --benchmark",
 }
 # The README's commands this module runs, in the order it runs them (not the README's: the
 # evaluation of Microsoft's model rewrites the evaluate stage's outputs, so the retrain, which
@@ -86,6 +88,8 @@ RUN = {
     "biomedclip search serve": (0,),  # started in the background; the two requests below go to it
     "curl 'http://127.0.0.1:8765/api/search?q=chest+x-ray&k=5'": (0,),
     "curl -F image=@figure.png -F k=5 http://127.0.0.1:8765/api/search": (0,),
+    "biomedclip vqa --benchmark slake --model @champion": (0,),
+    'biomedclip vqa ask scan.png "Is there a pleural effusion?" --benchmark slake': (0,),
 }
 
 
@@ -150,7 +154,8 @@ class Readme:
         self.places = {"$MS": MS, "/tmp/my-biomedclip": str(scratch / "my-biomedclip"),
                        "out": str(scratch / "out"), "~/hf": str(hf), "my-figures/": str(scratch / "my-figures"),
                        "my-figures.parquet": str(scratch / "my-figures.parquet"),
-                       "figure.png": str(scratch / "figure.png"), "image=@figure.png": f"image=@{scratch / 'figure.png'}"}
+                       "figure.png": str(scratch / "figure.png"), "image=@figure.png": f"image=@{scratch / 'figure.png'}",
+                       "scan.png": str(scratch / "scan.png")}
         self.port = 8765
 
     def argv(self, command: str) -> list[str]:
@@ -260,6 +265,26 @@ def test_the_search_section_does_what_it_says(readme):
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
     assert len(by_text["results"]) == 5 and by_image["results"][0]["score"] > 0.99
+
+
+@pytest.mark.e2e
+def test_the_vqa_section_does_what_it_says(readme):
+    """One benchmark's answer model trained on the champion's encoders, then asked about one of
+    the benchmark's images: answers from the training vocabulary, most probable first."""
+    from PIL import Image
+
+    trained = readme("biomedclip vqa --benchmark slake --model @champion")
+    assert "slake" in trained.stdout
+    vocabulary = json.loads((readme.project / "data" / "vqa" / "slake" / "vocabulary.json").read_text())["answers"]
+    image = sorted((readme.project / "data" / "benchmarks" / "vqa" / "slake" / "imgs").rglob("source.jpg"))[0]
+    with Image.open(image) as picture:
+        picture.save(readme.scratch / "scan.png")
+    asked = readme('biomedclip vqa ask scan.png "Is there a pleural effusion?" --benchmark slake')
+    assert "Is there a pleural effusion?" in asked.stdout
+    answers = json.loads(readme([*readme.argv('biomedclip vqa ask scan.png "Is there a pleural effusion?" '
+                                              "--benchmark slake"), "--json", "--top-k", "3"]).stdout)
+    assert len(answers) == 3 and all(a["answer"] in vocabulary for a in answers)
+    assert [a["probability"] for a in answers] == sorted((a["probability"] for a in answers), reverse=True)
 
 
 OPEN_CLIP = """

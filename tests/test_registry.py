@@ -24,7 +24,8 @@ from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.register import lineage_facts
 from biomedclip.register.lineage import lineage, lineage_text, verify
 from biomedclip.register.params import GateParams, RegisterParams
-from biomedclip.register.registry import RegistryError, decisions, gate, promote, register, rollback
+from biomedclip.register.promotion import gate, promote, rollback
+from biomedclip.register.registry import RegistryError, decisions, register
 
 from .conftest import REPO, ask_model_server
 
@@ -185,7 +186,7 @@ from pathlib import Path
 from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
 from biomedclip.register.params import GateParams, RegisterParams
 from biomedclip.tracking import TrackingParams
-from biomedclip.register.registry import promote
+from biomedclip.register.promotion import promote
 root, version, uri, shards = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 params = RegisterParams(model_name="race", decision_log=root / "race.jsonl", output=root / "race.json",
                         gate=GateParams(primary="retrieval/image_to_text/recall_at_10", guards=(), min_improvement=0.0))

@@ -15,7 +15,7 @@ from biomedclip.vqa.formats import load_vqa
 from biomedclip.vqa.model_folder import AnswerModelError
 from biomedclip.vqa.params import VqaBenchmarkSpec, VqaOutputs, VqaParams
 from biomedclip.vqa.report import PAPER_VQA
-from biomedclip.vqa.stage import run
+from biomedclip.vqa.stage import answer_benchmarks
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +49,7 @@ def test_the_answer_model_beats_the_question_only_baseline_and_a_second_run_embe
         tiny_world, stand_ins, tmp_path):
     model = tiny_world.trained["model_dir"]
     params = vqa_params(tmp_path, stand_ins)
-    report = run(params, model=model)
+    report = answer_benchmarks(params, model=model)
     metrics = json.loads(params.outputs.metrics.read_text())
     assert sorted(metrics) == ["slake", "vqa-rad"]
     for name, m in metrics.items():
@@ -80,7 +80,7 @@ def test_the_answer_model_beats_the_question_only_baseline_and_a_second_run_embe
     assert flat["vqa/slake/overall/accuracy"] == metrics["slake"]["overall"]["accuracy"]
 
     written = params.outputs.metrics.read_bytes()
-    again = run(params.model_copy(update={"epochs": 1}), model=model, write=False)
+    again = answer_benchmarks(params.model_copy(update={"epochs": 1}), model=model, write=False)
     assert [r.embedded for r in again.results] == [{"images": 0, "questions": 0}] * 2
     assert params.outputs.metrics.read_bytes() == written, "write=False writes nothing"
 

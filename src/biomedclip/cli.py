@@ -81,15 +81,16 @@ class Context:
         return self._params
 
 
-def _run_stage(ctx: typer.Context, name: str, params: Params, **options: Any) -> Any:
+def _run_stage(ctx: typer.Context, name: str, params: Params, *, record: bool = True, **options: Any) -> Any:
     """Stage `name`'s library entry, here (holding its lock), with `params` as the command's
-    options changed them; its report printed as the flow publishes it. Returns the report."""
+    options changed them; its report printed as the flow publishes it. Returns the report.
+    `record`: whether the run rewrites the stage's outputs whole (else its record stays)."""
     from rich.markdown import Markdown
 
     from biomedclip.pipeline.runner import run_here
 
     state: Context = ctx.obj
-    report = run_here(name, params, state.params_path, command=ctx.command_path, **options)
+    report = run_here(name, params, state.params_path, command=ctx.command_path, record=record, **options)
     out.print(Markdown(report.markdown()))
     return report
 
@@ -168,6 +169,7 @@ def demo_data(
     if benchmark:
         check_replaceable(params.benchmark.out / params.benchmark.name, MARKER, force=force)
         check_replaceable(params.benchmark.native, MARKER, force=force)
+        check_replaceable(params.benchmark.vqa.out, MARKER, force=force)
     if corpus:
         report = generate_corpus(params, workers=workers, force=force)
         table = Table(title=f"demo corpus → {params.out}", show_header=False)
@@ -432,7 +434,7 @@ def register_command(
     state: Context = ctx.obj
     params = state.params()
     if model is not None:
-        from biomedclip.register.registry import register_external
+        from biomedclip.register.external import register_external
 
         result = register_external(params.register, params.tracking, params.evaluate,
                                    params.shard.outputs.shards, source=_full_reference(model, params), alias=alias)
@@ -440,6 +442,66 @@ def register_command(
                   f"(alias {alias}) from {model}")
         return
     _run_stage(ctx, "register", params)
+
+
+vqa_app = typer.Typer(invoke_without_command=True, rich_markup_mode="markdown", add_completion=False)
+app.add_typer(vqa_app, name="vqa")
+
+
+@vqa_app.callback()
+def vqa_command(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="The encoders: a folder or local-dir:PATH, hf-hub:ORG/REPO, "
+                                              "models:/NAME@ALIAS, models:/NAME/N, @ALIAS or N. (default: vqa.model, "
+                                              "else the train stage's model)")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Only this benchmark of vqa.benchmarks (its answer model is "
+                                                  "written; the metrics and report only when all run).")] = None,
+) -> None:
+    """Train an answer model per benchmark of `vqa.benchmarks` on the encoders' token features
+    (METER-style co-attention) and score it without leaks: the vocabulary from training answers
+    only, the epoch chosen on validation data, the test split read once, open / closed / overall
+    accuracy beside the question-only baseline and the paper's published numbers. Writes
+    `metrics/vqa.json`, `reports/vqa.md` and the answer models in `data/vqa/`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    state: Context = ctx.obj
+    params = state.params()
+    if benchmark is not None:
+        params.vqa.benchmark(benchmark)  # an unknown name stops here, naming the configured ones
+    chosen = params.model_copy(update={"vqa": override(params.vqa, model=model)})
+    # One benchmark is a partial run: the stage's outputs (metrics, report) are not all rewritten.
+    _run_stage(ctx, "vqa", chosen, record=benchmark is None, benchmark=benchmark)
+
+
+@vqa_app.command("ask")
+def vqa_ask_command(
+    ctx: typer.Context,
+    image: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The image to ask about.")],
+    question: Annotated[str, typer.Argument(help="The question, in the benchmark's language.")],
+    benchmark: Annotated[str | None, typer.Option(help="Whose answer model (and vocabulary). (default: the first of "
+                                                  "vqa.benchmarks)")] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="How many answers. (default: vqa.top_k)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The answers and probabilities as JSON.")] = False,
+) -> None:
+    """One question about one image: the answer model's top answers, with their probabilities.
+    The answer model must have been trained on the encoders it records (`biomedclip vqa` first)."""
+    import json
+
+    from rich.markdown import Markdown
+
+    from biomedclip.vqa.ask import answers_markdown, ask
+
+    state: Context = ctx.obj
+    params = state.params()
+    name = benchmark or params.vqa.benchmarks[0].name
+    params.vqa.benchmark(name)
+    answers = ask(params.vqa.outputs.model / name, image, question, top_k=top_k or params.vqa.top_k,
+                  tracking=params.tracking)
+    if as_json:
+        print(json.dumps([{"answer": a.answer, "probability": round(a.probability, 6)} for a in answers], indent=2))
+    else:
+        out.print(Markdown(answers_markdown(question, answers)))
 
 
 @app.command("embed")
@@ -705,12 +767,12 @@ def promote_command(
     any guard. The decision and its numbers are recorded on the version and in the decision log.
     Exit code 3 when the gate refuses.
     """
-    from biomedclip.register.registry import promote
+    from biomedclip.register.promotion import promote
 
     state: Context = ctx.obj
     params = state.params()
     record = promote(params.register, params.tracking, params.evaluate, params.shard.outputs.shards,
-                     version=version, force=force, reason=reason)
+                     version=version, force=force, reason=reason, vqa=params.vqa)
     for role, where in record.get("reused_evaluations", {}).items():
         out.print(f"the {role}'s evaluation: reused, not recomputed ({where})", highlight=False)
     if record["forced"]:
@@ -729,7 +791,7 @@ def rollback_command(
     reason: Annotated[str, typer.Option(help="Why; recorded with the decision.")] = "",
 ) -> None:
     """Move `champion` back to the previous champion (recorded like every decision)."""
-    from biomedclip.register.registry import rollback
+    from biomedclip.register.promotion import rollback
 
     state: Context = ctx.obj
     params = state.params()

@@ -148,6 +148,22 @@ def model_uri(reference: str, registered_name: str) -> str:
     return text
 
 
+def chosen_or_trained(reference: str | None, registered_name: str, run_info: Path, *,
+                      key: str, verb: str) -> tuple[str, str | None]:
+    """The model a stage works with, and the MLflow run its results go into: `reference` (the
+    stage's `KEY.model`, in its full form; no run) when set, else the train stage's model and its
+    training run, as `train.outputs.run_info` records them. `verb` says what the model is for in
+    the error a missing record raises ("evaluate": "no model to evaluate")."""
+    if reference:
+        return model_uri(reference, registered_name), None
+    try:
+        info = json.loads(run_info.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model to {verb}: {key} is not set and {run_info} is missing "
+                                f"(run `dvc repro train` first, or set {key})") from None
+    return info["model_dir"], info.get("mlflow_run_id")
+
+
 # -- locating ----------------------------------------------------------------------------------
 def normalise_config(spec: dict[str, Any], where: str) -> dict[str, Any]:
     """`spec` with today's key spellings (`proj` -> `hf_proj_type`, `pooler_type` -> `hf_pooler_type`)."""

@@ -27,6 +27,7 @@ from biomedclip.shard.params import ShardParams
 from biomedclip.tracking import TrackingParams
 from biomedclip.train.params import TrainParams
 from biomedclip.validate.params import ValidateParams
+from biomedclip.vqa.params import VqaParams
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 
@@ -46,6 +47,7 @@ with warnings.catch_warnings():
         evaluate: EvaluateParams = EvaluateParams()
         card: CardParams = CardParams()
         register: RegisterParams = RegisterParams()  # type: ignore[assignment]
+        vqa: VqaParams = VqaParams()
         embed: EmbedParams = EmbedParams()
         index: IndexParams = IndexParams()
         retrain: RetrainParams = RetrainParams()

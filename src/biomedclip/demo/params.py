@@ -104,6 +104,16 @@ class NoiseRates(Section):
         return self
 
 
+class VqaDemoParams(Section):
+    """The VQA stand-ins `biomedclip demo-data` writes beside the other benchmarks."""
+
+    out: PathValue = Path("data/benchmarks/vqa")  # vqa_rad/ and slake/ under it; default: benchmark.out/vqa
+    seed: Annotated[int, Field(ge=0)] = 3
+    vqa_rad_images: Annotated[int, Field(ge=4)] = 128
+    slake_images: Annotated[int, Field(ge=8)] = 128
+    image_side: SideRange = SideRange(min=160, max=256)
+
+
 class BenchmarkParams(Section):
     """The labelled zero-shot benchmark written beside the demo corpus, and demo stand-ins of the
     paper's benchmarks in their own formats (`native`)."""
@@ -113,6 +123,17 @@ class BenchmarkParams(Section):
     per_class: Annotated[int, Field(ge=1)] = 20
     seed: Annotated[int, Field(ge=0)] = 1
     image_side: SideRange = SideRange(min=160, max=320)
+    vqa: VqaDemoParams = VqaDemoParams()  # VQA-RAD and SLAKE stand-ins, in their own formats
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vqa_beside_the_others(cls, data: Any) -> Any:
+        """The VQA stand-ins go under `out` unless `vqa.out` says where: a params file that moves
+        the benchmarks moves them all."""
+        if isinstance(data, dict) and isinstance(data.get("vqa", {}), dict) and "out" not in data.get("vqa", {}):
+            out = Path(data.get("out", cls.model_fields["out"].default))
+            data = {**data, "vqa": {**data.get("vqa", {}), "out": out / "vqa"}}
+        return data
 
     @property
     def native(self) -> Path:
@@ -144,7 +165,8 @@ class DemoParams(Section):
     def _sane(self) -> Self:
         if self.snapshot_date < dt.date(2015, 3, 1):
             raise ValueError("snapshot_date must be 2015-03-01 or later (articles date from 2015)")
-        outputs = {"out": self.out, "benchmark.out/name": self.benchmark.out / self.benchmark.name}
+        outputs = {"out": self.out, "benchmark.out/name": self.benchmark.out / self.benchmark.name,
+                   "benchmark.vqa.out": self.benchmark.vqa.out}
         if self.legacy_out is not None:
             outputs["legacy_out"] = self.legacy_out
         names = list(outputs)

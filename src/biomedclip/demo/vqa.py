@@ -28,18 +28,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from numpy.random import Generator
 from PIL import Image
-from pydantic import Field
 
 from biomedclip.atomic_io import atomic_directory, check_replaceable
-from biomedclip.config import PathValue, Section
 from biomedclip.console import progress
 from biomedclip.demo.corpus import MARKER, write_marker
 from biomedclip.demo.figures import CLASS_NAMES, render
-from biomedclip.demo.params import SideRange
+from biomedclip.demo.params import SideRange, VqaDemoParams
 from biomedclip.demo.plan import BENCHMARK_STREAM, new_seed, rng_for
 
 # Seed-sequence indices in BENCHMARK_STREAM, far from benchmark.py's and native.py's.
@@ -55,16 +53,6 @@ RAD_TEST_RATE = 0.13  # the release: 451 of 3,515 questions
 SLAKE_SPLITS = (("train", 0.7), ("validate", 0.15), ("test", 0.15))
 ZH = {"yes": "是", "no": "否", "x-ray": "X光", "ct": "CT", "mri": "核磁共振", "ultrasound": "超声",
       "chest": "胸部", "abdomen": "腹部", "head": "头部"}
-
-
-class VqaDemoParams(Section):
-    """The VQA stand-ins `biomedclip demo-data` writes beside the other benchmarks."""
-
-    out: PathValue = Path("data/benchmarks/vqa")  # vqa_rad/ and slake/ under it
-    seed: Annotated[int, Field(ge=0)] = 3
-    vqa_rad_images: Annotated[int, Field(ge=4)] = 128
-    slake_images: Annotated[int, Field(ge=8)] = 128
-    image_side: SideRange = SideRange(min=160, max=256)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.embed.inputs import corpus_input
 from biomedclip.embed.params import EmbedParams
 from biomedclip.embed.run import embed, rejects_path
-from biomedclip.models import model_uri
+from biomedclip.models import chosen_or_trained
 from biomedclip.params import Params
 from biomedclip.stage import StageContext
 
@@ -64,14 +64,9 @@ class EmbedReport:
 
 def stage_model(params: Params) -> str:
     """The model the stage embeds with: `embed.model` (in its full form), else the train stage's."""
-    if params.embed.model:
-        return model_uri(params.embed.model, params.register.model_name)
-    info = params.train.outputs.run_info
-    try:
-        return json.loads(info.read_text())["model_dir"]
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no model to embed with: embed.model is not set and {info} is missing "
-                                "(run `dvc repro train` first, or set embed.model)") from None
+    model, _ = chosen_or_trained(params.embed.model, params.register.model_name, params.train.outputs.run_info,
+                                 key="embed.model", verb="embed with")
+    return model
 
 
 def run(params: Params, context: StageContext) -> EmbedReport:

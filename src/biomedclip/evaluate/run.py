@@ -41,7 +41,7 @@ from biomedclip.evaluate.results_cache import (
     restore_examples,
 )
 from biomedclip.evaluate.retrieval import block_rows, retrieval_metrics
-from biomedclip.models import LoadedModel, build, located, model_uri
+from biomedclip.models import LoadedModel, build, chosen_or_trained, located
 from biomedclip.search.examples import retrieval_examples
 from biomedclip.tracking import TrackingParams
 
@@ -225,14 +225,7 @@ def model_to_evaluate(params: EvaluateParams, run_info: Path, registered_name: s
     """The model to evaluate and the MLflow run its results go into: `evaluate.model` when set
     (its results go into no run; `@alias` and `N` name versions of `registered_name`), else the
     train stage's model and its training run."""
-    if params.model:
-        return model_uri(params.model, registered_name), None
-    try:
-        info = json.loads(run_info.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no model to evaluate: evaluate.model is not set and {run_info} is "
-                                "missing (run `dvc repro train` first, or give a model)") from None
-    return info["model_dir"], info.get("mlflow_run_id")
+    return chosen_or_trained(params.model, registered_name, run_info, key="evaluate.model", verb="evaluate")
 
 
 def measure(loaded: LoadedModel, params: EvaluateParams, folder: Path) -> dict[str, Any]:

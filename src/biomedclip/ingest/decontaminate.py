@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -37,8 +37,6 @@ from biomedclip.console import progress
 from biomedclip.evaluate.benchmarks import Benchmark, BenchmarkError, load_benchmark
 from biomedclip.evaluate.params import BenchmarkSpec
 from biomedclip.ingest.images import phash
-from biomedclip.params import Params
-from biomedclip.stage import StageContext
 
 log = logging.getLogger(__name__)
 
@@ -189,48 +187,28 @@ def _write_table(path: Path, table: pa.Table) -> None:
         pq.write_table(table, fh, compression="zstd")
 
 
-def hash_benchmarks(specs: Sequence[BenchmarkSpec], s3: S3Params, out: Path, cache: Path) -> dict[str, dict[str, int]]:
-    """Write `out` (benchmark, split, key, phash of every image of every split of `specs`),
-    hashing only the (benchmark, split)s whose version is not in `cache`. Returns
-    {benchmark: {split: images hashed}}."""
+def hash_benchmarks(specs: Sequence[BenchmarkSpec], s3: S3Params, out: Path, cache: Path, *,
+                    more: Iterable[tuple[str, Iterable[tuple[str, Benchmark]]]] = ()) -> dict[str, dict[str, int]]:
+    """Write `out` (benchmark, split, key, phash of every image of every split of `specs`, and of
+    the (name, splits) in `more`: the VQA benchmarks' images), hashing only the (benchmark,
+    split)s whose version is not in `cache`. Returns {benchmark: {split: images hashed}}."""
     parts: list[pa.Table] = []
     summary: dict[str, dict[str, int]] = {}
-    for spec in specs:
-        for split, bench in benchmark_splits(spec, s3):
+    sources = [*((spec.name, benchmark_splits(spec, s3)) for spec in specs), *more]
+    for name, splits in sources:
+        for split, bench in splits:
             cached = cache / f"{bench.version()}.parquet"
             if cached.exists():
                 table = pq.read_table(cached)
-                log.info("benchmark %s (%s): %d hashes from the cache %s", spec.name, split, len(table), cached)
+                log.info("benchmark %s (%s): %d hashes from the cache %s", name, split, len(table), cached)
             else:
                 table = _hash_split(bench, split)
                 _write_table(cached, table)
             n = len(table)
-            parts.append(pa.table({"benchmark": pa.array([spec.name] * n, pa.string()),
+            parts.append(pa.table({"benchmark": pa.array([name] * n, pa.string()),
                                    "split": pa.array([split] * n, pa.string()),
                                    "key": table.column("key"), "phash": table.column("phash")}))
-            summary.setdefault(spec.name, {})[split] = n
+            summary.setdefault(name, {})[split] = n
     table = pa.concat_tables(parts).cast(HASHES_SCHEMA) if parts else HASHES_SCHEMA.empty_table()
     _write_table(out, table)
     return summary
-
-
-@dataclass(frozen=True)
-class HashesReport:
-    """The `benchmark-hashes` stage's report: the images hashed per benchmark and split."""
-
-    hashes: Path  # the list the ingest reads
-    counts: Mapping[str, Mapping[str, int]]  # benchmark -> split -> images hashed
-
-    def markdown(self) -> str:
-        lines = [f"## Benchmark hashes → `{self.hashes}`", "", "| benchmark | split | images hashed |",
-                 "|---|---|---:|"]
-        lines += [f"| {name} | {split} | {n:,} |" for name, splits in self.counts.items() for split, n in splits.items()]
-        return "\n".join(lines) + "\n"
-
-
-def run(params: Params, context: StageContext) -> HashesReport:
-    """The `benchmark-hashes` stage: the pHash of every image of every `evaluate.benchmarks`
-    benchmark, every split, into `ingest.decontaminate.hashes`."""
-    clean = params.ingest.decontaminate
-    counts = hash_benchmarks(params.evaluate.benchmarks, params.evaluate.s3, clean.hashes, clean.cache)
-    return HashesReport(clean.hashes, counts)

@@ -38,10 +38,13 @@ def run_stage(stage_: Stage, params: Params, context: StageContext, **options: A
         return stage_.function()(params, context, **options)
 
 
-def run_here(name: str, params: Params, params_path: Path, *, command: str, **options: Any) -> StageReport:
+def run_here(name: str, params: Params, params_path: Path, *, command: str, record: bool = True,
+             **options: Any) -> StageReport:
     """Run stage `name` at a terminal (no orchestrator); its record then says no flow run made
-    the outputs it rewrote."""
+    the outputs it rewrote. `record=False`: a partial run (one benchmark of several), which
+    leaves the record of the whole outputs alone."""
     stage_ = stage(name)
     report = run_stage(stage_, params, StageContext(params_path=params_path), **options)
-    made_outside_prefect(params, name, command=command)
+    if record:
+        made_outside_prefect(params, name, command=command)
     return report

@@ -23,7 +23,7 @@ from typing import Any
 
 from biomedclip.models import find_model_folder
 from biomedclip.register.params import RegisterParams
-from biomedclip.register.registry import RegistryError, _create_registered_model, _log_pyfunc
+from biomedclip.register.registry import RegistryError, create_registered_model, log_pyfunc
 from biomedclip.tracking import (
     CARRIED_FROM,
     TrackingParams,
@@ -83,7 +83,7 @@ def carry_over(source_uri: str, params: RegisterParams, tracking: TrackingParams
     for run_id in run_ids:
         report.runs[run_id] = _carry_run(src, dst, run_id, source_uri, report)
     if versions:
-        _create_registered_model(dst, name)
+        create_registered_model(dst, name)
         carried = {v.tags.get(CARRIED_VERSION): int(v.version) for v in dst.search_model_versions(f"name='{name}'")}
         for version in versions:
             key = f"{source_uri}#{version.version}"
@@ -151,7 +151,7 @@ def _carry_version(src: Any, dst: Any, version: Any, run_id: str, key: str) -> i
         uri = src.get_model_version_download_uri(version.name, version.version)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         with mlflow.start_run(run_id=run_id):
-            logged = _log_pyfunc(find_model_folder(local))
+            logged = log_pyfunc(find_model_folder(local))
     tags = {**version.tags, CARRIED_VERSION: key}
     registered = mlflow.register_model(logged, version.name, tags=tags)
     if version.description:

@@ -33,7 +33,8 @@ from biomedclip.ingest.run import last_run_path
 from biomedclip.locks import Busy, held
 from biomedclip.params import Params
 from biomedclip.register.lineage_facts import data_version
-from biomedclip.register.registry import CHAMPION, champion_version, promote, tag_version
+from biomedclip.register.promotion import promote
+from biomedclip.register.registry import CHAMPION, champion_version, tag_version
 from biomedclip.retrain.params import RetrainParams
 from biomedclip.retrain.sync import sync
 from biomedclip.retrain.workspace import dvc_status, run_command
@@ -122,7 +123,7 @@ class WorkspaceSteps:
     def promote(self, version: int) -> dict[str, Any]:
         p = self.params
         return promote(p.register, p.tracking, p.evaluate, p.shard.outputs.shards,
-                       version=version, actor="retrain")
+                       version=version, actor="retrain", vqa=p.vqa)
 
     def commit(self, registered: dict[str, Any]) -> str:
         """The data version behind the model as a commit; the model version points at it."""

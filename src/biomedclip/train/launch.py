@@ -6,12 +6,12 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from biomedclip.models import model_uri
 from biomedclip.params import Params
+from biomedclip.torchrun import torchrun_env, torchrun_prefix
 from biomedclip.train.loop import Resume, TrainingError, micro_batch, train
 from biomedclip.train.params import TrainParams
 
@@ -29,18 +29,6 @@ def recipe(params: Params) -> TrainParams:
         return params.train
     return params.train.model_copy(update={"init_from": model_uri(params.train.init_from,
                                                                   params.register.model_name)})
-
-
-def torchrun_prefix(nproc: int) -> list[str]:
-    """torchrun on one node, `nproc` processes, before the module and its arguments."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}"]
-
-
-def torchrun_env(nproc: int) -> dict[str, str]:
-    """This environment, with the cores shared out between the processes (unless set)."""
-    threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return {**os.environ, "OMP_NUM_THREADS": threads}
 
 
 def torchrun_command(params_path: Path, nproc: int, resume: Resume) -> list[str]:

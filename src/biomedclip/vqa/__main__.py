@@ -21,11 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     from biomedclip.models import ModelSourceError
     from biomedclip.vqa.formats import VqaFormatError
     from biomedclip.vqa.launch import read_run_file
-    from biomedclip.vqa.stage import run
+    from biomedclip.vqa.stage import answer_benchmarks
 
     params, model, benchmark, tracking = read_run_file(args.run_file)
     try:
-        run(params, model=model, benchmark=benchmark, tracking=tracking)
+        answer_benchmarks(params, model=model, benchmark=benchmark, tracking=tracking)
     except (VqaFormatError, ModelSourceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

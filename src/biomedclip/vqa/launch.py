@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from biomedclip.torchrun import torchrun_env, torchrun_prefix
 from biomedclip.tracking import TrackingParams
-from biomedclip.train.launch import torchrun_env, torchrun_prefix
 from biomedclip.vqa.params import VqaParams
 
 log = logging.getLogger(__name__)

@@ -66,6 +66,21 @@ class BenchmarkResult:
         return entry
 
 
+def flat_metrics_of(metrics: dict[str, Any]) -> dict[str, float]:
+    """`metrics/vqa.json`'s numbers as `vqa/<benchmark>/<group>/accuracy`, the baseline's as
+    `vqa/<benchmark>/question_only/<group>/accuracy`, the vocabulary's size and misses."""
+    flat: dict[str, float] = {}
+    for name, entry in metrics.items():
+        prefix = f"vqa/{name}"
+        for group in GROUPS:
+            for kind, measured in (("", entry), ("question_only/", entry["question_only"])):
+                if measured[group]["accuracy"] is not None:
+                    flat[f"{prefix}/{kind}{group}/accuracy"] = float(measured[group]["accuracy"])
+        flat[f"{prefix}/answers_outside_vocabulary"] = float(entry["answers_outside_vocabulary"])
+        flat[f"{prefix}/vocabulary"] = float(entry["vocabulary"])
+    return flat
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
@@ -85,20 +100,8 @@ class VqaReport:
         return {result.name: result.metrics() for result in self.results}
 
     def flat_metrics(self) -> dict[str, float]:
-        """Numbers for a tracker: `vqa/<benchmark>/<group>/accuracy`, the baseline's as
-        `vqa/<benchmark>/question_only/<group>/accuracy`, the vocabulary's size and misses."""
-        flat: dict[str, float] = {}
-        for r in self.results:
-            prefix = f"vqa/{r.name}"
-            for group in GROUPS:
-                for name, measured in (("", r.accuracy), ("question_only/", r.question_only)):
-                    value = measured[group]["accuracy"]
-                    if value is not None:
-                        flat[f"{prefix}/{name}{group}/accuracy"] = float(value)
-            flat[f"{prefix}/answers_outside_vocabulary"] = float(
-                r.coverage["answers_outside_vocabulary"])
-            flat[f"{prefix}/vocabulary"] = float(r.vocabulary)
-        return flat
+        """Numbers for a tracker and the promotion gate (`flat_metrics_of` the metrics)."""
+        return flat_metrics_of(self.metrics())
 
     def _encoders(self) -> str:
         p = self.params

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ import torch
 from biomedclip.atomic_io import atomic_write_bytes
 from biomedclip.evaluate.benchmarks import MAX_PIXELS
 from biomedclip.evaluate.formats import StoreImages
-from biomedclip.models import LoadedModel, load_model
+from biomedclip.models import LoadedModel, chosen_or_trained, load_model
+from biomedclip.params import Params
+from biomedclip.stage import StageContext
 from biomedclip.train.distributed import World, close_world, init_world
 from biomedclip.vqa.features import TokenFeatures, split_features, token_widths
 from biomedclip.vqa.formats import Question, Reject, RejectReason, VqaDataset, load_vqa
@@ -38,7 +41,7 @@ from biomedclip.vqa.protocol import (
     question_only,
     vocabulary_coverage,
 )
-from biomedclip.vqa.report import BenchmarkResult, VqaReport
+from biomedclip.vqa.report import BenchmarkResult, VqaReport, flat_metrics_of
 from biomedclip.vqa.train import (
     EncodedAnswerModel,
     Fitted,
@@ -253,8 +256,8 @@ def _folder_config(dataset: VqaDataset, params: VqaParams, loaded: LoadedModel, 
             "accuracy": {group: value["accuracy"] for group, value in result.accuracy.items()}}
 
 
-def run(params: VqaParams, *, model: str, benchmark: str | None = None, tracking: Any = None,
-        write: bool = True) -> VqaReport:
+def answer_benchmarks(params: VqaParams, *, model: str, benchmark: str | None = None, tracking: Any = None,
+                      write: bool = True) -> VqaReport:
     """The stage: every benchmark of `params` (or only `benchmark`) with `model` (a folder,
     `hf-hub:`, an MLflow URI read from `tracking`'s store). Metrics and report are written when
     every benchmark ran; one benchmark alone writes its answer model and returns its report.
@@ -284,3 +287,52 @@ def write_outputs(report: VqaReport, params: VqaParams) -> None:
     metrics = json.dumps(report.metrics(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     atomic_write_bytes(params.outputs.metrics, metrics.encode())
     atomic_write_bytes(params.outputs.report, report.markdown().encode())
+
+
+class VqaFailed(RuntimeError):
+    """Fine-tuning processes (torchrun) exited with a non-zero status (their error is above)."""
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    """The report the fine-tuning processes wrote (`vqa.outputs.report`), as the stage shows it."""
+
+    text: str
+
+    def markdown(self) -> str:
+        return self.text
+
+
+def stage_model(params: Params) -> tuple[str, str | None]:
+    """The model to answer with and the MLflow run its scores go into: `vqa.model` (in its full
+    form; no run), else the train stage's model and its training run."""
+    return chosen_or_trained(params.vqa.model, params.register.model_name, params.train.outputs.run_info,
+                             key="vqa.model", verb="answer with")
+
+
+def run(params: Params, context: StageContext, *, benchmark: str | None = None) -> VqaReport | WrittenReport:
+    """The `vqa` stage: every benchmark of `vqa.benchmarks` (or only `benchmark`) answered with
+    `stage_model(params)`; fine-tuning with `vqa.nproc` > 1 runs under torchrun. The scores of the
+    train stage's model go into its MLflow run (as `vqa/<benchmark>/<group>/accuracy`)."""
+    model, run_id = stage_model(params)
+    vqa, tracking = params.vqa, params.tracking
+    if run_id and tracking.enabled:  # a run the store does not hold stops here, before the work
+        from biomedclip.tracking import connect, workspace_run
+
+        run_id = workspace_run(connect(tracking), run_id, recorded_in=str(params.train.outputs.run_info))
+    if vqa.nproc > 1 and "RANK" not in os.environ:
+        from biomedclip.vqa.launch import torchrun_vqa
+
+        status = torchrun_vqa(vqa, model=model, benchmark=benchmark, tracking=tracking)
+        if status:
+            raise VqaFailed(f"VQA fine-tuning under torchrun exited with status {status}")
+        report: VqaReport | WrittenReport = WrittenReport(vqa.outputs.report.read_text(encoding="utf-8"))
+        flat = flat_metrics_of(json.loads(vqa.outputs.metrics.read_text()))
+    else:
+        report = answer_benchmarks(vqa, model=model, benchmark=benchmark, tracking=tracking)
+        flat = report.flat_metrics()
+    if run_id and tracking.enabled and benchmark is None:
+        from biomedclip.tracking import log_evaluation
+
+        log_evaluation(run_id, tracking, flat, [(vqa.outputs.metrics, "vqa"), (vqa.outputs.report, "vqa")])
+    return report
