@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         built = time.perf_counter() - start
     vocab = bundle.model.text.transformer.config.vocab_size
     context = bundle.config["text_cfg"]["context_length"]
-    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__, "profile": args.profile,
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+               "torch": torch.__version__, "profile": args.profile,
                "parameters": parameter_count(bundle.model), "build_s": round(built, 1),
                "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                "world_size": world.size, "runs": []}
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         model.set_grad_checkpointing(checkpointing)
         ids = [device.index] if device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids) if args.ddp else model
-        run = measure(wrapped, loss_fn, vocab, context, bundle.config["vision_cfg"]["image_size"], batch=batch, steps=args.steps, warmup=args.warmup,
-                      bf16=bf16, device=device)
+        run = measure(wrapped, loss_fn, vocab, context, bundle.config["vision_cfg"]["image_size"], batch=batch,
+                      steps=args.steps, warmup=args.warmup, bf16=bf16, device=device)
         run |= {"precision": "bf16" if bf16 else "fp32", "grad_checkpointing": checkpointing,
                 "mfu_of_bf16_peak": round(run["samples_per_s"] * FLOPS_PER_PAIR[checkpointing] / PEAK_BF16, 3)
                 if args.profile == "biomedclip" else None}  # FLOPs per pair measured for the full size only

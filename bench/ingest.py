@@ -347,7 +347,8 @@ def disagreements(path: Path) -> dict[str, int]:
         elif normalise_space(other.get("fig_caption") or "") != fig.caption:
             found["caption differs"] = found.get("caption differs", 0) + 1
         if len(fig.graphics) > 1:
-            found["several graphics, pubmed_parser keeps one"] = found.get("several graphics, pubmed_parser keeps one", 0) + 1
+            found["several graphics, pubmed_parser keeps one"] = (
+                found.get("several graphics, pubmed_parser keeps one", 0) + 1)
     return found
 
 

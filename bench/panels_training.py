@@ -236,7 +236,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None,
                         help="optimizer steps for every unit (default: the recipe's on the figure unit's "
                              "train split, epochs x floor(train figures / global_batch))")
-    parser.add_argument("--units", default=",".join(UNITS), help="comma-separated units to train (default: figure,panel,both)")
+    parser.add_argument("--units", default=",".join(UNITS),
+                        help="comma-separated units to train (default: figure,panel,both)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where table.md and results.json go (default: a new temp dir, printed)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, OMP_NUM_THREADS too (default: 2)")

@@ -58,7 +58,8 @@ model.to(device)
 load_s = time.perf_counter() - start
 files = sorted(Path(images_dir).glob("*.png"))
 paths = [files[i % len(files)] for i in range(int(n_images))]
-captions = [f"Chest radiograph {i}: bilateral patchy opacities, more marked in the right lower zone." for i in range(int(n_captions))]
+captions = [f"Chest radiograph {i}: bilateral patchy opacities, more marked in the right lower zone."
+            for i in range(int(n_captions))]
 batch = 16
 def images():
     out = []
@@ -130,7 +131,8 @@ def main() -> None:
         f = figures[mode]
         print(f"{label:<22}{f['load_s']:>8.2f}{f['images_per_s']:>10.2f}{f['captions_per_s']:>12.2f}{f['rss_mib']:>14.0f}")
     o, p = figures["official"], figures["ours"]
-    print(f"ratio ours/official: load {p['load_s'] / o['load_s']:.2f}x, images/s {p['images_per_s'] / o['images_per_s']:.2f}x, "
+    print(f"ratio ours/official: load {p['load_s'] / o['load_s']:.2f}x, "
+          f"images/s {p['images_per_s'] / o['images_per_s']:.2f}x, "
           f"captions/s {p['captions_per_s'] / o['captions_per_s']:.2f}x; lowest embedding cosine {cosine:.6f}")
     if cosine < 0.9999:
         sys.exit("the two loaders disagree")

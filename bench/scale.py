@@ -141,7 +141,8 @@ def main() -> None:
                       f"{r['cpu_seconds']:>7.1f} {r['rss_mib']:>12.0f}  {what}")
         print(f"\n10x the articles ({sizes[0]:,} -> {sizes[1]:,}):")
         for stage in STAGES:
-            wall, cpu = ((large[stage][k] / sizes[1]) / (small[stage][k] / sizes[0]) for k in ("seconds", "cpu_seconds"))
+            wall, cpu = ((large[stage][k] / sizes[1]) / (small[stage][k] / sizes[0])
+                         for k in ("seconds", "cpu_seconds"))
             rss = large[stage]["rss_mib"] / small[stage]["rss_mib"]
             print(f"  {stage:<9} CPU per article x{cpu:.2f} (linear: within 0.90-1.10; wall x{wall:.2f}), "
                   f"peak RSS x{rss:.2f} (target <= 1.2)")

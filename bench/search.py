@@ -122,7 +122,8 @@ def index_at(n: int, args: argparse.Namespace) -> dict:
     print(f"  recall@10 {recall:.3f} at {effort.as_dict()}; p50 {p50:.2f} ms, p95 {p95:.2f} ms", flush=True)
     del index
     result = {"vectors": n, "factory": plan.factory, "build_s": round(build, 1), "train_s": round(trained, 1),
-              "index_bytes": index_bytes, "flat_bytes": n * DIM * 4, "memory_ratio": round(index_bytes / (n * DIM * 4), 3),
+              "index_bytes": index_bytes, "flat_bytes": n * DIM * 4,
+              "memory_ratio": round(index_bytes / (n * DIM * 4), 3),
               "recall_at_10": round(recall, 4), "recall_at_10_tuning": tuned, "effort": effort.as_dict(),
               "tried": tried, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
               "exact_streamed_s_per_query": round(exact_s / len(queries), 4), "threads": args.threads,

@@ -48,7 +48,9 @@ from biomedclip.train.loop import Resume, train
 configure_logging("WARNING")
 params = load_params(Path(sys.argv[1]))
 train(params.train, params.shard, params.tracking, resume=Resume.NEVER)
-state = torch.load(Path(params.train.outputs.dir) / "checkpoints" / (Path(params.train.outputs.dir) / "checkpoints" / "latest").read_text() / "state.pt", weights_only=True)
+state = torch.load(Path(params.train.outputs.dir) / "checkpoints"
+                   / (Path(params.train.outputs.dir) / "checkpoints" / "latest").read_text() / "state.pt",
+                   weights_only=True)
 print(json.dumps(state["history"]))
 """
 
@@ -152,7 +154,8 @@ def main() -> None:
         ref_rate = args.batch / statistics.mean(times[1:])
 
         loader_rate = json.loads(run(LOADER, str(ours_params), str(args.steps), str(args.batch),
-                                     str(tmp / "loader-text"), env=env).stdout.strip().splitlines()[-1])["samples_per_s"]
+                                     str(tmp / "loader-text"),
+                                     env=env).stdout.strip().splitlines()[-1])["samples_per_s"]
     print(f"{params.train.profile}, batch {args.batch}, {args.steps} steps, {args.workers} loader worker(s), "
           f"{args.threads} torch threads")
     print(f"{'trainer':<28} {'samples/s':>10} {'wall s':>8}")

@@ -24,7 +24,10 @@ from peak import PEAK_RSS  # bench/peak.py: a child process's own peak RSS
 
 from biomedclip.ingest.assemble import PAIRS_SCHEMA
 
-WORDS = ["chest", "radiograph", "showing", "bilateral", "opacities", "histology", "liver", "section", "stained", "with", "haematoxylin", "eosin", "western", "blot", "of", "protein", "levels", "in", "treated", "cells", "bar", "chart", "of", "mean", "expression", "across", "groups", "error", "bars", "standard", "deviation", "scale", "bar"]
+WORDS = ["chest", "radiograph", "showing", "bilateral", "opacities", "histology", "liver", "section", "stained", "with",
+         "haematoxylin", "eosin", "western", "blot", "of", "protein", "levels", "in", "treated", "cells", "bar",
+         "chart", "of", "mean", "expression", "across", "groups", "error", "bars", "standard", "deviation", "scale",
+         "bar"]
 CHILD = PEAK_RSS + """
 import json, sys, time
 from pathlib import Path

@@ -55,9 +55,9 @@ platform.processor()
 # cannot be used: pytest 9 ignores the node ids it rewrites.)
 SHARED_GROUPS = {"topology": ("test_infra_faults", "test_infra_topology"),
                  "pipeline": ("test_pipeline", "test_readme"),
-                 "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_embed", "test_evaluate", "test_probe",
-                                "test_published", "test_registry", "test_search", "test_train", "test_train_ddp",
-                                "test_vqa_stage")}
+                 "tiny-world": ("test_benchmark_formats", "test_dataset_card", "test_embed", "test_evaluate",
+                                "test_probe", "test_published", "test_registry", "test_search", "test_train",
+                                "test_train_ddp", "test_vqa_stage")}
 LONGEST_FIRST = ("topology", "test_retrain", "pipeline", "tiny-world")
 
 

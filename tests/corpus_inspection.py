@@ -158,6 +158,7 @@ def inspect_corpus(root: Path) -> list[ArticleSeen]:
             next(xml.iter("{*}supplementary-material"), None) is not None, xml,
             graphical_abstract=graphical_abstract,
             table_graphic=any(True for t in xml.iter("{*}table-wrap") if next(t.iter("{*}graphic"), None) is not None),
-            formula_graphic=any(True for f in xml.iter("{*}disp-formula") if next(f.iter("{*}graphic"), None) is not None),
+            formula_graphic=any(True for f in xml.iter("{*}disp-formula")
+                                if next(f.iter("{*}graphic"), None) is not None),
         ))
     return articles

@@ -132,7 +132,8 @@ def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", window:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, patient
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientID = (meta.MediaStorageSOPClassUID,
+                                                       meta.MediaStorageSOPInstanceUID, patient)
     ds.Modality = "CR"
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric

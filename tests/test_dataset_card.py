@@ -195,7 +195,8 @@ def test_what_is_missing_is_explained(inputs, tmp_path):
     ids = pq.read_table(inputs["pairs"], columns=["pair_id", "split"]).slice(0, 3).to_pylist()
     rows = [row for row, n in zip(ids, (2, 4, 3), strict=True) for _ in range(n)]
     pq.write_table(pa.table({"pair_id": [r["pair_id"] for r in rows], "split": [r["split"] for r in rows]}), panels)
-    for tokenizer, said in ((None, "no tokenizer was given"), (tmp_path / "no-such", f"{tmp_path / 'no-such'} does not exist")):
+    for tokenizer, said in ((None, "no tokenizer was given"),
+                            (tmp_path / "no-such", f"{tmp_path / 'no-such'} does not exist")):
         out = tmp_path / "card"
         summary = build_card(**{**inputs, "panels": panels}, out=out, tokenizer=tokenizer, token_sample=50)
         tokens = summary["captions"]["tokens"]
@@ -253,5 +254,6 @@ def test_which_model_labels_the_figure_types(tmp_path):
     card = params.card.model_copy(update={"figure_types": params.card.figure_types.model_copy(
         update={"model": "models:/biomedclip@champion"})})
     assert figure_type_model(params.model_copy(update={"card": card}))[0] == "models:/biomedclip@champion"
-    off = params.card.model_copy(update={"figure_types": params.card.figure_types.model_copy(update={"enabled": False})})
+    off = params.card.model_copy(update={"figure_types": params.card.figure_types.model_copy(
+        update={"enabled": False})})
     assert figure_type_model(params.model_copy(update={"card": off})) == (None, "card.figure_types.enabled is false")

@@ -200,7 +200,8 @@ def test_dvc_repro_against_the_services_keeps_every_record_on_them(pipeline, top
 
     # Promote, then audit the lineage from a workspace emptied and refilled from the S3 remote.
     promoted = run(project, env, "biomedclip", "promote", transcript=pipeline["transcript"])
-    assert mlflow_client.get_model_version_by_alias(registered["name"], "champion").version == str(registered["version"])
+    assert (mlflow_client.get_model_version_by_alias(registered["name"], "champion").version
+            == str(registered["version"]))
     uri = f"models:/{registered['name']}/{registered['version']}"
     shutil.rmtree(project / "data")
     shutil.rmtree(project / ".dvc" / "cache")
@@ -208,7 +209,8 @@ def test_dvc_repro_against_the_services_keeps_every_record_on_them(pipeline, top
     chain = json.loads(run(project, env, "biomedclip", "lineage", uri, "--json",
                            transcript=pipeline["transcript"]).stdout)
     assert set(chain["flow_runs"]) >= {"ingest", "validate", "shard", "train", "evaluate"}
-    flow_runs = prefect_post(env, "/flow_runs/filter", {"flow_runs": {"id": {"any_": list(chain["flow_runs"].values())}}})
+    flow_runs = prefect_post(env, "/flow_runs/filter",
+                             {"flow_runs": {"id": {"any_": list(chain["flow_runs"].values())}}})
     assert {r["state_type"] for r in flow_runs.json()} == {"COMPLETED"}
     assert len(flow_runs.json()) == len(chain["flow_runs"])
     verified = run(project, env, "biomedclip", "lineage", uri, "--verify", transcript=pipeline["transcript"])

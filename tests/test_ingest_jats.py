@@ -110,7 +110,8 @@ TRAPS = b"""<?xml version="1.0" encoding="UTF-8"?>
 <permissions><license xlink:href="https://creativecommons.org/licenses/by-sa/4.0/"/></permissions>
 </article-meta></front>
 <body><sec><fig id="f1"><label>Figure 1</label><caption><title>First figure</title>
-<p>with <inline-formula><mml:math><mml:mi>p</mml:mi><mml:mo>&lt;</mml:mo><mml:mn>0.05</mml:mn></mml:math></inline-formula>
+<p>with <inline-formula>\
+<mml:math><mml:mi>p</mml:mi><mml:mo>&lt;</mml:mo><mml:mn>0.05</mml:mn></mml:math></inline-formula>
 and a marker <inline-graphic xlink:href="icon"/> here.</p></caption>
 <graphic xlink:href="g1a"/><graphic xlink:href="g1b"/></fig>
 <fig id="f2"><label>Figure 2</label><graphic xlink:href="g2"/></fig>
@@ -119,7 +120,9 @@ and a marker <inline-graphic xlink:href="icon"/> here.</p></caption>
 <fig id="f3b"><label>3B</label><caption><p>Member B.</p></caption>
 <alternatives><graphic xlink:href="g3b"/><graphic xlink:href="g3b-print"/></alternatives></fig>
 </fig-group></sec></body>
-<back><app-group><app><fig id="f4"><label>Figure A1</label><caption><p>Appendix figure.</p></caption><graphic xlink:href="g4"/></fig></app></app-group></back>
+<back><app-group><app>\
+<fig id="f4"><label>Figure A1</label><caption><p>Appendix figure.</p></caption><graphic xlink:href="g4"/></fig>\
+</app></app-group></back>
 <floats-group><fig id="f5"><caption><p>Floating figure.</p></caption><graphic xlink:href="g5.jpg"/></fig></floats-group>
 </article>"""
 
@@ -140,12 +143,14 @@ def test_the_pubmed_parser_traps():
 AWKWARD = """<?xml version="1.0" encoding="UTF-8"?>
 <article{ns} xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:ali="http://www.niso.org/schemas/ali/1.0/">
 <front><article-meta><article-id pub-id-type="pmcid">PMC7</article-id><article-id pub-id-type="pmcid">PMC8</article-id>
-<title-group><subtitle>no title here</subtitle></title-group><title-group><article-title>Second <italic>group</italic></article-title></title-group>
+<title-group><subtitle>no title here</subtitle></title-group>\
+<title-group><article-title>Second <italic>group</italic></article-title></title-group>
 <permissions><license><license-p>See <ext-link xlink:href="https://creativecommons.org/licenses/by-nc/4.0/">this</ext-link>.</license-p>
 <ali:license_ref>https://creativecommons.org/licenses/by/4.0/</ali:license_ref></license></permissions>
 </article-meta></front>
 <body><sec><fig-group id="G1"><fig id="a"><caption><p>A.</p></caption><graphic xlink:href="ga"/></fig>
-<fig id="b"><caption><p>B, with an icon <inline-graphic xlink:href="icon"/>.</p><graphic xlink:href="in-caption"/></caption>
+<fig id="b"><caption><p>B, with an icon <inline-graphic xlink:href="icon"/>.</p>\
+<graphic xlink:href="in-caption"/></caption>
 <graphic xlink:href="gb"/><caption><graphic xlink:href="in-second-caption"/></caption>
 <p>Deeper: <graphic xlink:href="gb-deep"/></p><graphic xlink:href="gb"/></fig></fig-group>
 <fig id="c"><caption><p>C, after the group.</p></caption><!-- a comment --><graphic href="gc"/></fig>
@@ -187,7 +192,9 @@ def test_hostile_or_broken_xml_is_refused_with_a_reason(data, reason):
 
 
 def test_latin1_with_a_declaration_is_fine():
-    data = '<?xml version="1.0" encoding="ISO-8859-1"?><article><fig id="f"><caption><p>Café au lait spots in a patient.</p></caption><graphic xlink:href="g" xmlns:xlink="http://www.w3.org/1999/xlink"/></fig></article>'
+    data = ('<?xml version="1.0" encoding="ISO-8859-1"?><article><fig id="f">'
+            '<caption><p>Café au lait spots in a patient.</p></caption>'
+            '<graphic xlink:href="g" xmlns:xlink="http://www.w3.org/1999/xlink"/></fig></article>')
     article = parse_article(data.encode("latin-1"))
     assert article.figures[0].caption == "Café au lait spots in a patient."
 

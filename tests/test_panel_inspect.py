@@ -76,7 +76,8 @@ def test_the_result_is_the_ingests_decision_with_its_texts(article):
     assert "… Ki-67 immunohistochemistry" in page  # the text as the ingest cuts it: max_words 16
     strict = inspect_panels(parsed, article / "pone.0100012.g002.jpg",
                             IngestParams(panels=PanelParams(min_confidence=1.0)))
-    assert not strict.split and strict.decision.status == "low_confidence" and "kept whole (`low_confidence`): layout confidence" in strict.markdown()
+    assert (not strict.split and strict.decision.status == "low_confidence"
+            and "kept whole (`low_confidence`): layout confidence" in strict.markdown())
 
 
 def test_a_file_no_graphic_names_or_the_ingest_rejects_is_an_error_naming_it(article):
@@ -89,4 +90,5 @@ def test_a_file_no_graphic_names_or_the_ingest_rejects_is_an_error_naming_it(art
     with pytest.raises(ValueError, match=r"pone.0100012.g002.jpg: the ingest rejects it \(image_unreadable"):
         inspect_panels(parsed, article / "pone.0100012.g002.jpg", IngestParams())
     result = CliRunner().invoke(app, ["inspect", str(article / "article.xml"), "--panels", str(article / "fig9.png")])
-    assert result.exit_code == 1 and "no figure of the article has a graphic named 'fig9'" in " ".join(result.output.split())
+    assert (result.exit_code == 1
+            and "no figure of the article has a graphic named 'fig9'" in " ".join(result.output.split()))

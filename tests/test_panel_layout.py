@@ -44,7 +44,8 @@ def figure(rows: list[list[Image.Image]], gutter: int, *, background=(255, 255, 
                 letter = chr(ord("A") + len(boxes))
                 if letters == "box":
                     draw.rectangle([x, y, x + 22, y + 24], fill=(255, 255, 255))
-                    draw.text((x + 4, y + 2), letter, fill=(0, 0, 0), font=font(20), stroke_width=1, stroke_fill=(0, 0, 0))
+                    draw.text((x + 4, y + 2), letter, fill=(0, 0, 0), font=font(20), stroke_width=1,
+                              stroke_fill=(0, 0, 0))
                 else:
                     draw.text((x + 6, y + 4), letter, fill=(255, 255, 255), font=font(20), stroke_width=1,
                               stroke_fill=(255, 255, 255))
@@ -193,7 +194,8 @@ def test_compound_figure_is_deterministic_and_its_truth_is_sound():
         assert all(0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 for x0, y0, x1, y1 in boxes)
         assert all(iou(a, b) == 0 for i, a in enumerate(boxes) for b in boxes[i + 1:])
         letters = [p.letter for p in fig.panels]
-        assert letters == [None] * len(boxes) or [s.upper() for s in letters] == [chr(65 + i) for i in range(len(boxes))]
+        assert (letters == [None] * len(boxes)
+                or [s.upper() for s in letters] == [chr(65 + i) for i in range(len(boxes))])
     assert {"grid", "abutting", "spanning", "inset", "single", "single-lettered"} <= families
 
 

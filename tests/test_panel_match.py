@@ -106,4 +106,5 @@ def test_inspect_panels_shows_the_split_of_one_real_figure_file(tmp_path):
 
     sheet.save(tmp_path / "fig9.png")
     wrong = CliRunner().invoke(app, ["inspect", str(tmp_path / "article.xml"), "--panels", str(tmp_path / "fig9.png")])
-    assert wrong.exit_code == 1 and "no figure of the article has a graphic named 'fig9'" in " ".join(wrong.output.split())
+    assert (wrong.exit_code == 1
+            and "no figure of the article has a graphic named 'fig9'" in " ".join(wrong.output.split()))

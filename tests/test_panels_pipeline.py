@@ -74,7 +74,8 @@ def test_split_figures_become_panel_rows_with_crops_of_their_own_pixels(split_co
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == row.image_sha256
             assert crop.size == (row.width, row.height)
             # Cut from the figure at its own resolution: the crop's shape is the box's shape.
-            assert abs(crop.width / crop.height - (row.x1 - row.x0) * figure.width / ((row.y1 - row.y0) * figure.height)) < 0.15
+            assert abs(crop.width / crop.height
+                       - (row.x1 - row.x0) * figure.width / ((row.y1 - row.y0) * figure.height)) < 0.15
 
 
 def test_the_report_and_the_examples_page_show_the_splits_offline(split_corpus):

@@ -100,7 +100,8 @@ def test_every_stage_of_the_pipeline_has_its_outputs_named(params):
 
 def tags(**facts: str) -> dict[str, str]:
     base = {"model.sha256": "ab" * 32, "mlflow.run_id": "r1", "data.version": "d1.dir", "manifest.md5": "m1",
-            "validation.sha256": "v1", "shards.manifest_sha256": "s1", "eval.retrieval/image_to_text/recall_at_10": "0.5",
+            "validation.sha256": "v1", "shards.manifest_sha256": "s1",
+            "eval.retrieval/image_to_text/recall_at_10": "0.5",
             "prefect.flow_run.ingest": "i1", "prefect.flow_run.evaluate": "e1",
             "git.commit": "c1", "git.dirty": "false", "params.sha256": "p1", "dvc_lock.sha256": "l1",
             "prefect.flow_run.register": "g1"}
@@ -128,7 +129,8 @@ def test_the_logged_lock_leaves_out_the_registering_stage(tmp_path):
     lock = tmp_path / "dvc.lock"
     lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
         "train": {"cmd": "python flows/train.py", "outs": [{"path": "data/train", "md5": "a" * 32}]},
-        "register": {"cmd": "python flows/register.py", "outs": [{"path": "metrics/register.json", "md5": "b" * 32}]}}}))
+        "register": {"cmd": "python flows/register.py",
+                     "outs": [{"path": "metrics/register.json", "md5": "b" * 32}]}}}))
     logged = yaml.safe_load(inputs_lock(lock, tmp_path / "out.lock").read_text())
     assert list(logged["stages"]) == ["train"] and logged["schema"] == "2.0"
     assert "register" in yaml.safe_load(lock.read_text())["stages"], "the workspace's lock is not touched"

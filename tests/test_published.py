@@ -141,7 +141,8 @@ def test_the_trained_model_loads_with_plain_open_clip_from_another_folder(tiny_w
 @pytest.fixture(scope="module")
 def registry(tiny_world, published, tmp_path_factory):
     root = tmp_path_factory.mktemp("baseline")
-    evaluate = EvaluateParams(batch_size=16, benchmarks=(BenchmarkSpec(name="figure-types", path=str(tiny_world.benchmark)),),
+    evaluate = EvaluateParams(batch_size=16,
+                              benchmarks=(BenchmarkSpec(name="figure-types", path=str(tiny_world.benchmark)),),
                               outputs=EvaluateOutputs(metrics=root / "eval.json", plots=root / "plots",
                                                       report=root / "report.md"))
     params = RegisterParams(model_name="withbaseline", decision_log=root / "decisions.jsonl", output=root / "r.json",
@@ -220,7 +221,8 @@ def test_compare_puts_models_side_by_side_and_the_gate_holds_the_reference(regis
         "register": {"model_name": "withbaseline"}, "shard": {"outputs": {
             "shards": str(registry["shards"]), "manifest": str(registry["shards"] / "manifest.json")}},
         "train": {"tracking": {"uri": tracking.uri, "experiment": tracking.experiment}},
-        "evaluate": {"batch_size": 16, "benchmarks": [{"name": "figure-types", "path": registry["evaluate"].benchmarks[0].path}]}}))
+        "evaluate": {"batch_size": 16,
+                     "benchmarks": [{"name": "figure-types", "path": registry["evaluate"].benchmarks[0].path}]}}))
     run = CliRunner().invoke(app, ["--params", str(params_file), "compare", trained, "@baseline",
                                    "--report", str(registry["root"] / "cmp")])
     assert run.exit_code == 0, run.output

@@ -57,8 +57,8 @@ NOT_RUN = {
         "as above",
     "dvc repro && dvc push": "as above",
     "python infra/local/launch.py down": "as above",
-    "biomedclip vqa": "the vqa stage for every benchmark: `dvc repro` ran the same entry in this workspace (test_pipeline "
-                      "checks metrics/vqa.json); the command's own path runs below with --benchmark",
+    "biomedclip vqa": "the vqa stage for every benchmark: `dvc repro` ran the same entry in this workspace "
+                      "(test_pipeline checks metrics/vqa.json); the command's own path runs below with --benchmark",
 }
 # The README's commands this module runs, in the order it runs them (not the README's: the
 # evaluation of Microsoft's model rewrites the evaluate stage's outputs, so the retrain, which
@@ -154,7 +154,8 @@ class Readme:
         self.places = {"$MS": MS, "/tmp/my-biomedclip": str(scratch / "my-biomedclip"),
                        "out": str(scratch / "out"), "~/hf": str(hf), "my-figures/": str(scratch / "my-figures"),
                        "my-figures.parquet": str(scratch / "my-figures.parquet"),
-                       "figure.png": str(scratch / "figure.png"), "image=@figure.png": f"image=@{scratch / 'figure.png'}",
+                       "figure.png": str(scratch / "figure.png"),
+                       "image=@figure.png": f"image=@{scratch / 'figure.png'}",
                        "scan.png": str(scratch / "scan.png")}
         self.port = 8765
 

@@ -151,7 +151,8 @@ def test_promote_better_refuse_worse_on_the_current_test_set_and_roll_back(world
     first = promote(params, tracking, evaluate, shards, actor="ci")
     assert first["promoted"] and first["gate_passed"] and first["previous_champion"] is None
     # Stored metrics on the champion are stale by design: the gate must not read them.
-    client.set_model_version_tag("gated", str(v1["version"]), "biomedclip.eval.retrieval/image_to_text/recall_at_10", "1.0")
+    client.set_model_version_tag("gated", str(v1["version"]),
+                                 "biomedclip.eval.retrieval/image_to_text/recall_at_10", "1.0")
     # v2: the trained model beats it on today's test shards.
     v2 = register(params, tracking, train_info=world["trained"], lineage=tags_for(world["trained"]))
     better = promote(params, tracking, evaluate, shards, actor="ci")
@@ -252,8 +253,10 @@ def test_the_same_model_from_new_inputs_is_a_new_version_of_the_model_already_lo
         locks[n].write_text(yaml.safe_dump({"schema": "2.0", "stages": {"evaluate": {
             "cmd": "python flows/evaluate.py", "outs": [{"path": "metrics/eval.json", "md5": f"{n}" * 32}]}}}))
     flow_runs = {n: {"train": "train-run", "evaluate": f"evaluate-run-{n}"} for n in (1, 2)}
-    first = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[1], locks[1]), dvc_lock=locks[1])
-    second = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[2], locks[2]), dvc_lock=locks[2])
+    first = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[1], locks[1]),
+                     dvc_lock=locks[1])
+    second = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[2], locks[2]),
+                      dvc_lock=locks[2])
     assert first["created"] and second["created"] and second["version"] == first["version"] + 1
     for n, done in ((1, first), (2, second)):
         again = register(params, tracking, train_info=info, lineage=tags_for(info, flow_runs[n], locks[n]),

@@ -275,7 +275,8 @@ def test_prefect_yaml_deploys_the_schedule_to_a_process_pool_its_worker_runs_it_
     assert deployment["global_concurrency_limit"]["limit"] == 1
     assert deployment["concurrency_options"]["collision_strategy"] == "ENQUEUE"
     (schedule,) = deployment["schedules"]
-    assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"]) == ("0 3 * * 1", "UTC", True)
+    assert ((schedule["schedule"]["cron"], schedule["schedule"]["timezone"], schedule["active"])
+            == ("0 3 * * 1", "UTC", True))
     # A process worker picks a triggered run up and runs it in this checkout.
     run = api(world, "POST", f"/deployments/{deployment['id']}/create_flow_run")["id"]
     sh(world.project, "prefect", "worker", "start", "--pool", "biomedclip-process", "--run-once", env=world.env,

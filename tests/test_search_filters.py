@@ -31,7 +31,8 @@ def test_the_issues_examples_parse():
     assert parse_filter("license in (CC BY, CC0)") == Filter("license", "in", ("CC BY", "CC0"))
     assert parse_filter("year >= 2020") == Filter("year", ">=", (2020,))
     assert parse_filter("type = radiology") == Filter("type", "=", ("radiology",))
-    assert parse_filter("  LICENSE  not   in ('cc by-nc', \"CC BY\")") == Filter("license", "not in", ("CC BY-NC", "CC BY"))
+    assert (parse_filter("  LICENSE  not   in ('cc by-nc', \"CC BY\")")
+            == Filter("license", "not in", ("CC BY-NC", "CC BY")))
     assert parse_filter('type = "generic illustration"') == Filter("type", "=", ("generic illustration",))
     assert parse_filter("split == test") == Filter("split", "=", ("test",))
 

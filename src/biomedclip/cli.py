@@ -756,7 +756,8 @@ def export_command(
 @app.command("promote")
 def promote_command(
     ctx: typer.Context,
-    version: Annotated[int | None, typer.Option(min=1, help="The version to promote. (default: the challenger)")] = None,
+    version: Annotated[int | None,
+                       typer.Option(min=1, help="The version to promote. (default: the challenger)")] = None,
     force: Annotated[bool, typer.Option("--force", help="Promote even if the gate says no (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why; recorded with the decision.")] = None,
 ) -> None:
@@ -817,7 +818,8 @@ def lineage_command(
     model_uri: Annotated[str, typer.Argument(help="A registered version: models:/NAME@ALIAS, models:/NAME/N, "
                                              "or @ALIAS / N of register.model_name.")],
     verify_: Annotated[bool, typer.Option("--verify", help="Re-hash what is here (raw data, manifest, "
-                                          "shards, model) against the recorded lineage; exit 1 on any mismatch.")] = False,
+                                          "shards, model) against the recorded lineage; "
+                                          "exit 1 on any mismatch.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show where a registered model came from: run, commit, params, dvc.lock stages, data,

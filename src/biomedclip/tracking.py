@@ -270,7 +270,8 @@ def new_run(params: TrackingParams, run_name: str, tags: dict[str, str]) -> str:
     return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
 
 
-def log_evaluation(run_id: str, params: TrackingParams, metrics: dict[str, float], files: list[tuple[Path, str]]) -> None:
+def log_evaluation(run_id: str, params: TrackingParams, metrics: dict[str, float],
+                   files: list[tuple[Path, str]]) -> None:
     """An evaluation into an existing run: its numbers as metrics, its outputs as artifacts
     (`files`: (local file or folder, artifact folder))."""
     client = connect(params)

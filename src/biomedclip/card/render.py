@@ -50,7 +50,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowra
 code { font-size: 0.88em; background: var(--soft); padding: 0 0.2rem; border-radius: 3px; }
 .pass { color: #1a7f37; font-weight: 600; }
 .fail { color: var(--bad); font-weight: 600; }
-footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; border-top: 1px solid var(--line); padding-top: 0.75rem; }
+footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.85rem; border-top: 1px solid var(--line);
+  padding-top: 0.75rem; }
 """
 DETAIL_CHARS = 240
 
@@ -114,10 +115,12 @@ def _captions(s: Mapping[str, Any], charts: Mapping[str, str]) -> str:
     if words["count"]:
         parts.append(_figure(charts["caption_words"], "histogram of caption lengths in words",
                              f"Half the captions are at most {words['median']:,} words, 90% at most "
-                             f"{words['p90']:,} (from {words['min']:,} to {words['max']:,}; mean {words['mean']:.1f})."))
+                             f"{words['p90']:,} (from {words['min']:,} to {words['max']:,}; "
+                             f"mean {words['mean']:.1f})."))
     if tokens.get("available") and tokens["sample"]:
         each = every(tokens["stride"], "caption of the manifest")
-        parts.append(_figure(charts["caption_tokens"], "histogram of caption lengths in tokens, with the context length",
+        parts.append(_figure(charts["caption_tokens"],
+                             "histogram of caption lengths in tokens, with the context length",
                              f"<b>{esc(fit_sentence(tokens))}</b> Median {tokens['median']:,} tokens, 90% at most "
                              f"{tokens['p90']:,}, longest {tokens['max']:,}."))
         parts.append(f'<p class="note">Tokens are counted on a sample: {each} ({tokens["sample"]:,} of '
@@ -224,7 +227,8 @@ def _rejects(s: Mapping[str, Any], charts: Mapping[str, str]) -> str:
         overlaps = decon.get("overlaps") or {}
         named = ", ".join(f"{esc(k)} {v:,}" for k, v in overlaps.items()) or "none"
         parts.append(f"<p>Decontamination: pairs within {esc(decon.get('max_distance', '?'))} pHash bits of a "
-                     f"benchmark image are rejected (<code>benchmark_overlap</code>); overlaps by benchmark: {named}.</p>")
+                     f"benchmark image are rejected (<code>benchmark_overlap</code>); "
+                     f"overlaps by benchmark: {named}.</p>")
     elif decon:
         parts.append("<p>Decontamination: off; the corpus was not checked against the evaluation benchmarks.</p>")
     parts.append("</section>")
@@ -314,7 +318,8 @@ def page(s: Mapping[str, Any], charts: Mapping[str, str], docs_link: str | None)
             + _splits(s, charts) + "\n" + _rejects(s, charts) + "\n" + _figure_types(s, charts) + "\n"
             + _validation(s, docs_link)
             + f"\n<footer>Made by <code>biomedclip.card</code> from:<ul>{inputs}</ul>The same inputs give the same "
-            "card, byte for byte (no timestamps); <code>summary.json</code> beside this page holds every number.</footer>"
+            "card, byte for byte (no timestamps); <code>summary.json</code> beside this page holds every number."
+            "</footer>"
             "\n</main></body></html>\n")
 
 

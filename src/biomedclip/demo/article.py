@@ -46,7 +46,8 @@ JOURNALS = (
             "10.7554/eLife.{key}", "elife-{key}-fig{n}{part}", "fig{n}", "elife-{key}-supp{n}",
             "elife-{key}-inf{n}", "Figure {n}", "({})"),
     Journal("Cell Reports", "Cell Rep", "Elsevier", "2211-1247", "10.1016/j.celrep.{year}.{key}",
-            "nihms{key}f{n}{part}", "F{n}", "nihms{key}s{n}", "nihms{key}ueq{n}", "Figure {n}", "({})", manuscript=True),
+            "nihms{key}f{n}{part}", "F{n}", "nihms{key}s{n}", "nihms{key}ueq{n}", "Figure {n}", "({})",
+            manuscript=True),
 )
 
 LICENSES = {  # license_code (PMC metadata) → licence URL in the JATS <ali:license_ref>

@@ -33,7 +33,8 @@ class SideRange(IntRange):
     def _preset(cls, value: Any) -> Any:
         if isinstance(value, str):
             if value not in cls.PRESETS:
-                raise ValueError(f"unknown preset {value!r}: one of {', '.join(cls.PRESETS)}, or {{min, max[, median]}}")
+                raise ValueError(f"unknown preset {value!r}: one of {', '.join(cls.PRESETS)}, "
+                                 "or {min, max[, median]}")
             return cls.PRESETS[value]
         return value
 

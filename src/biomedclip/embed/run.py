@@ -293,7 +293,8 @@ def embed(source: EmbedInput, out: Path, *, model: str, batch_size: int = 64, ch
         total = None if source.total is None else math.ceil(source.total / chunk_rows) - len(done)
         log.info("embedding %s with %s (%s, %d %s)", source.describe, model, run_device, workers,
                  "processes" if run_device == "cpu" and workers > 1 else "decoding threads")
-        for number, batch, rejects in progress(results, total=total, description=f"embedding ({chunk_rows} rows a chunk)"):
+        for number, batch, rejects in progress(results, total=total,
+                                                description=f"embedding ({chunk_rows} rows a chunk)"):
             _write_chunk(parts, number, batch, rejects)
         chunks = len(list(parts.glob("chunk-*.parquet")))
         counts = _count(parts, chunks)

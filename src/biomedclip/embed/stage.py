@@ -54,9 +54,11 @@ class EmbedReport:
 
     def markdown(self) -> str:
         s = self.summary
-        state = "up to date, nothing embedded" if s.get("up_to_date") else f"{s.get('seconds', 0):.1f} s on {s.get('device')}"
+        state = ("up to date, nothing embedded" if s.get("up_to_date")
+                 else f"{s.get('seconds', 0):.1f} s on {s.get('device')}")
         rows = [("model", f"`{s['model']}` (weights sha256 `{str(s['model_sha256'])[:12]}`)"),
-                ("rows embedded", f"{s['rows']:,}"), ("rejected", f"{s['rejected']:,} (`{rejects_path(self.out / EMBEDDINGS).name}`)"),
+                ("rows embedded", f"{s['rows']:,}"),
+                ("rejected", f"{s['rejected']:,} (`{rejects_path(self.out / EMBEDDINGS).name}`)"),
                 ("dimensions", str(s["dim"])), ("run", state)]
         table = "\n".join(f"| {k} | {v} |" for k, v in rows)
         return f"## Embeddings → `{self.out / EMBEDDINGS}`\n\n| | |\n|---|---|\n{table}\n"

@@ -4,7 +4,8 @@ Readers (chosen by `format`, or detected from the files with `auto`):
 - `pcam`: PatchCamelyon's HDF5 files as distributed, `camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5`
   (`x`: uint8 N x 96 x 96 x 3, `y`: uint8 N x 1 x 1 x 1; the `.h5.gz` forms too), read `CHUNK`
   patches at a time: the 262,144-patch train split is never in memory at once.
-- `lc25000`: `lung_colon_image_set/{lung_image_sets/{lung_aca,lung_n,lung_scc},colon_image_sets/{colon_aca,colon_n}}/*.jpeg`;
+- `lc25000`:
+  `lung_colon_image_set/{lung_image_sets/{lung_aca,lung_n,lung_scc},colon_image_sets/{colon_aca,colon_n}}/*.jpeg`;
   the lung and colon tasks are two benchmarks (`preset` picks which).
 - `rsna_pneumonia`: `stage_2_train_labels.csv` (`patientId,x,y,width,height,Target`, one row per
   box: several per positive patient) and `stage_2_train_images/<patientId>.dcm`: one label per
@@ -123,7 +124,8 @@ def dicom_image(data: bytes) -> Image.Image:
         raise ValueError(f"not a readable DICOM image ({type(exc).__name__}: {exc})") from None
     if pixels.ndim != 2:
         raise ValueError(f"a greyscale DICOM image has 2 dimensions, this one {pixels.shape}")
-    slope, intercept = float(getattr(dataset, "RescaleSlope", 1) or 1), float(getattr(dataset, "RescaleIntercept", 0) or 0)
+    slope, intercept = (float(getattr(dataset, "RescaleSlope", 1) or 1),
+                        float(getattr(dataset, "RescaleIntercept", 0) or 0))
     pixels = pixels * slope + intercept
     center, width = _window(dataset)
     low, high = (center - width / 2, center + width / 2) if width else (pixels.min(), pixels.max())

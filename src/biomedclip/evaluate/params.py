@@ -22,7 +22,8 @@ class BenchmarkSpec(Section):
     preset: Literal[BENCHMARK_PRESETS] | None = None  # the paper's prompts, templates and headline metric
     # A list: the class names (= prompts) in order; a mapping: dataset label -> class prompt.
     classes: Annotated[tuple[str, ...], Field(strict=False)] | dict[str, str] | None = None
-    templates: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] | None = None  # default: preset's, else global
+    # default: preset's, else global
+    templates: Annotated[tuple[str, ...], Field(strict=False, min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _fits(self) -> Self:

@@ -183,14 +183,16 @@ def report_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {direction} | " + " | ".join(f"{r[f'{direction}/recall_at_{k}']:.3f}" for k in result["ks"])
                      + f" | {r[f'{direction}/median_rank']:.0f} |")
     lines += ["", f"Chance R@1: {result['retrieval']['chance_recall_at_1']:.4f}", "", "### Zero-shot", "",
-              "| benchmark | top-1 | balanced acc. | macro-F1 | AUROC | chance | skipped |", "|---|---|---|---|---|---|---|"]
+              "| benchmark | top-1 | balanced acc. | macro-F1 | AUROC | chance | skipped |",
+              "|---|---|---|---|---|---|---|"]
     for name, m in result["zero_shot"].items():
         auroc = f"{m['auroc']:.3f}" if "auroc" in m else ""
         lines.append(f"| {name} | {m['top1']:.3f} | {m['balanced_accuracy']:.3f} | {m['macro_f1']:.3f} | {auroc} | "
                      f"{m['chance_top1']:.3f} | {m['skipped']} |")
     if result.get("linear_probe"):
         lines += ["", "### Linear probes (top-1, mean ± std over the draws)", "",
-                  "| benchmark | labels | train images | top-1 | balanced acc. | validation |", "|---|---|---|---|---|---|"]
+                  "| benchmark | labels | train images | top-1 | balanced acc. | validation |",
+                  "|---|---|---|---|---|---|"]
         for name, fractions in result["linear_probe"].items():
             for fraction, m in fractions.items():
                 if isinstance(m, dict):
@@ -202,7 +204,8 @@ def report_markdown(result: dict[str, Any]) -> str:
                   "Zero-shot at 224 px as Zhang et al. (2023) report them for their released model; the "
                   "measured numbers are the tables above.", "",
                   "| benchmark | preset | metric | the paper's value |", "|---|---|---|---|"]
-        lines += [f"| {name} | {ref['preset']} | {ref['metric']} | {ref['value']:.2f} |" for name, ref in references.items()]
+        lines += [f"| {name} | {ref['preset']} | {ref['metric']} | {ref['value']:.2f} |"
+                  for name, ref in references.items()]
     lines += ["", "### Model tests", "", "| test | result | value | rule |", "|---|---|---|---|"]
     for name, t in result["model_tests"].items():
         lines.append(f"| {name} | {'pass' if t['passed'] else '**fail**'} | {t['value']} | {t['rule']} |")

@@ -182,7 +182,8 @@ def _batches(rows: Iterator[tuple], schema: pa.Schema) -> Iterator[pa.RecordBatc
                                           for values, field in zip(columns, schema, strict=True)], schema=schema)
 
 
-def _splitter(schema: pa.Schema, params: IngestParams) -> tuple[list[str], Callable[[Sequence[Any]], tuple[tuple, str]]]:
+def _splitter(schema: pa.Schema, params: IngestParams
+              ) -> tuple[list[str], Callable[[Sequence[Any]], tuple[tuple, str]]]:
     """The columns of `schema` but `split` (what to select), and the function that turns a row of
     them into a row of `schema`, its split (by its article) inserted; it returns the split too."""
     columns = [c for c in schema.names if c != "split"]

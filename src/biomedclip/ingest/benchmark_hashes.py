@@ -23,7 +23,8 @@ class HashesReport:
     def markdown(self) -> str:
         lines = [f"## Benchmark hashes → `{self.hashes}`", "", "| benchmark | split | images hashed |",
                  "|---|---|---:|"]
-        lines += [f"| {name} | {split} | {n:,} |" for name, splits in self.counts.items() for split, n in splits.items()]
+        lines += [f"| {name} | {split} | {n:,} |"
+                  for name, splits in self.counts.items() for split, n in splits.items()]
         return "\n".join(lines) + "\n"
 
 

@@ -74,7 +74,8 @@ def refresh_deployment(params_path: Path, model_name: str) -> Any:
     from prefect.deployments.runner import EntrypointType
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    trigger = DeploymentEventTrigger(expect={PROMOTED_EVENT}, match={"prefect.resource.id": f"biomedclip.model.{model_name}"},
+    trigger = DeploymentEventTrigger(expect={PROMOTED_EVENT},
+                                     match={"prefect.resource.id": f"biomedclip.model.{model_name}"},
                                      parameters={"model": "{{ event.payload.uri }}", "params_path": str(params_path)})
     return refresh_flow.to_deployment(
         name=DEPLOYMENT, triggers=[trigger], parameters={"params_path": str(params_path)},

@@ -154,4 +154,5 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve:
         return guarded(lambda: serve(args.params, cron=args.cron, timezone=args.timezone))
-    return guarded(lambda: retrain_flow(str(args.params), force=args.force), ("biomedclip.retrain.cycle:RetrainFailed",))
+    return guarded(lambda: retrain_flow(str(args.params), force=args.force),
+                   ("biomedclip.retrain.cycle:RetrainFailed",))

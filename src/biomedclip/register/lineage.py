@@ -81,7 +81,8 @@ def lineage(uri: str, params: RegisterParams, tracking: TrackingParams, *,
             for name, stage in stages.items()}},
         "model_sha256": tags.get("model.sha256"),
         "metrics": {k.removeprefix("eval."): v for k, v in sorted(tags.items()) if k.startswith("eval.")},
-        "flow_runs": {k.removeprefix("prefect.flow_run."): v for k, v in tags.items() if k.startswith("prefect.flow_run.")},
+        "flow_runs": {k.removeprefix("prefect.flow_run."): v for k, v in tags.items()
+                      if k.startswith("prefect.flow_run.")},
         "promotions": history,
         "search_index": _index_of(index, tags.get("model.sha256")),
     }
@@ -260,7 +261,8 @@ def _verify_registered_weights(chain: dict[str, Any], tracking: TrackingParams) 
             return [f"{uri}: artifacts unreadable ({exc})"]
         if not found:
             return [f"{uri}: no {name} in its artifacts"]
-        return [] if file_sha256(found[0]) == recorded else [f"{uri}: registered weights differ from their recorded sha256"]
+        return ([] if file_sha256(found[0]) == recorded
+                else [f"{uri}: registered weights differ from their recorded sha256"])
 
 
 def _external_text(chain: dict[str, Any]) -> list[str]:
@@ -281,12 +283,14 @@ def lineage_text(chain: dict[str, Any]) -> str:
         head = f"{chain['model']} version {chain['version']}" + (
             f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else "")
         return "\n".join([head, *_external_text(chain), *_promotion_lines(chain)]) + "\n"
-    lines = [f"{chain['model']} version {chain['version']}" + (f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else ""),
+    lines = [f"{chain['model']} version {chain['version']}"
+             + (f"  [{', '.join(chain['aliases'])}]" if chain["aliases"] else ""),
              f"  run            {chain['run_id']}",
              f"  git commit     {chain['git']['commit']} (dirty: {chain['git']['dirty']})",
              *([f"  data commit    {chain['git']['data_commit']} on {chain['git']['data_branch']} "
                 "(data.dvc, dvc.lock as registered)"] if chain["git"].get("data_commit") else []),
-             f"  params         sha256 {chain['params']['sha256']}  {json.dumps(chain['params']['recipe'], sort_keys=True)}",
+             f"  params         sha256 {chain['params']['sha256']}  "
+             f"{json.dumps(chain['params']['recipe'], sort_keys=True)}",
              f"  data version   {chain['data']['version']} (data.dvc)",
              f"  manifest       md5 {chain['data']['manifest_md5']}",
              f"  validation     sha256 {chain['data']['validation_sha256']}",

@@ -71,11 +71,13 @@ def gate(champion: dict[str, float] | None, challenger: dict[str, float], params
         if drop > g.tolerance:
             return False, (f"guard {guard} drops {drop:.4f} (challenger {challenger[guard]:.4f}, champion "
                            f"{champion[guard]:.4f}) > tolerance {g.tolerance}")
-    return True, f"{g.primary} {challenger[g.primary]:.4f} vs champion {champion[g.primary]:.4f} (gain {gain:+.4f}); guards hold"
+    return True, (f"{g.primary} {challenger[g.primary]:.4f} vs champion {champion[g.primary]:.4f} "
+                  f"(gain {gain:+.4f}); guards hold")
 
 
 def evaluate_uri(uri: str, evaluate: EvaluateParams, shards_dir: Path, tracking: TrackingParams, *,
-                  mlflow_run_id: str | None = None, vqa: VqaParams | None = None) -> tuple[dict[str, float], str | None]:
+                  mlflow_run_id: str | None = None, vqa: VqaParams | None = None
+                 ) -> tuple[dict[str, float], str | None]:
     """`uri`'s flattened evaluation, and where it was reused from (None: computed now). With
     `vqa`, its VQA scores too (`vqa/<benchmark>/<group>/accuracy`, a gate metric can name one),
     answered without writing anything (the token features come from the stage's cache)."""

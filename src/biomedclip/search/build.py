@@ -202,7 +202,8 @@ def build_index(params: IndexParams, *, embeddings: Path, pairs: Path | None = N
         log.info("index of %d vectors: %s (%s)", n, plan.factory, plan.reason)
         index = families.new_index(plan)
         if plan.needs_training:
-            index.train(_training_sample(embeddings, dim, n, max(params.train_sample, 39 * (plan.nlist or 1)), params.seed))
+            index.train(_training_sample(embeddings, dim, n, max(params.train_sample, 39 * (plan.nlist or 1)),
+                                         params.seed))
         types = np.full(n, 255, np.uint8) if classes_matrix is not None else None
         offset = 0
         for block in _image_blocks(embeddings, dim):

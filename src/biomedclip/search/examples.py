@@ -25,10 +25,14 @@ from biomedclip.atomic_io import atomic_directory
 THUMB_SIDE = 160
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232b;max-width:1200px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}.query{margin:18px 0 6px;font-weight:600}
-.row{display:flex;gap:10px;flex-wrap:wrap}.hit{width:170px;font-size:12px;border:3px solid #e1e4e8;padding:4px;border-radius:4px}
-.hit.true{border-color:#1a7f37;background:#eefbf1}.hit img{width:160px;height:160px;object-fit:contain;background:#f3f4f6}
-.tag{font-weight:600;color:#1a7f37}.miss{color:#9a3412}ol.captions li{margin:4px 0;padding:4px 8px;border-left:4px solid #e1e4e8}
-ol.captions li.true{border-color:#1a7f37;background:#eefbf1}table.q{border-collapse:collapse}.q td{vertical-align:top;padding:6px}"""
+.row{display:flex;gap:10px;flex-wrap:wrap}
+.hit{width:170px;font-size:12px;border:3px solid #e1e4e8;padding:4px;border-radius:4px}
+.hit.true{border-color:#1a7f37;background:#eefbf1}
+.hit img{width:160px;height:160px;object-fit:contain;background:#f3f4f6}
+.tag{font-weight:600;color:#1a7f37}.miss{color:#9a3412}
+ol.captions li{margin:4px 0;padding:4px 8px;border-left:4px solid #e1e4e8}
+ol.captions li.true{border-color:#1a7f37;background:#eefbf1}table.q{border-collapse:collapse}
+.q td{vertical-align:top;padding:6px}"""
 
 
 def _thumbnail(jpeg: bytes) -> bytes:
@@ -89,7 +93,8 @@ def _page(shown: dict[str, Any], items: list[tuple[bytes, str]], similarity: tor
              "with the query. Scores are cosine similarities.</p>", f"<h2>Caption → top {k} figures</h2>"]
     for entry in shown["text_to_image"]:
         i = entry["query"]
-        parts.append(f'<p class="query">“{escape(items[i][1])}”<br>{_rank_note(entry["true_rank"], k, pool, "figure")}</p>'
+        parts.append(f'<p class="query">“{escape(items[i][1])}”<br>'
+                     f'{_rank_note(entry["true_rank"], k, pool, "figure")}</p>'
                      '<div class="row">')
         for rank, n in enumerate(entry["top"], start=1):
             mark = ' true' if n == i else ''

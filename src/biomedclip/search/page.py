@@ -72,10 +72,14 @@ def render_page(*, query: dict[str, Any], vocabulary: dict[str, list], results: 
 <label>k <input type="number" name="k" min="1" max="{max_k}" value="{escape(str(k))}" style="width:5em"></label>
 <button type="submit">Search</button></div>
 <div class="row"><label>or an image <input type="file" name="image" accept="image/*"></label></div>
-<div class="row"><fieldset><legend>licence</legend>{_options(vocabulary.get("license") or [], query.get("license") or [])}</fieldset>
-<label>from year <input type="number" name="year_from" value="{escape(str(query.get("year_from") or ""))}"{year_hint} style="width:6em"></label>
+<div class="row"><fieldset><legend>licence</legend>
+{_options(vocabulary.get("license") or [], query.get("license") or [])}</fieldset>
+<label>from year
+<input type="number" name="year_from" value="{escape(str(query.get("year_from") or ""))}"{year_hint} style="width:6em">
+</label>
 <label>type {_type_select(vocabulary.get("type") or [], str(query.get("type") or ""))}</label>
-<label>filters <textarea name="filters" rows="1" cols="28" placeholder="year >= 2020">{escape(filters)}</textarea></label>
+<label>filters
+<textarea name="filters" rows="1" cols="28" placeholder="year >= 2020">{escape(filters)}</textarea></label>
 </div></form>"""]
     if error:
         body.append(f'<p class="error" role="alert">{escape(error)}</p>')

@@ -133,7 +133,8 @@ def text_directory(profile: str, tokenizer_dir: Path, out: Path) -> Path:
     return out
 
 
-def from_checkpoint(params: TokenizerParams, init_from: str, tracking: TrackingParams | None = None) -> dict[str, object]:
+def from_checkpoint(params: TokenizerParams, init_from: str,
+                    tracking: TrackingParams | None = None) -> dict[str, object]:
     """The vocabulary for training that continues from `init_from`: the checkpoint's own (or
     `pubmedbert_dir`'s), checked against the checkpoint's embedding table."""
     with located(init_from, tracking=tracking) as files:
