@@ -41,8 +41,6 @@ run: data  ## The main job: every pipeline stage on the embedded defaults (one P
 	biomedclip repro
 	dvc push --quiet
 	dvc status
-	@python -c "from biomedclip.config import load_params; p = load_params(); \
-	  print(f'Dataset card: {p.card.out}/index.html; model tests: {p.evaluate.outputs.report}')"
 
 browser:  ## Debian's Chromium for the browser tests (as root; without it they skip, saying why).
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq chromium >/dev/null 2>&1 || \

@@ -114,9 +114,9 @@ def main() -> None:
         tmp = Path(tmp_name)
         # Ours: the same params, this many steps, no tracking.
         mine = yaml.safe_load(args.params.read_text())
+        mine["tracking"] = {**mine.get("tracking", {}), "enabled": False}
         mine["train"].update(epochs=1, samples_per_epoch=samples, global_batch=args.batch, workers=args.workers,
                              log_every=args.log_every, checkpoint_every=10**6, nproc=1,
-                             tracking={**mine["train"]["tracking"], "enabled": False},
                              outputs={"dir": str(tmp / "ours"), "run_info": str(tmp / "ours" / "run.json"),
                                       "loss_curve": str(tmp / "loss.csv"), "metrics": str(tmp / "train.json")})
         ours_params = tmp / "params.yaml"

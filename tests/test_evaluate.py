@@ -375,7 +375,7 @@ def trained_model(tiny_world) -> Path:
 
 def eval_params(out: Path, *benchmarks: BenchmarkSpec, ks=(1, 5, 10), split="test") -> EvaluateParams:
     return EvaluateParams(
-        split=split, ks=ks, batch_size=64, benchmarks=benchmarks,
+        split=split, ks=ks, batch_size=64, benchmarks=benchmarks, cache=out / "evaluations",
         outputs=EvaluateOutputs(metrics=out / "metrics" / "eval.json", plots=out / "plots",
                                 report=out / "reports" / "model-tests.md"))
 

@@ -254,7 +254,7 @@ def test_training_outlives_an_mlflow_server_restart_and_loses_no_metric(pipeline
     params["train"].update(nproc=1, samples_per_epoch=32 * 40, log_every=1, checkpoint_every=1000,
                            outputs={"dir": str(out), "run_info": str(out / "run.json"),
                                     "loss_curve": str(out / "loss.csv"), "metrics": str(out / "metrics.json")})
-    params["train"]["tracking"]["experiment"] = "restart-drill"
+    params["tracking"]["experiment"] = "restart-drill"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = tmp_path / "train.log"
     with log.open("w") as sink:

@@ -94,7 +94,7 @@ def test_evaluate_probes_a_pcam_benchmark_and_reuses_its_features(tiny_world, tm
         with h5py.File(tmp_path / "pcam" / f"camelyonpatch_level_2_split_{split}_x.h5", "w") as handle:
             handle.create_dataset("x", data=x.clip(0, 255).astype(np.uint8))
     probe = LinearProbeParams(fractions=(0.1, 1.0), seeds=2, cache=tmp_path / "cache")
-    params = EvaluateParams(batch_size=32, linear_probe=probe, benchmarks=(
+    params = EvaluateParams(batch_size=32, linear_probe=probe, cache=tmp_path / "evaluations", benchmarks=(
         BenchmarkSpec(name="pcam", path=str(tmp_path / "pcam"), preset="pcam"),),
         outputs=EvaluateOutputs(metrics=tmp_path / "eval.json", plots=tmp_path / "plots", report=tmp_path / "r.md"))
     model, shards = tiny_world.trained["model_dir"], tiny_world.shards.outputs.shards
@@ -115,6 +115,10 @@ def test_evaluate_probes_a_pcam_benchmark_and_reuses_its_features(tiny_world, tm
     embedded = []
     original = run.embed_images
     monkeypatch.setattr(run, "embed_images", lambda *a, **k: embedded.append(1) or original(*a, **k))
-    again = run.evaluate(params, model=model, shards_dir=shards)
-    assert again["linear_probe"] == result["linear_probe"]
+    recomputed = params.model_copy(update={"cache": tmp_path / "evaluations-elsewhere"})
+    again = run.evaluate(recomputed, model=model, shards_dir=shards)  # evaluated again, features reused
+    assert again["linear_probe"] == result["linear_probe"] and not again.get("reused")
     assert len(embedded) == 3, "the model tests' three passes, and no benchmark split again"
+    embedded.clear()
+    assert run.evaluate(params, model=model, shards_dir=shards).get("reused")  # the same evaluation: recalled
+    assert embedded == []

@@ -127,21 +127,33 @@ def test_the_official_snippet_and_the_pipeline_give_the_same_tokens_and_embeddin
     assert_same(expected, ours(published["legacy"]))
 
 
-def test_the_trained_model_loads_with_plain_open_clip_from_another_folder(tiny_world, tmp_path):
-    """`data/train/final` as the trainer writes it, loaded by open_clip alone, with no cache and
-    the working directory elsewhere, gives the pipeline's own embeddings."""
+def test_the_trained_model_loads_with_plain_open_clip_in_its_folder_and_exported_from_anywhere(tiny_world, tmp_path):
+    """`data/train/final` as the trainer writes it names its hub-less text tower `.` (no absolute
+    path): open_clip alone, with no cache, loads it from inside the folder; `biomedclip export`
+    writes the copy it loads from any working directory. Both give the pipeline's own embeddings."""
+    from biomedclip.cli import app
+
     final = Path(tiny_world.trained["model_dir"])
     card = (final / "README.md").read_text()
     assert "local-dir:" in card and "Intended use" in card and "Limitations" in card
-    reference = official(f"local-dir:{final}", tmp_path / "no-cache", tmp_path)
-    assert reference.returncode == 0, reference.stderr[-3000:]
-    assert_same(json.loads(reference.stdout.strip().splitlines()[-1]), ours(final))
+    assert str(tiny_world.root) not in (final / "open_clip_config.json").read_text()
+    ours_now = ours(final)
+    inside = official("local-dir:.", tmp_path / "no-cache", final)
+    assert inside.returncode == 0, inside.stderr[-3000:]
+    assert_same(json.loads(inside.stdout.strip().splitlines()[-1]), ours_now)
+
+    exported = tmp_path / "exported"
+    done = CliRunner().invoke(app, ["export", str(final), str(exported)])
+    assert done.exit_code == 0, done.output
+    elsewhere = official(f"local-dir:{exported}", tmp_path / "no-cache", tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr[-3000:]
+    assert_same(json.loads(elsewhere.stdout.strip().splitlines()[-1]), ours_now)
 
 
 @pytest.fixture(scope="module")
 def registry(tiny_world, published, tmp_path_factory):
     root = tmp_path_factory.mktemp("baseline")
-    evaluate = EvaluateParams(batch_size=16,
+    evaluate = EvaluateParams(batch_size=16, cache=root / "evaluations",
                               benchmarks=(BenchmarkSpec(name="figure-types", path=str(tiny_world.benchmark)),),
                               outputs=EvaluateOutputs(metrics=root / "eval.json", plots=root / "plots",
                                                       report=root / "report.md"))
@@ -220,7 +232,7 @@ def test_compare_puts_models_side_by_side_and_the_gate_holds_the_reference(regis
     params_file.write_text(json.dumps({
         "register": {"model_name": "withbaseline"}, "shard": {"outputs": {
             "shards": str(registry["shards"]), "manifest": str(registry["shards"] / "manifest.json")}},
-        "train": {"tracking": {"uri": tracking.uri, "experiment": tracking.experiment}},
+        "tracking": {"uri": tracking.uri, "experiment": tracking.experiment},
         "evaluate": {"batch_size": 16,
                      "benchmarks": [{"name": "figure-types", "path": registry["evaluate"].benchmarks[0].path}]}}))
     run = CliRunner().invoke(app, ["--params", str(params_file), "compare", trained, "@baseline",

@@ -51,7 +51,7 @@ def world(tiny_world, tmp_path_factory):
                      "model_sha256": sha256(tiny_world.random_model / "open_clip_model.safetensors")}
         yield {"root": root, "tracking": tiny_world.tracking, "shards": tiny_world.shards,
                "trained": tiny_world.trained, "untrained": untrained,
-               "evaluate": EvaluateParams(benchmarks=(), outputs=EvaluateOutputs(
+               "evaluate": EvaluateParams(benchmarks=(), cache=root / "evaluations", outputs=EvaluateOutputs(
                    metrics=root / "eval.json", plots=root / "plots", report=root / "report.md"))}
 
 
@@ -191,8 +191,9 @@ from biomedclip.register.promotion import promote
 root, version, uri, shards = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 params = RegisterParams(model_name="race", decision_log=root / "race.jsonl", output=root / "race.json",
                         gate=GateParams(primary="retrieval/image_to_text/recall_at_10", guards=(), min_improvement=0.0))
-evaluate = EvaluateParams(benchmarks=(), outputs=EvaluateOutputs(metrics=root / f"e{version}.json",
-                          plots=root / f"p{version}", report=root / f"r{version}.md"))
+evaluate = EvaluateParams(benchmarks=(), cache=root / "evaluations",
+                          outputs=EvaluateOutputs(metrics=root / f"e{version}.json", plots=root / f"p{version}",
+                                                  report=root / f"r{version}.md"))
 record = promote(params, TrackingParams(uri=uri), evaluate, shards, version=version, actor=f"p{version}")
 print(json.dumps(record))
 """

@@ -942,9 +942,14 @@ def repro_command(ctx: typer.Context) -> None:
     `prefect server start` shows every run afterwards. Nothing to run: no server is started.
     With PREFECT_API_URL set, the stages report there and no server is started either.
     Extra arguments go to `dvc repro` (e.g. `biomedclip repro evaluate`, `biomedclip repro -f`).
+    At the end it names the pages to open: the dataset card and the model tests.
     """
     from biomedclip.pipeline.server import repro
 
+    state: Context = ctx.obj
+    params = state.params()  # bad params stop here, before any stage starts
     code = repro(list(ctx.args))
     if code:
         raise typer.Exit(code)
+    out.print(f"Dataset card: {params.card.out / 'index.html'}; model tests: {params.evaluate.outputs.report}",
+              highlight=False)

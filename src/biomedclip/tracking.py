@@ -247,17 +247,25 @@ def workspace_run(client: Any, run_id: str, *, recorded_in: str) -> str:
     return run.info.run_id
 
 
+def held(artifact_uri: str, params: TrackingParams) -> str:
+    """`artifact_uri` as the store in use holds it (a `runs:/` URI rewritten to the run carried
+    over from it); `NotInStore`, in one line, for a model, version, alias or run it does not hold.
+    Other URIs are returned as given. Commands that take several models check them all first."""
+    if artifact_uri.startswith("models:/") and REGISTERED.match(artifact_uri):
+        model_version(connect(params), artifact_uri)
+    elif artifact_uri.startswith("runs:/"):
+        run_id = artifact_uri.removeprefix("runs:/").split("/", 1)[0]
+        found = workspace_run(connect(params), run_id, recorded_in=artifact_uri)
+        artifact_uri = artifact_uri.replace(run_id, found, 1)
+    return artifact_uri
+
+
 def download(artifact_uri: str, destination: Path, params: TrackingParams) -> Path:
     """Download `models:/...`, `runs:/...` or `mlflow-artifacts:/...` into `destination`; a model,
     version, alias or run the store does not hold is `NotInStore`, in one line."""
     import mlflow
 
-    client = connect(params)
-    if artifact_uri.startswith("models:/") and REGISTERED.match(artifact_uri):
-        model_version(client, artifact_uri)
-    elif artifact_uri.startswith("runs:/"):
-        run_id = artifact_uri.removeprefix("runs:/").split("/", 1)[0]
-        artifact_uri = artifact_uri.replace(run_id, workspace_run(client, run_id, recorded_in=artifact_uri), 1)
+    artifact_uri = held(artifact_uri, params)
     log.info("downloading %s", artifact_uri)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=str(destination)))
 

@@ -42,6 +42,11 @@ def compare(sources: list[str], params: EvaluateParams, *, shards_dir: Path,
         raise ValueError("compare needs at least two models")
     if len(set(sources)) != len(sources):
         raise ValueError(f"a model is named twice: {sources}")
+    if tracking is not None:
+        from biomedclip.tracking import held
+
+        for source in sources:  # a missing one answers before minutes are spent on the others
+            held(source, tracking)
     scores: dict[str, dict[str, float]] = {}
     reused: dict[str, str] = {}
     for source in sources:

@@ -30,15 +30,3 @@ def refresh_index(embed: EmbedParams, index: IndexParams, *, model: str, pairs: 
     log.info("refreshed for %s: %d rows embedded (%d rejected), index %s recall@10 %.3f", model, embedded["rows"],
              embedded["rejected"], metrics["factory"], metrics["recall_at_10"])
     return {"model": model, "embed": embedded, "index": metrics, "rejects": str(rejects_path(embeddings_file(embed)))}
-
-
-def refresh(params: Any, model: str) -> dict[str, Any]:
-    """`refresh_index` with the sections of the whole params (`embed`, `index`, `ingest.outputs`,
-    `card.figure_types` for the taxonomy, and the MLflow store: a top-level `tracking`, else
-    `train.tracking`)."""
-    outputs = params.ingest.outputs
-    types = params.card.figure_types
-    tracking = getattr(params, "tracking", None) or params.train.tracking
-    return refresh_index(params.embed, params.index, model=model, pairs=outputs.pairs,
-                         panels=outputs.panels if params.ingest.panels.enabled else None, images=outputs.images,
-                         figure_types=dict(types.classes) if types.enabled else None, tracking=tracking)
