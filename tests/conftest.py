@@ -280,10 +280,25 @@ def sh(cwd: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = N
     return result.stdout + result.stderr
 
 
+# The stages after the model at a small size (VQA stand-ins of 16 images, a few answer-model
+# epochs, figures only embedded), for workspaces whose `dvc repro` tests something else: the
+# services, retraining, a neighbour's lineage. test_pipeline's workspace runs them at the demo's.
+SMALL_TAIL = {"demo": {"benchmark": {"vqa": {"vqa_rad_images": 16, "slake_images": 16}}},
+              "vqa": {"epochs": 3, "patience": 2}, "embed": {"panels": False}}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`changes` merged into `base`, nested sections key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def clone_project(root: Path, **sections: dict) -> Path:
     """The working tree as a fresh clone would have it (tracked + new files) in `root`, its own
-    git repo, with `sections` merged into params.yaml (a handful of training steps by default:
-    the pipeline's wiring is under test, not the model)."""
+    git repo, with `sections` merged into params.yaml, nested keys one by one (a handful of
+    training steps by default: the pipeline's wiring is under test, not the model)."""
     import yaml
 
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -294,8 +309,7 @@ def clone_project(root: Path, **sections: dict) -> Path:
             shutil.copy2(REPO / name, root / name)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"].update(epochs=1, samples_per_epoch=256, global_batch=32, workers=0)
-    for section, changes in sections.items():
-        params[section].update(changes)
+    params = merged(params, sections)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     identity = ("-c", "user.email=ci@example.org", "-c", "user.name=ci")
     sh(root, "git", "init", "-q")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import clone_project
+from .conftest import SMALL_TAIL, clone_project, merged
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +114,8 @@ def pipeline(topology, tmp_path_factory):
     of 120 articles: the services are under test here (the default corpus's pipeline, and its
     dvc.lock, are test_pipeline's)."""
     env = topology.env()
-    project = clone_project(tmp_path_factory.mktemp("topology") / "project", demo={"articles": 120},
+    project = clone_project(tmp_path_factory.mktemp("topology") / "project",
+                            **merged(SMALL_TAIL, {"demo": {"articles": 120}}),
                             validate={"split_tolerance": 0.1},  # a small corpus's split fractions vary more
                             ingest={"task_runner": "dask", "workers": 2}, train={"nproc": 2})
     transcript: list[str] = []

@@ -18,7 +18,7 @@ import yaml
 
 from biomedclip.pipeline.stages import STAGES as PIPELINE
 
-from .conftest import REPO, Workspace, clone_project, flow_runs_on, prefect_request, sh
+from .conftest import REPO, SMALL_TAIL, Workspace, clone_project, flow_runs_on, merged, prefect_request, sh
 
 pytestmark = pytest.mark.e2e
 STAGES = [stage.name for stage in PIPELINE]  # each stage's DVC stage, flow and record share its name
@@ -35,7 +35,7 @@ def project(pipeline_workspace) -> Workspace:
 def neighbour(tmp_path_factory, prefect_api) -> Workspace:
     """A second workspace on the same Prefect server: another team member's clone, 80 articles."""
     root = clone_project(tmp_path_factory.mktemp("neighbour") / "project",
-                         demo={"articles": 80}, validate={"split_tolerance": 0.1})
+                         **merged(SMALL_TAIL, {"demo": {"articles": 80}}), validate={"split_tolerance": 0.1})
     workspace = Workspace(root, prefect_api)
     sh(root, "biomedclip", "demo-data", "--no-benchmark", env=workspace.env())
     return workspace

@@ -135,3 +135,16 @@ def test_the_logged_lock_leaves_out_the_registering_stage(tmp_path):
     assert list(logged["stages"]) == ["train"] and logged["schema"] == "2.0"
     assert "register" in yaml.safe_load(lock.read_text())["stages"], "the workspace's lock is not touched"
     assert inputs_lock(tmp_path / "missing.lock", tmp_path / "x") is None
+
+
+def test_a_param_dvc_lock_wrote_as_yaml_1_2_compares_equal_to_params_yaml():
+    """DVC writes 1.0e-06 from params.yaml as `1e-06` in dvc.lock: YAML 1.2's float, PyYAML's
+    string. `lineage --verify` must not call that a changed param; a real change still is one."""
+    from biomedclip.register.lineage import same_param
+
+    recorded = yaml.safe_load("eps: 1e-06\nlr: 0.0005\nname: biomedclip-tiny\nflag: true\n")
+    assert recorded["eps"] == "1e-06"  # what PyYAML makes of DVC's spelling
+    assert same_param(1.0e-06, recorded["eps"]) and same_param(0.0005, recorded["lr"])
+    assert same_param("biomedclip-tiny", recorded["name"]) and same_param(True, recorded["flag"])
+    assert not same_param(2.0e-06, recorded["eps"]) and not same_param("other", recorded["name"])
+    assert not same_param(1, recorded["flag"]) and not same_param(None, "1e-06")

@@ -35,7 +35,7 @@ import yaml
 from biomedclip.demo.corpus import generate_corpus
 from biomedclip.locks import held
 
-from .conftest import BIN, clone_project, prefect_request, sh, small_params
+from .conftest import BIN, SMALL_TAIL, clone_project, prefect_request, sh, small_params
 
 pytestmark = pytest.mark.e2e
 BUCKET, PREFIX, REMOTE = "pmc-oa-opendata-test", "oa", "dvc-remote"
@@ -83,7 +83,7 @@ def make_world(tmp_path_factory, moto_url: str, prefect_api: str) -> World:
     s3.create_bucket(Bucket=REMOTE)
     upload(s3, first.out)
     project = clone_project(
-        root / "project",
+        root / "project", **SMALL_TAIL,
         train={"samples_per_epoch": 128},
         validate={"split_tolerance": 0.1},  # a 100-article corpus's split fractions vary more
         retrain={"source": f"s3://{BUCKET}/{PREFIX}", "git_branch": "retrain",

@@ -947,9 +947,10 @@ def repro_command(ctx: typer.Context) -> None:
     from biomedclip.pipeline.server import repro
 
     state: Context = ctx.obj
-    params = state.params()  # bad params stop here, before any stage starts
     code = repro(list(ctx.args))
     if code:
         raise typer.Exit(code)
-    out.print(f"Dataset card: {params.card.out / 'index.html'}; model tests: {params.evaluate.outputs.report}",
-              highlight=False)
+    if state.params_path.is_file():  # a DVC project of other stages has none
+        params = state.params()
+        out.print(f"Dataset card: {params.card.out / 'index.html'}; model tests: {params.evaluate.outputs.report}",
+                  highlight=False)

@@ -207,7 +207,7 @@ def _verify_dvc_inputs(scope: dict[str, Any], deps: dict[str, Any], repo_root: P
                 continue
             for key, then in sorted(values.items()):
                 now = _dotted(current, key)
-                if now != then:
+                if not same_param(now, then):
                     problems.append(f"{file}: {key} is {json.dumps(now)} here, {json.dumps(then)} when the "
                                     f"model was built (the {stage_name} stage's param)")
     return problems
@@ -219,6 +219,20 @@ def _dotted(data: Any, key: str) -> Any:
             return None
         data = data[part]
     return data
+
+
+def same_param(now: Any, then: Any) -> bool:
+    """A param as params.yaml has it now, against the value dvc.lock recorded, equal as DVC means
+    it: dvc.lock is YAML 1.2, where `1e-06` is a number, and read here by PyYAML (YAML 1.1) it is
+    the string "1e-06"."""
+    if isinstance(now, bool) or isinstance(then, bool):
+        return type(now) is type(then) and now == then
+    if now == then:
+        return True
+    try:
+        return float(now) == float(then)
+    except (TypeError, ValueError):
+        return False
 
 
 def _verify_shards(chain: dict[str, Any], shard_manifest: Path) -> list[str]:

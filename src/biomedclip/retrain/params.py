@@ -62,8 +62,8 @@ class RetrainParams(Section):
     push: bool = True  # dvc push after dvc repro
     promote: bool = True  # run the promotion gate on the registered version
     git_branch: str | None = None  # commit the data version (data.dvc, dvc.lock, ...) on this branch
-    git_paths: Annotated[tuple[str, ...], Field(strict=False)] = ("data.dvc", "dvc.lock", "metrics", "registry",
-                                                                  "reports/flow-runs")
+    # the flow-run records are not here: DVC versions them (dvc.lock), in its cache
+    git_paths: Annotated[tuple[str, ...], Field(strict=False)] = ("data.dvc", "dvc.lock", "metrics", "registry")
     on_busy: Literal["skip", "wait"] = "skip"  # a retrain already running: skip this one, or wait
     wait_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600
     lock: PathValue = Path(".retrain.lock")
