@@ -306,14 +306,14 @@ def test_a_workspace_that_started_on_the_embedded_store_carries_over_to_the_serv
     workspace.mkdir()
     embedded = TrackingParams(uri=f"sqlite:///{workspace / 'mlflow.db'}", experiment="biomedclip")
     model_dir = project / "data" / "train" / "final"
-    run_id = new_run(embedded, "trained here", {"biomedclip.profile": "biomedclip-tiny"})
-    info = {"mlflow_run_id": run_id, "model_dir": str(model_dir),
-            "model_sha256": json.loads((project / "data" / "train" / "run.json").read_text())["model_sha256"]}
-    (workspace / "run.json").write_text(json.dumps(info))
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # the embedded store, whatever an earlier test exported
         mp.chdir(workspace)
         for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             mp.delenv(name, raising=False)
+        run_id = new_run(embedded, "trained here", {"biomedclip.profile": "biomedclip-tiny"})
+        info = {"mlflow_run_id": run_id, "model_dir": str(model_dir),
+                "model_sha256": json.loads((project / "data" / "train" / "run.json").read_text())["model_sha256"]}
+        (workspace / "run.json").write_text(json.dumps(info))
         done = register(RegisterParams(model_name="carried", decision_log=workspace / "decisions.jsonl"), embedded,
                         train_info=info, lineage={"biomedclip.lineage.key": "k1", "biomedclip.data.version": "v1"})
     params = yaml.safe_load((project / "params.yaml").read_text())
