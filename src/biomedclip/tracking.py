@@ -200,7 +200,8 @@ def model_version(client: Any, uri: str) -> Any:
         if not _absent(exc):
             raise
         names = sorted(m.name for m in client.search_registered_models(max_results=50))
-        hint = "" if names else f"; {CARRY_OVER_HINT}"
+        # An empty store, or a server the user pointed at: the workspace's models may be in its embedded store.
+        hint = f"; {CARRY_OVER_HINT}" if not names or os.environ.get("MLFLOW_TRACKING_URI") else ""
         raise NotInStore(f"{uri}: {store_name(client)} has no registered model {name!r} (registered models: "
                          f"{', '.join(names) or 'none'}){hint}") from None
     aliases = dict(getattr(registered, "aliases", {}) or {})
