@@ -36,11 +36,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from biomedclip.tracking import TrackingParams
+
+if TYPE_CHECKING:  # torch loads with the model (3 s): commands that only name or locate one never pay it
+    import torch
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from biomedclip.config import PathValue, S3Params, Section, Slug
 
 BENCHMARK_FORMATS = ("auto", "labels_csv", "class_folders", "pcam", "lc25000", "rsna_pneumonia", "tcga_til")
 BENCHMARK_PRESETS = ("pcam", "lc25000_lung", "lc25000_colon", "tcga_til", "rsna_pneumonia")
+DETAILS = "details.json"  # every number of an evaluation, beside the plots' data (not a DVC metric)
 
 
 class BenchmarkSpec(Section):

@@ -31,7 +31,7 @@ from biomedclip.evaluate.embedding import (
 )
 from biomedclip.evaluate.feature_cache import cache_key
 from biomedclip.evaluate.formats import PAPER_ZERO_SHOT, PRESETS
-from biomedclip.evaluate.params import EvaluateOutputs, EvaluateParams
+from biomedclip.evaluate.params import DETAILS, EvaluateOutputs, EvaluateParams
 from biomedclip.evaluate.probe import cached_features, linear_probe
 from biomedclip.evaluate.results_cache import (
     evaluation_key,
@@ -46,7 +46,6 @@ from biomedclip.search.examples import retrieval_examples
 from biomedclip.tracking import TrackingParams
 
 log = logging.getLogger(__name__)
-DETAILS = "details.json"  # every number of an evaluation, beside the plots' data (not a DVC metric)
 
 
 def _reencoded(data: bytes, quality: int) -> Image.Image:

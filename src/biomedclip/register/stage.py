@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from biomedclip.atomic_io import atomic_write_bytes
-from biomedclip.evaluate.run import DETAILS
+from biomedclip.evaluate.params import DETAILS
 from biomedclip.params import Params
 from biomedclip.provenance import flow_run_ids
 from biomedclip.register import lineage_facts
