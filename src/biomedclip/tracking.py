@@ -283,9 +283,13 @@ def log_evaluation(run_id: str, params: TrackingParams, metrics: dict[str, float
                    files: list[tuple[Path, str]]) -> None:
     """An evaluation into an existing run: its numbers as metrics, its outputs as artifacts
     (`files`: (local file or folder, artifact folder))."""
+    from mlflow.entities import Metric
+
     client = connect(params)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
+    stamp = int(time.time() * 1000)
+    batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(batch), MetricBuffer.BATCH):  # one request per batch, not one per number
+        client.log_batch(run_id, metrics=batch[start:start + MetricBuffer.BATCH], synchronous=True)
     for path, folder in files:
         if path.is_dir():
             client.log_artifacts(run_id, str(path), folder)
