@@ -32,12 +32,12 @@ def stand_ins(tmp_path_factory) -> Path:
 
 
 def vqa_params(root: Path, stand_ins: Path) -> VqaParams:
-    """The defaults (a small fusion), fewer epochs."""
+    """The defaults (a small fusion), a third of the epochs."""
     outputs = VqaOutputs(metrics=root / "metrics" / "vqa.json", report=root / "reports" / "vqa.md",
                          model=root / "vqa")
     benchmarks = (VqaBenchmarkSpec(name="vqa-rad", path=str(stand_ins / "vqa_rad")),
                   VqaBenchmarkSpec(name="slake", path=str(stand_ins / "slake"), format="slake"))
-    return VqaParams(benchmarks=benchmarks, epochs=15, patience=5, cache=root / "cache",
+    return VqaParams(benchmarks=benchmarks, epochs=10, patience=4, cache=root / "cache",
                      outputs=outputs)
 
 
@@ -55,11 +55,11 @@ def test_the_answer_model_beats_the_question_only_baseline_and_a_second_run_embe
     for name, m in metrics.items():
         assert m["open"]["samples"] + m["closed"]["samples"] == m["overall"]["samples"] > 100
         baseline = m["question_only"]["overall"]["accuracy"]
-        assert m["overall"]["accuracy"] > baseline + 0.05, (name, m)  # measured: +0.27, +0.27
+        assert m["overall"]["accuracy"] > baseline + 0.05, (name, m)  # measured at 10 epochs: +0.20, +0.26
         answers = vocabulary(params.outputs.model / name)
         assert m["vocabulary"] == len(answers) and not set(answers) & set(TEST_ONLY)
         assert m["answers_outside_vocabulary"] > 0 and m["ceiling"]["overall"] < 1
-        assert m["selection"]["epoch"] <= m["selection"]["epochs_run"] <= 15
+        assert m["selection"]["epoch"] <= m["selection"]["epochs_run"] <= 10
     assert metrics["vqa-rad"]["test_images_in_train"] > 0
     assert "test_images_in_train" not in metrics["slake"]
     unreadable = metrics["slake"]["rejected"]["unreadable_image"]
