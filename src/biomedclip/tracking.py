@@ -286,10 +286,9 @@ def log_evaluation(run_id: str, params: TrackingParams, metrics: dict[str, float
     from mlflow.entities import Metric
 
     client = connect(params)
-    stamp = int(time.time() * 1000)
-    batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
-    for start in range(0, len(batch), MetricBuffer.BATCH):  # one request per batch, not one per number
-        client.log_batch(run_id, metrics=batch[start:start + MetricBuffer.BATCH], synchronous=True)
+    stamp = int(time.time() * 1000)  # one request (MLflow's client splits at its batch limit), not one per number
+    client.log_batch(run_id, metrics=[Metric(key, float(value), stamp, 0) for key, value in metrics.items()],
+                     synchronous=True)
     for path, folder in files:
         if path.is_dir():
             client.log_artifacts(run_id, str(path), folder)
