@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from biomedclip.tracking import TrackingParams
 
-if TYPE_CHECKING:  # torch loads with the model (3 s): commands that only name or locate one never pay it
+if TYPE_CHECKING:  # torch loads with the model (4 s of CPU): commands that only name or locate one never pay it
     import torch
 
 log = logging.getLogger(__name__)
