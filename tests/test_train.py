@@ -1,7 +1,8 @@
 """The train stage on one process: profiles, learning, exact resume, accumulation, shards, MLflow.
 
 1. The published `biomedclip` profile builds offline with BiomedCLIP's exact architecture.
-2. The tiny profile learns: the logged loss falls well below chance.
+2. The tiny profile learns: the logged loss falls well below chance (tests/test_session_model.py,
+   on the session's model, in the xdist group that shares it).
 3. A run killed with SIGKILL and resumed ends with the weights and loss curve of an uninterrupted
    run; `--resume` without a checkpoint, and checkpoints of other runs, are handled.
 4. Gradient accumulation gives the loss and gradients of one batch of the same samples.
@@ -21,7 +22,6 @@ import copy
 import csv
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -191,31 +191,7 @@ def test_biomedclip_profile_builds_offline_with_the_published_architecture(corpu
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. The tiny profile learns
-
-
-@pytest.mark.unit
-def test_tiny_profile_learns(tiny_world):
-    """The session's model (conftest's `tiny_world`): 150 steps of 32 on the noisy corpus's train
-    split. The contrastive loss starts near chance (ln 32) and ends well below it; the outputs are
-    the model folder, its digest and the curve. (Tracking off writes no store: the MLflow test.)"""
-    params, info = tiny_world.train_params, tiny_world.trained
-    rows = loss_rows(params.outputs.loss_curve)
-    steps = params.samples_per_epoch // params.global_batch
-    assert [int(r["step"]) for r in rows] == list(range(1, steps + 1))
-    losses = [float(r["loss"]) for r in rows]
-    chance = math.log(params.global_batch)
-    first, last = losses[0], sum(losses[-10:]) / 10
-    assert first > chance - 0.2, f"an untrained model should start near chance ({chance:.3f}): {first}"
-    assert last < chance - 0.4 and last < first - 0.4, f"loss did not go down: {losses}"
-    assert info["metrics"]["final_loss"] == losses[-1]
-    assert json.loads(params.outputs.metrics.read_text())["final_loss"] == losses[-1]
-    final = Path(info["model_dir"])
-    assert final == params.outputs.dir / "final"
-    # The published layout: the text tower's config and tokenizer beside the weights, a model card.
-    assert {"open_clip_model.safetensors", "open_clip_config.json", "config.json", "vocab.txt",
-            "README.md"} <= {p.name for p in final.iterdir()}
-    assert info["model_sha256"] == sha256(final / "open_clip_model.safetensors")
+# 2. The tiny profile learns: tests/test_session_model.py (the session's model, trained once)
 
 
 # ---------------------------------------------------------------------------------------------
