@@ -51,7 +51,7 @@ platform.processor()
 # order: a module (its fixtures and stateful sequences stay whole), or the modules that share an
 # expensive session fixture (built once, in one worker). xdist hands the next group to the first
 # worker with two tests or fewer left. The four long groups go first (worker time measured in the
-# whole suite: pipeline ~24 min, topology ~16, tiny-world ~14, retrain ~11), in the order that
+# whole suite: pipeline ~22 min, topology ~16, tiny-world ~14, retrain ~11), in the order that
 # pairs them (topology then tiny-world on one worker, retrain then pipeline on the other); the
 # other modules, ~7 minutes together, fill the gaps. A module joins a group only for its fixture:
 # test_train, whose tests train models of their own, is not in tiny-world, so `make test-fast` does
