@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from biomedclip.vqa.fusion import AnswerModel
+from biomedclip.vqa.fusion import AnswerModel, new_answer_model
 from biomedclip.vqa.model_folder import (
     ANSWER_WEIGHTS,
     CONFIG,
@@ -64,6 +64,21 @@ def test_co_attention_runs_both_ways():
     assert from_text[0, 4:].abs().sum() == 0, "padding takes no part"
     one_layer = AnswerModel(24, 16, answers=5, params=SMALL.model_copy(update={"layers": 1}))
     assert len(one_layer.fusion.text_layers) == 1 and len(model.fusion.image_layers) == 2
+
+
+def test_a_new_answer_model_depends_on_its_seed_alone():
+    """Whatever the process drew before (another benchmark's training, a reseeding elsewhere), the
+    same seed gives the same initial weights, and the caller's generator is left as it was."""
+    torch.manual_seed(123)
+    first = new_answer_model(24, 16, 7, SMALL, seed=0).state_dict()
+    torch.rand(1000)
+    torch.seed()  # a nondeterministic seed, as something before the stage's first model did
+    state = torch.get_rng_state()
+    second = new_answer_model(24, 16, 7, SMALL, seed=0).state_dict()
+    assert torch.equal(torch.get_rng_state(), state), "the caller's generator was moved"
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    other = new_answer_model(24, 16, 7, SMALL, seed=1).state_dict()
+    assert not all(torch.equal(first[name], other[name]) for name in first)
 
 
 def test_a_saved_answer_model_gives_the_same_answers(tmp_path):

@@ -30,7 +30,7 @@ from biomedclip.stage import StageContext
 from biomedclip.train.distributed import World, close_world, init_world
 from biomedclip.vqa.features import TokenFeatures, split_features, token_widths
 from biomedclip.vqa.formats import Question, Reject, RejectReason, VqaDataset, load_vqa
-from biomedclip.vqa.fusion import AnswerModel
+from biomedclip.vqa.fusion import AnswerModel, new_answer_model
 from biomedclip.vqa.model_folder import write_answer_model
 from biomedclip.vqa.params import VqaBenchmarkSpec, VqaParams
 from biomedclip.vqa.protocol import (
@@ -127,8 +127,8 @@ def _frozen(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams, world: 
     plan = plan_splits(dataset.splits, val_fraction=params.val_fraction, seed=params.seed)
     fit = train.select(_rows(dataset.splits["train"], plan.fit))
     select = val if val is not None else train.select(_rows(dataset.splits["train"], plan.select))
-    model = AnswerModel(train.image_tokens.shape[-1], train.text_tokens.shape[-1],
-                        len(plan.vocabulary), params.fusion)
+    model = new_answer_model(train.image_tokens.shape[-1], train.text_tokens.shape[-1],
+                             len(plan.vocabulary), params.fusion, seed=params.seed)
     fitted = fit_on_features(model, fit, _labels(plan.fit, plan.vocabulary), select,
                              _labels(plan.select, plan.vocabulary), params, device=world.device,
                              description=f"{dataset.name} answer model")
@@ -172,7 +172,7 @@ def _fine_tuned(loaded: LoadedModel, dataset: VqaDataset, params: VqaParams,
             dataset.splits[split] = _reject_unreadable(dataset, dataset.splits[split], unreadable)
     plan = plan_splits(dataset.splits, val_fraction=params.val_fraction, seed=params.seed)
     image_width, text_width = token_widths(loaded)
-    answer = AnswerModel(image_width, text_width, len(plan.vocabulary), params.fusion)
+    answer = new_answer_model(image_width, text_width, len(plan.vocabulary), params.fusion, seed=params.seed)
     model = EncodedAnswerModel(loaded.model, answer)
     fit, select = _inputs(loaded, images, plan.fit), _inputs(loaded, images, plan.select)
     fitted = fit_end_to_end(model, loaded.preprocess, fit, _labels(plan.fit, plan.vocabulary),
