@@ -101,7 +101,8 @@ class ShardStream(IterableDataset):
             # torch.manual_seed would also reseed every accelerator's generator, which fork_rng
             # does not restore (with workers: 0 on a GPU, each batch's dropout seeded by its last
             # sample), and where none is initialised it formats a stack trace to queue that
-            # (0.22 ms a sample against 0.008 ms, measured on this machine's CPU).
+            # (measured here: 0.4 ms a sample at the top of the stack, 2 ms 100 frames deep, as
+            # under a Prefect task; 0.016 ms for the CPU generator alone).
             torch.default_generator.manual_seed(seed)
             with Image.open(io.BytesIO(sample["jpg"])) as image:
                 pixels = self.preprocess(image.convert("RGB"))

@@ -99,4 +99,3 @@ def new_answer_model(image_width: int, text_width: int, answers: int, params: Fu
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return AnswerModel(image_width, text_width, answers, params)
-
